@@ -1,0 +1,43 @@
+# The two commands a new user runs: `make run` and `make test`. Both create .venv from the pinned
+# requirements when it is missing (or when the requirements changed), then install svalign into it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= 8
+SNAKEMAKE_ARGS ?=
+
+.PHONY: run test lint format unit venv dry-run report clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: envs/requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r envs/requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+run: venv
+	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+dry-run: venv
+	$(BIN)/snakemake -n --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --cores 1
+
+unit: venv
+	$(BIN)/pytest
+
+test: lint unit
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/snakefmt Snakefile workflow/rules
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,23 @@
+# svalign: do the singular vectors of attention heads align with features?
+# This file is a table of contents: configuration, validation, report, and one rules file per stage.
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/toy.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

@@ -1,0 +1,230 @@
+"""Seaborn figures, drawn only from the pipeline's Parquet tables.
+
+Each ``*_figure`` function takes a DataFrame from :func:`svalign.io.to_frame` (tensor cells are arrays of
+their declared shape) and returns a matplotlib Figure; :func:`save_figure` writes PNG (for the report)
+and PDF (for papers). One theme and a colour-blind palette throughout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # rules run headless
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+__all__ = [
+    "save_figure",
+    "toy_alignment_figure",
+    "toy_dynamics_figure",
+    "toy_geometry_figure",
+]
+
+PALETTE = "colorblind"
+HEATMAP = "rocket_r"
+
+
+def set_theme() -> None:
+    sns.set_theme(context="paper", style="whitegrid", palette=PALETTE, font_scale=1.1)
+
+
+def save_figure(
+    figure: plt.Figure, png_path: str | os.PathLike[str], pdf_path: str | os.PathLike[str] | None = None
+) -> None:
+    """Write the figure as PNG (150 dpi) and optionally PDF, via temporary names and rename."""
+    for path, kwargs in ((png_path, {"dpi": 150}), (pdf_path, {})):
+        if path is None:
+            continue
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        figure.savefig(tmp, bbox_inches="tight", **kwargs)
+        os.replace(tmp, path)
+    plt.close(figure)
+
+
+def _select(metrics: pd.DataFrame, seed: int, head: bool) -> pd.Series | None:
+    """The row of ``seed`` with the largest λ (head) or λ = 0 (control); None if absent."""
+    rows = metrics[(metrics["seed"] == seed) & ((metrics["lam"] > 0) if head else (metrics["lam"] == 0))]
+    if rows.empty:
+        return None
+    return rows.sort_values(["lam", "sparsity"], ascending=[False, True]).iloc[0]
+
+
+def _require(row: pd.Series | None, what: str, seed: int) -> pd.Series:
+    if row is None:
+        raise ValueError(f"no {what} instance with seed {seed} in the metrics table (toy.figures.seed)")
+    return row
+
+
+def _feature_order(row: pd.Series) -> np.ndarray:
+    """Attended features first (query then key of each pair, by strength), then the rest."""
+    attended = list(dict.fromkeys(np.ravel(np.stack([row["pair_query"], row["pair_key"]], axis=1)).tolist()))
+    rest = [i for i in range(len(row["feature_norms"])) if i not in set(attended)]
+    return np.array(attended + rest)
+
+
+def toy_geometry_figure(metrics: pd.DataFrame, seed: int = 0) -> plt.Figure:
+    """Paper Fig 1a/1b: |cos| between feature directions without a head (λ = 0) and with one.
+
+    Attended features are ordered first; with the head their rows and columns should be ~0 off the
+    diagonal (orthogonal to everything else), without it they share directions like any other feature.
+    """
+    set_theme()
+    panels = [
+        (r, t)
+        for r, t in ((_select(metrics, seed, False), "no head (λ = 0)"), (_select(metrics, seed, True), None))
+        if r is not None
+    ]
+    if not panels:
+        raise ValueError(f"no instance with seed {seed} in the metrics table (toy.figures.seed)")
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
+    order = _feature_order(panels[-1][0])
+    n_attended = len(set(np.concatenate([panels[-1][0]["pair_query"], panels[-1][0]["pair_key"]])))
+    summary = []
+    for ax, (row, title) in zip(axes[0], panels, strict=True):
+        gram = row["gram"]
+        norms = np.sqrt(np.clip(np.diag(gram), 1e-12, None))
+        cosine = np.abs(gram / norms[:, None] / norms[None, :])[np.ix_(order, order)]
+        sns.heatmap(
+            cosine,
+            ax=ax,
+            vmin=0,
+            vmax=1,
+            cmap=HEATMAP,
+            square=True,
+            cbar_kws={"label": "|cos(w_i, w_j)|"},
+            xticklabels=False,
+            yticklabels=False,
+        )
+        ax.axhline(n_attended, color="tab:cyan", lw=1)
+        ax.axvline(n_attended, color="tab:cyan", lw=1)
+        label = title or f"with head (λ = {row['lam']:g})"
+        ax.set_title(f"{label}\nmax |cos| attended vs others = {row['max_interference_attended']:.2f}")
+        ax.set_xlabel(f"feature (first {n_attended} attended)")
+        ax.set_ylabel("feature")
+        summary.append(f"{label}: {row['max_interference_attended']:.2f}")
+    figure.suptitle(f"Feature geometry, {row['experiment']} (seed {seed}, S = {row['sparsity']:g})")
+    figure.tight_layout()
+    return figure
+
+
+def toy_alignment_figure(metrics: pd.DataFrame, seed: int = 0, extra_ranks: int = 4) -> plt.Figure:
+    """Paper Fig 2a/2b: |cos| of features with the left (u_k) and right (v_k) singular vectors, and σ.
+
+    Shows the first ``P + extra_ranks`` singular pairs (P template pairs) and the attended features,
+    ordered by pair strength, plus the full σ spectrum with the matched σ marked.
+    """
+    set_theme()
+    row = _require(_select(metrics, seed, True), "head (λ > 0)", seed)
+    n_pairs = len(row["pair_value"])
+    n_ranks = min(len(row["sigma"]), n_pairs + extra_ranks)
+    queries, keys = np.asarray(row["pair_query"]), np.asarray(row["pair_key"])
+    figure, axes = plt.subplots(1, 3, figsize=(15, 3.2 + 0.18 * n_pairs), gridspec_kw={"width_ratios": [1, 1, 1.1]})
+    for ax, features, cos, side in (
+        (axes[0], queries, row["cos_u"], "u_k (query side)"),
+        (axes[1], keys, row["cos_v"], "v_k (key side)"),
+    ):
+        sns.heatmap(
+            cos[np.ix_(features, np.arange(n_ranks))],
+            ax=ax,
+            vmin=0,
+            vmax=1,
+            cmap=HEATMAP,
+            cbar_kws={"label": "|cos|"},
+            xticklabels=np.arange(1, n_ranks + 1),
+            yticklabels=[f"w{i}" for i in features],
+        )
+        ax.set_xlabel(f"singular vector {side.split()[0]} (rank k)")
+        ax.set_ylabel("attended feature (pair order)")
+        ax.set_title(f"|cos(feature, {side})|")
+    sigma = np.asarray(row["sigma"])
+    ranks = np.arange(1, len(sigma) + 1)
+    matched = set(int(k) for k in row["matched_rank"] if k >= 0)
+    colours = [sns.color_palette(PALETTE)[1] if k - 1 in matched else sns.color_palette(PALETTE)[7] for k in ranks]
+    axes[2].bar(ranks, sigma, color=colours)
+    axes[2].set_xlabel("rank k")
+    axes[2].set_ylabel("σ_k (logit units)")
+    axes[2].set_title("singular values (matched to a pair: orange)")
+    spearman = row["spearman_sigma_T"]
+    finding = (
+        f"mean matched |cos| = {row['mean_matched_cos']:.3f} (min {row['min_matched_cos']:.3f}), "
+        f"σ2/σ1 = {row['sigma2_over_sigma1']:.3f}, significant σ: {row['n_significant']}"
+        + ("" if np.isnan(spearman) else f", Spearman(σ, T) = {spearman:.2f}")
+    )
+    figure.suptitle(f"{row['experiment']} (seed {seed}, λ = {row['lam']:g}): {finding}")
+    figure.tight_layout()
+    return figure
+
+
+def toy_dynamics_figure(trajectory: pd.DataFrame) -> plt.Figure:
+    """Paper Fig 3: alignment vs orthogonality over training, mean and range over seeds.
+
+    Left: losses (log scale). Right: mean matched |cos| (alignment) and max |cos| of attended features
+    with any other feature (interference; orthogonalisation drives it down), no-head control dashed.
+    """
+    set_theme()
+    frame = trajectory[
+        [
+            "step",
+            "seed",
+            "lam",
+            "sparsity",
+            "recon_loss",
+            "attention_loss",
+            "mean_matched_cos",
+            "max_interference_attended",
+        ]
+    ].copy()
+    frame["model"] = np.where(
+        frame["lam"] > 0, "with head (λ = " + frame["lam"].map("{:g}".format) + ")", "no head (λ = 0)"
+    )
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    losses = frame.melt(
+        id_vars=["step", "seed", "model"],
+        value_vars=["recon_loss", "attention_loss"],
+        var_name="loss",
+        value_name="value",
+    )
+    sns.lineplot(
+        losses[losses["model"].str.startswith("with")],
+        x="step",
+        y="value",
+        hue="loss",
+        errorbar=("pi", 100),
+        ax=axes[0],
+    )
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("loss on the evaluation batch")
+    axes[0].set_title("losses (with head)")
+    metrics = frame.melt(
+        id_vars=["step", "seed", "model"],
+        value_vars=["mean_matched_cos", "max_interference_attended"],
+        var_name="metric",
+        value_name="value",
+    )
+    metrics["metric"] = metrics["metric"].map(
+        {
+            "mean_matched_cos": "alignment: mean matched |cos|",
+            "max_interference_attended": "interference: max |cos| attended-other",
+        }
+    )
+    sns.lineplot(metrics, x="step", y="value", hue="metric", style="model", errorbar=("pi", 100), ax=axes[1])
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[1].set_ylabel("|cos|")
+    head = frame[frame["lam"] > 0]
+    final = head[head["step"] == head["step"].max()]
+    alignment, interference = final["mean_matched_cos"].mean(), final["max_interference_attended"].mean()
+    axes[1].set_title(f"final: alignment {alignment:.3f}, interference {interference:.2f}")
+    for ax in axes:
+        ax.set_xlabel("training step")
+    sns.move_legend(axes[1], "lower right", fontsize="small", title=None)
+    figure.suptitle(f"Training dynamics, {trajectory['experiment'].iloc[0]} (mean and range over seeds)")
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,685 @@
+"""Toy model: a superposition autoencoder trained jointly with one bilinear attention head.
+
+Model (SPEC §1, after Elhage et al. "Toy Models of Superposition"):
+
+* N sparse features; an activation ``f ∈ ℝ^N`` has ``f_i = 0`` with probability S, else ``f_i ~ U[0, 1]``.
+* Feature directions are the columns of ``W ∈ ℝ^{D×N}``; a token is ``x = W f`` (row convention ``f Wᵀ``).
+* Tied autoencoder: ``f̂ = ReLU(Wᵀ W f + b)``, reconstruction loss ``Σ_i I_i (f_i − f̂_i)²`` averaged
+  over tokens (queries and keys).
+* One bilinear head ``Ω = W_Q W_Kᵀ`` (``W_Q, W_K ∈ ℝ^{D×H}``): a query token ``x = W f`` and m key tokens
+  ``y_j = W g_j`` give logits ``ℓ_j = x Ω y_jᵀ`` (no 1/√H scale).
+* Target logits from a template ``T ∈ ℝ^{N×N}``: ``ℓ*_j = β fᵀ T g_j``. Attention loss: cross-entropy of
+  ``softmax(ℓ)`` against ``softmax(ℓ*)`` over the m keys (reported as KL, i.e. minus the target entropy,
+  which has the same gradients and is 0 at the optimum), or MSE on the logits.
+* Total loss ``recon + λ · attention``; W, b, W_Q, W_K trained jointly (AdamW) from Xavier-normal init.
+
+Many instances (different seeds, sparsities, λ) train as one batched tensor with a leading
+``instance`` axis. Instances never interact: the batched loss is the *sum* of per-instance losses and
+AdamW is element-wise, and each instance draws its init and data from its own seeded generators, so an
+instance's result does not depend on which other instances share its batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import torch
+from scipy.optimize import linear_sum_assignment
+from scipy.stats import spearmanr
+from tqdm.auto import tqdm
+
+from svalign.io import Column, TableSchema, provenance, write_table
+from svalign.runtime import derive_seed
+from svalign.svd import factored_svd
+
+__all__ = [
+    "TOY_METRICS",
+    "TOY_TRAJECTORY",
+    "TOY_WEIGHTS",
+    "Template",
+    "ToyConfig",
+    "ToyRun",
+    "TrainingDivergedError",
+    "head_feature_metrics",
+    "make_template",
+    "train_toy",
+]
+
+log = logging.getLogger(__name__)
+
+AttentionLoss = Literal["cross_entropy", "mse"]
+SIGNIFICANT_SIGMA_RATIO = 0.05  # σ_k/σ_1 above this counts as a "significant" singular value (SPEC §1)
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training produced a non-finite or exploding loss."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Templates
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Template:
+    """Attention template: which query feature should attend to which key feature, and how strongly.
+
+    Attributes:
+        n_features: N.
+        query_features: a_p for each pair ``[P]``, pairs sorted by value, strongest first.
+        key_features: b_p ``[P]``.
+        values: T[a_p, b_p] ``[P]``, in (0, 1].
+    """
+
+    n_features: int
+    query_features: tuple[int, ...]
+    key_features: tuple[int, ...]
+    values: tuple[float, ...]
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.values)
+
+    @property
+    def attended_features(self) -> tuple[int, ...]:
+        """Features that take part in any pair, sorted."""
+        return tuple(sorted(set(self.query_features) | set(self.key_features)))
+
+    def matrix(self) -> np.ndarray:
+        """T as a dense ``[N, N]`` array."""
+        T = np.zeros((self.n_features, self.n_features), dtype=np.float32)
+        T[list(self.query_features), list(self.key_features)] = self.values
+        return T
+
+
+def make_template(kind: str, n_features: int, n_pairs: int = 1, pair_offset: int = 20) -> Template:
+    """Build one of the paper's templates.
+
+    * ``single_pair``: T[0, 1] = 1.
+    * ``multi_pair``: T[i, i + pair_offset] = (P − i)/P for i = 0..P−1 (linearly decaying, largest 1).
+
+    The logit scale β (``target_scale``) multiplies T, so the largest target logit is β.
+    """
+    if kind == "single_pair":
+        if n_features < 2:
+            raise ValueError("template single_pair needs n_features >= 2")
+        return Template(n_features, (0,), (1,), (1.0,))
+    if kind == "multi_pair":
+        if n_pairs < 1 or pair_offset < n_pairs or pair_offset + n_pairs > n_features:
+            raise ValueError(
+                f"template multi_pair: need 1 <= n_pairs <= pair_offset and pair_offset + n_pairs <= "
+                f"n_features (got n_pairs={n_pairs}, pair_offset={pair_offset}, n_features={n_features})"
+            )
+        queries = tuple(range(n_pairs))
+        keys = tuple(i + pair_offset for i in queries)
+        values = tuple((n_pairs - i) / n_pairs for i in queries)
+        return Template(n_features, queries, keys, values)
+    raise ValueError(f"unknown template kind {kind!r} (expected single_pair or multi_pair)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """One toy experiment: shared shapes and optimiser, plus the instance grid (seeds × sparsities × λ).
+
+    Every field mirrors a key of ``toy.experiments.<name>`` in ``config.yaml`` (documented in
+    ``workflow/schemas/config.schema.yaml``).
+    """
+
+    n_features: int = 20
+    d_model: int = 10
+    d_head: int = 10
+    template: str = "single_pair"
+    n_pairs: int = 1
+    pair_offset: int = 20
+    target_scale: float = 10.0
+    context_len: int = 8
+    attention_loss: AttentionLoss = "cross_entropy"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    sparsities: tuple[float, ...] = (0.9,)
+    lambdas: tuple[float, ...] = (1.0, 0.0)
+    importance_decay: float = 1.0
+    steps: int = 3000
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    log_every: int = 100
+    eval_batch_size: int = 4096
+    train_features: bool = True
+    train_head: bool = True
+    max_loss: float = 1e6
+
+    def __post_init__(self) -> None:
+        for name in ("n_features", "d_model", "d_head", "context_len", "steps", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"toy config: {name} must be >= 1, got {getattr(self, name)}")
+        if any(not 0.0 <= s < 1.0 for s in self.sparsities):
+            raise ValueError(f"toy config: sparsities must lie in [0, 1), got {list(self.sparsities)}")
+        if any(lam < 0 for lam in self.lambdas):
+            raise ValueError(f"toy config: lambdas must be >= 0, got {list(self.lambdas)}")
+        if self.attention_loss not in ("cross_entropy", "mse"):
+            raise ValueError(f"toy config: attention_loss must be cross_entropy or mse, got {self.attention_loss!r}")
+        if not self.seeds or not self.sparsities or not self.lambdas:
+            raise ValueError("toy config: seeds, sparsities and lambdas must each list at least one value")
+        make_template(self.template, self.n_features, self.n_pairs, self.pair_offset)  # validates
+
+    @classmethod
+    def from_mapping(cls, mapping: dict) -> ToyConfig:
+        """Build from a (schema-validated) config mapping; lists become tuples, unknown keys fail."""
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(mapping) - known)
+        if unknown:
+            raise ValueError(f"toy config: unknown keys {unknown}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in mapping.items()}
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @property
+    def template_spec(self) -> Template:
+        return make_template(self.template, self.n_features, self.n_pairs, self.pair_offset)
+
+    def instances(self) -> list[dict]:
+        """The instance grid, in a fixed order: λ (outer), sparsity, seed (inner)."""
+        return [
+            {"instance": i, "seed": seed, "sparsity": sparsity, "lam": lam}
+            for i, (lam, sparsity, seed) in enumerate(itertools.product(self.lambdas, self.sparsities, self.seeds))
+        ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameters and data
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ToyParams:
+    """Parameters of I instances.
+
+    Attributes:
+        W: feature directions ``[instance, d_model, n_features]``.
+        b: autoencoder bias ``[instance, n_features]``.
+        W_Q: ``[instance, d_model, d_head]``.
+        W_K: ``[instance, d_model, d_head]``.
+    """
+
+    W: torch.Tensor
+    b: torch.Tensor
+    W_Q: torch.Tensor
+    W_K: torch.Tensor
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"W": self.W, "b": self.b, "W_Q": self.W_Q, "W_K": self.W_K}
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in self.tensors().items()}
+
+
+def _xavier_normal(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
+    std = math.sqrt(2.0 / (rows + cols))
+    return torch.randn(rows, cols, generator=generator) * std
+
+
+def init_params(config: ToyConfig, seeds: Sequence[int], device: torch.device) -> ToyParams:
+    """Xavier-normal init per instance, drawn on the CPU from the instance's seed (device-independent)."""
+    W, W_Q, W_K = [], [], []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(derive_seed(seed, "toy-init"))
+        W.append(_xavier_normal(config.d_model, config.n_features, generator))
+        W_Q.append(_xavier_normal(config.d_model, config.d_head, generator))
+        W_K.append(_xavier_normal(config.d_model, config.d_head, generator))
+    return ToyParams(
+        W=torch.stack(W).to(device),
+        b=torch.zeros(len(seeds), config.n_features, device=device),
+        W_Q=torch.stack(W_Q).to(device),
+        W_K=torch.stack(W_K).to(device),
+    )
+
+
+class FeatureSampler:
+    """Draws sparse feature activations ``[instance, batch, 1 + m, N]`` (token 0 is the query).
+
+    One uniform draw u per entry gives both the mask and the value: ``f = 0`` if ``u < S`` else
+    ``(u − S)/(1 − S)``, which is U[0, 1) given ``u ≥ S``. Each instance owns a generator seeded from its
+    seed, so its stream does not depend on the other instances in the batch (the Python loop runs over
+    instances, a handful, never over tokens).
+    """
+
+    def __init__(self, seeds: Sequence[int], sparsities: torch.Tensor, n_tokens: int, n_features: int, purpose: str):
+        self.device = sparsities.device
+        self.sparsity = sparsities.view(-1, 1, 1, 1)
+        self.n_tokens, self.n_features = n_tokens, n_features
+        self.generators = [
+            torch.Generator(device=self.device).manual_seed(derive_seed(seed, purpose)) for seed in seeds
+        ]
+
+    def sample(self, batch_size: int) -> torch.Tensor:
+        u = torch.empty(len(self.generators), batch_size, self.n_tokens, self.n_features, device=self.device)
+        for i, generator in enumerate(self.generators):
+            torch.rand(u.shape[1:], generator=generator, device=self.device, out=u[i])
+        return torch.where(u < self.sparsity, 0.0, (u - self.sparsity) / (1.0 - self.sparsity))
+
+
+def toy_losses(
+    params: ToyParams,
+    features: torch.Tensor,
+    template: torch.Tensor,
+    importance: torch.Tensor,
+    target_scale: float,
+    attention_loss: AttentionLoss,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-instance reconstruction and attention losses.
+
+    Args:
+        features: ``[instance, batch, 1 + m, N]``; token 0 is the query, tokens 1..m the keys.
+        template: T ``[N, N]``.
+        importance: per-feature weights ``[N]``.
+
+    Returns:
+        ``(recon [instance], attention [instance])``.
+    """
+    n_instances, batch, n_tokens, n_features = features.shape
+    flat = features.reshape(n_instances, batch * n_tokens, n_features)
+    hidden = flat @ params.W.mT  # [I, B·T, D]
+    recon = torch.relu(hidden @ params.W + params.b[:, None, :])  # [I, B·T, N]
+    recon_loss = ((flat - recon).square() * importance).sum(-1).mean(-1)
+
+    # Project queries and keys with one flat matmul each; a matmul per [1+m, D] sample would be a batch of
+    # I·B tiny products (slow on CPU). Logits and targets are then element-wise products and sums.
+    hidden = hidden.view(n_instances, batch, n_tokens, -1)
+    query = hidden[:, :, 0] @ params.W_Q  # [I, B, H]
+    keys = (hidden[:, :, 1:].reshape(n_instances, -1, hidden.shape[-1]) @ params.W_K).view(
+        n_instances, batch, n_tokens - 1, -1
+    )  # [I, B, m, H]
+    logits = (keys * query.unsqueeze(2)).sum(-1)  # [I, B, m]
+    query_features, key_features = features[:, :, 0], features[:, :, 1:]
+    target = target_scale * (key_features * (query_features @ template).unsqueeze(2)).sum(-1)  # [I, B, m]
+    if attention_loss == "cross_entropy":
+        target_log_p = torch.log_softmax(target, dim=-1)
+        attention = (target_log_p.exp() * (target_log_p - torch.log_softmax(logits, dim=-1))).sum(-1).mean(-1)
+    else:
+        attention = (logits - target).square().mean((-1, -2))
+    return recon_loss, attention
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------------
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+def head_feature_metrics(
+    W: torch.Tensor, W_Q: torch.Tensor, W_K: torch.Tensor, template: Template, target_scale: float
+) -> dict[str, np.ndarray]:
+    """Alignment of the head's singular vectors with the features, spectrum and feature geometry.
+
+    Args:
+        W: features ``[instance, D, N]``; W_Q, W_K: ``[instance, D, H]``.
+
+    Returns:
+        column name -> array with leading ``instance`` axis (``P`` pairs, ``r = min(D, H)``):
+        ``sigma [r]``, ``cos_u``/``cos_v [N, r]`` (|cos| between feature i and u_k / v_k), per pair
+        ``matched_rank``, ``matched_cos_u``, ``matched_cos_v`` (one-to-one Hungarian matching of pairs to
+        singular pairs on |cos u|·|cos v|; rank −1 and NaN when there are more pairs than singular pairs),
+        ``best_rank``/``best_cos_u``/``best_cos_v`` (each pair's best singular pair; several pairs may
+        claim one), ``matched_sigma``, ``gain`` (ŵ_aᵀ Ω ŵ_b), ``sigma_over_target`` (σ/(βT)); scalars
+        ``mean_matched_cos``, ``min_matched_cos``, ``n_distinct_best``, ``sigma2_over_sigma1``,
+        ``spectral_separation`` (σ_{P+1}/σ_P), ``n_significant``, ``spearman_sigma_T``,
+        ``spearman_gain_T``, ``max_interference_attended``, ``mean_interference_attended``,
+        ``mean_interference_other``, ``attended_span_energy``; and ``gram [N, N]``, ``feature_norms [N]``.
+    """
+    W, W_Q, W_K = (t.detach().to(torch.float64).cpu() for t in (W, W_Q, W_K))
+    n_instances, _, n_features = W.shape
+    norms = W.norm(dim=1)  # [I, N]
+    W_unit = W / norms.clamp_min(1e-12)[:, None, :]
+    U, S, V = factored_svd(W_Q, W_K)  # [I, D, r], [I, r], [I, D, r]
+    rank = S.shape[-1]
+    cos_u = (W_unit.mT @ U).abs()  # [I, N, r]
+    cos_v = (W_unit.mT @ V).abs()
+
+    a = torch.tensor(template.query_features)
+    b = torch.tensor(template.key_features)
+    values = np.asarray(template.values)
+    n_pairs = template.n_pairs
+    score = (cos_u[:, a, :] * cos_v[:, b, :]).numpy()  # [I, P, r]
+
+    matched_rank = np.full((n_instances, n_pairs), -1, dtype=np.int64)
+    for i in range(n_instances):  # Hungarian matching is sequential by nature; I is small
+        rows, cols = linear_sum_assignment(score[i], maximize=True)
+        matched_rank[i, rows] = cols
+    has_match = matched_rank >= 0
+    safe_rank = torch.from_numpy(np.where(has_match, matched_rank, 0))
+    cu, cv = cos_u.numpy(), cos_v.numpy()
+    inst = np.arange(n_instances)[:, None]
+    matched_cos_u = np.where(has_match, cu[inst, np.asarray(a)[None], safe_rank.numpy()], np.nan)
+    matched_cos_v = np.where(has_match, cv[inst, np.asarray(b)[None], safe_rank.numpy()], np.nan)
+    matched_sigma = np.where(has_match, S.numpy()[inst, safe_rank.numpy()], np.nan)
+    best_rank = score.argmax(-1)
+    best_cos_u = cu[inst, np.asarray(a)[None], best_rank]
+    best_cos_v = cv[inst, np.asarray(b)[None], best_rank]
+
+    omega_pairs = W_unit.mT @ W_Q @ W_K.mT @ W_unit  # [I, N, N]: ŵ_iᵀ Ω ŵ_j
+    gain = omega_pairs[:, a, b].numpy()  # [I, P]
+
+    sigma = S.numpy()
+    separation = sigma[:, n_pairs] / sigma[:, n_pairs - 1] if n_pairs < rank else np.full(n_instances, np.nan)
+
+    cos_gram = (W_unit.mT @ W_unit).abs()
+    cos_gram.diagonal(dim1=-2, dim2=-1).zero_()
+    per_feature_interference = cos_gram.max(-1).values.numpy()  # [I, N]
+    attended = list(template.attended_features)
+    others = [i for i in range(n_features) if i not in set(attended)]
+    # Fraction of the other features' energy inside span(attended): 0 when attended features are
+    # orthogonal to everything else (the paper's Fig 1b geometry).
+    Q_att, _ = torch.linalg.qr(W[:, :, attended])
+    if others:
+        W_other = W[:, :, others]
+        span_energy = (Q_att.mT @ W_other).square().sum((-1, -2)) / W_other.square().sum((-1, -2)).clamp_min(1e-12)
+        mean_other = per_feature_interference[:, others].mean(-1)
+    else:
+        span_energy = torch.full((n_instances,), float("nan"))
+        mean_other = np.full(n_instances, np.nan)
+
+    # Unmatched pairs (more pairs than singular pairs) are NaN and left out of the summaries.
+    both_sides = np.concatenate([matched_cos_u, matched_cos_v], axis=-1)
+    mean_matched = np.nanmean(both_sides, axis=-1)
+    min_matched = np.nanmin(both_sides, axis=-1)
+    return {
+        "sigma": sigma,
+        "cos_u": cu,
+        "cos_v": cv,
+        "matched_rank": matched_rank,
+        "matched_cos_u": matched_cos_u,
+        "matched_cos_v": matched_cos_v,
+        "matched_sigma": matched_sigma,
+        "best_rank": best_rank,
+        "best_cos_u": best_cos_u,
+        "best_cos_v": best_cos_v,
+        "gain": gain,
+        "sigma_over_target": matched_sigma / (target_scale * values[None]),
+        "mean_matched_cos": mean_matched,
+        "min_matched_cos": min_matched,
+        "n_distinct_best": np.array([len(set(r)) for r in best_rank]),
+        "sigma2_over_sigma1": sigma[:, 1] / sigma[:, 0] if rank > 1 else np.full(n_instances, np.nan),
+        "spectral_separation": separation,
+        "n_significant": (sigma / sigma[:, :1] > SIGNIFICANT_SIGMA_RATIO).sum(-1),
+        "spearman_sigma_T": np.array([_spearman(s, values) for s in matched_sigma]),
+        "spearman_gain_T": np.array([_spearman(g, values) for g in gain]),
+        "max_interference_attended": per_feature_interference[:, attended].max(-1),
+        "mean_interference_attended": per_feature_interference[:, attended].mean(-1),
+        "mean_interference_other": mean_other,
+        "attended_span_energy": span_energy.numpy(),
+        "gram": (W.mT @ W).numpy(),
+        "feature_norms": norms.numpy(),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ToyRun:
+    """Result of :func:`train_toy`.
+
+    Attributes:
+        config: the experiment.
+        instances: one dict per instance (``instance``, ``seed``, ``sparsity``, ``lam``).
+        params: final parameters.
+        final: metrics of the final parameters plus ``step``, ``recon_loss``, ``attention_loss``
+            (on a fixed evaluation batch), arrays with a leading ``instance`` axis.
+        trajectory: the same, every ``log_every`` steps (step 0 included).
+    """
+
+    config: ToyConfig
+    instances: list[dict]
+    params: ToyParams
+    final: dict[str, np.ndarray]
+    trajectory: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+
+def _importance(config: ToyConfig, device: torch.device) -> torch.Tensor:
+    return config.importance_decay ** torch.arange(config.n_features, device=device, dtype=torch.float32)
+
+
+def train_toy(
+    config: ToyConfig,
+    device: torch.device | str = "cpu",
+    initial: ToyParams | None = None,
+    progress: bool = True,
+    progress_file=None,
+) -> ToyRun:
+    """Train every instance of ``config`` as one batched model.
+
+    Args:
+        config: the experiment.
+        device: torch device.
+        initial: parameters to start from instead of the seeded Xavier init (e.g. fixed orthonormal
+            features with ``train_features=False``), ``[instance, ...]`` as in :class:`ToyParams`.
+        progress: show a tqdm bar (written to ``progress_file``, default stderr).
+
+    Raises:
+        TrainingDivergedError: a loss became non-finite or exceeded ``config.max_loss``; the message names
+            the instance, its seed/sparsity/λ and the step.
+    """
+    device = torch.device(device)
+    instances = config.instances()
+    seeds = [row["seed"] for row in instances]
+    sparsities = torch.tensor([row["sparsity"] for row in instances], device=device)
+    lambdas = torch.tensor([row["lam"] for row in instances], device=device)
+    template = config.template_spec
+    template_matrix = torch.from_numpy(template.matrix()).to(device)
+    importance = _importance(config, device)
+
+    params = (
+        init_params(config, seeds, device)
+        if initial is None
+        else ToyParams(**{k: v.detach().clone().to(device) for k, v in initial.tensors().items()})
+    )
+    trainable = []
+    if config.train_features:
+        trainable += [params.W, params.b]
+    if config.train_head:
+        trainable += [params.W_Q, params.W_K]
+    for tensor in trainable:
+        tensor.requires_grad_(True)
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay) if trainable else None
+
+    n_tokens = 1 + config.context_len
+    train_sampler = FeatureSampler(seeds, sparsities, n_tokens, config.n_features, "toy-train")
+    eval_features = FeatureSampler(seeds, sparsities, n_tokens, config.n_features, "toy-eval").sample(
+        config.eval_batch_size
+    )
+
+    def losses(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return toy_losses(params, features, template_matrix, importance, config.target_scale, config.attention_loss)
+
+    def evaluate(step: int) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            recon, attention = losses(eval_features)
+        _check_finite(step, recon + lambdas * attention, instances, config.max_loss)
+        record = head_feature_metrics(params.W, params.W_Q, params.W_K, template, config.target_scale)
+        record.update(
+            step=np.full(len(instances), step),
+            recon_loss=recon.cpu().numpy().astype(np.float64),
+            attention_loss=attention.cpu().numpy().astype(np.float64),
+        )
+        return record
+
+    trajectory = [evaluate(0)]
+    bar = tqdm(
+        range(1, config.steps + 1),
+        disable=not progress,
+        file=progress_file,
+        mininterval=5.0,
+        desc=f"toy {config.template} x{len(instances)}",
+    )
+    for step in bar:
+        if optimizer is not None:
+            recon, attention = losses(train_sampler.sample(config.batch_size))
+            optimizer.zero_grad(set_to_none=True)
+            (recon + lambdas * attention).sum().backward()
+            optimizer.step()
+        if step % config.log_every == 0 or step == config.steps:
+            trajectory.append(evaluate(step))
+            bar.set_postfix(
+                recon=f"{trajectory[-1]['recon_loss'].mean():.4f}",
+                attn=f"{trajectory[-1]['attention_loss'].mean():.4f}",
+                cos=f"{np.nanmean(trajectory[-1]['mean_matched_cos']):.3f}",
+            )
+    bar.close()
+    for tensor in trainable:
+        tensor.requires_grad_(False)
+    log.info("trained %d instances of %s for %d steps on %s", len(instances), config.template, config.steps, device)
+    return ToyRun(config, instances, params, trajectory[-1], trajectory)
+
+
+def _check_finite(step: int, loss: torch.Tensor, instances: list[dict], max_loss: float) -> None:
+    bad = (~torch.isfinite(loss)) | (loss.abs() > max_loss)
+    if bad.any():
+        i = int(bad.nonzero()[0, 0])
+        row = instances[i]
+        raise TrainingDivergedError(
+            f"toy training diverged at step {step}: instance {i} (seed={row['seed']}, sparsity={row['sparsity']}, "
+            f"lam={row['lam']}) has loss {float(loss[i]):.4g} (limit max_loss={max_loss:g}). "
+            "Lower lr or target_scale, or raise max_loss if the scale is intended."
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------------
+
+_INSTANCE_COLUMNS = (
+    Column("experiment", pa.string(), "toy experiment name (key of toy.experiments)"),
+    Column("instance", pa.int64(), "index of the instance in the batched run"),
+    Column("seed", pa.int64(), "seed of the instance's init and data streams"),
+    Column("sparsity", pa.float64(), "probability S that a feature is zero"),
+    Column("lam", pa.float64(), "weight λ of the attention loss (0: no-head control)"),
+)
+_F32, _F64, _I64 = pa.float32(), pa.float64(), pa.int64()
+_METRIC_COLUMNS = (
+    Column("step", _I64, "optimiser step the metrics refer to"),
+    Column("recon_loss", _F64, "reconstruction loss on the fixed evaluation batch"),
+    Column("attention_loss", _F64, "attention loss (KL for cross_entropy, MSE otherwise) on the evaluation batch"),
+    Column("pair_query", _I64, "query feature a_p of each template pair", ("n_pairs",)),
+    Column("pair_key", _I64, "key feature b_p of each template pair", ("n_pairs",)),
+    Column("pair_value", _F64, "template value T[a_p, b_p] (target logit / β)", ("n_pairs",)),
+    Column("sigma", _F64, "singular values of Ω = W_Q W_Kᵀ, descending", ("rank",)),
+    Column("cos_u", _F64, "|cos(w_i, u_k)|: features vs left (query) singular vectors", ("n_features", "rank")),
+    Column("cos_v", _F64, "|cos(w_i, v_k)|: features vs right (key) singular vectors", ("n_features", "rank")),
+    Column("matched_rank", _I64, "singular pair assigned to each template pair (Hungarian; -1 none)", ("n_pairs",)),
+    Column("matched_cos_u", _F64, "|cos(w_a, u_k)| of the matched pair (NaN if unmatched)", ("n_pairs",)),
+    Column("matched_cos_v", _F64, "|cos(w_b, v_k)| of the matched pair (NaN if unmatched)", ("n_pairs",)),
+    Column("matched_sigma", _F64, "σ_k of the matched singular pair", ("n_pairs",)),
+    Column("best_rank", _I64, "best singular pair of each template pair (may repeat)", ("n_pairs",)),
+    Column("best_cos_u", _F64, "|cos(w_a, u_k)| at the best singular pair", ("n_pairs",)),
+    Column("best_cos_v", _F64, "|cos(w_b, v_k)| at the best singular pair", ("n_pairs",)),
+    Column("gain", _F64, "ŵ_aᵀ Ω ŵ_b, the head's logit gain between the unit pair features", ("n_pairs",)),
+    Column("sigma_over_target", _F64, "matched σ / (β T[a, b])", ("n_pairs",)),
+    Column("mean_matched_cos", _F64, "mean over pairs and both sides of the matched |cos|"),
+    Column("min_matched_cos", _F64, "smallest matched |cos| over pairs and sides"),
+    Column("n_distinct_best", _I64, "number of distinct singular pairs claimed by best matching"),
+    Column("sigma2_over_sigma1", _F64, "σ_2/σ_1"),
+    Column("spectral_separation", _F64, "σ_{P+1}/σ_P for P template pairs (NaN when P >= rank)"),
+    Column("n_significant", _I64, f"number of σ_k with σ_k/σ_1 > {SIGNIFICANT_SIGMA_RATIO}"),
+    Column("spearman_sigma_T", _F64, "Spearman of matched σ vs T over pairs (NaN for one pair)"),
+    Column("spearman_gain_T", _F64, "Spearman of the gain ŵ_aᵀΩŵ_b vs T over pairs (NaN for one pair)"),
+    Column("max_interference_attended", _F64, "max |cos(w_i, w_j)| over attended i and any j != i"),
+    Column("mean_interference_attended", _F64, "mean over attended i of max_j |cos(w_i, w_j)|"),
+    Column("mean_interference_other", _F64, "mean over non-attended i of max_j |cos(w_i, w_j)|"),
+    Column("attended_span_energy", _F64, "fraction of the other features' squared norm in span(attended)"),
+    Column("feature_norms", _F64, "‖w_i‖", ("n_features",)),
+)
+
+TOY_WEIGHTS = TableSchema(
+    "toy_weights",
+    "Final parameters of every toy instance, one row per instance.",
+    (
+        *_INSTANCE_COLUMNS,
+        Column("W", _F32, "feature directions (columns)", ("d_model", "n_features")),
+        Column("b", _F32, "autoencoder bias", ("n_features",)),
+        Column("W_Q", _F32, "query weights", ("d_model", "d_head")),
+        Column("W_K", _F32, "key weights", ("d_model", "d_head")),
+    ),
+)
+TOY_METRICS = TableSchema(
+    "toy_metrics",
+    "Alignment, spectrum and geometry of every toy instance after training, one row per instance.",
+    _INSTANCE_COLUMNS
+    + _METRIC_COLUMNS
+    + (Column("gram", _F64, "feature Gram matrix WᵀW", ("n_features", "n_features")),),
+)
+TOY_TRAJECTORY = TableSchema(
+    "toy_trajectory",
+    "The metrics of toy_metrics (without the Gram matrix) every log_every steps, one row per instance and step.",
+    _INSTANCE_COLUMNS + _METRIC_COLUMNS,
+)
+
+
+def _instance_columns(run: ToyRun, experiment: str, repeat: int = 1) -> dict[str, list]:
+    rows = run.instances * repeat
+    return {
+        "experiment": [experiment] * len(rows),
+        **{key: [row[key] for row in rows] for key in ("instance", "seed", "sparsity", "lam")},
+    }
+
+
+def _metric_columns(run: ToyRun, records: list[dict[str, np.ndarray]], schema: TableSchema) -> dict[str, np.ndarray]:
+    template = run.config.template_spec
+    n_rows = len(records) * len(run.instances)
+    pair_columns = {
+        "pair_query": np.tile(template.query_features, (n_rows, 1)),
+        "pair_key": np.tile(template.key_features, (n_rows, 1)),
+        "pair_value": np.tile(template.values, (n_rows, 1)),
+    }
+    names = [
+        c.name
+        for c in schema.columns
+        if c.name not in pair_columns and c.name not in {c.name for c in _INSTANCE_COLUMNS}
+    ]
+    return {**pair_columns, **{name: np.concatenate([r[name] for r in records]) for name in names}}
+
+
+def weights_table(run: ToyRun, experiment: str) -> dict[str, object]:
+    """Column data for :data:`TOY_WEIGHTS`."""
+    return {**_instance_columns(run, experiment), **run.params.numpy()}
+
+
+def metrics_table(run: ToyRun, experiment: str) -> dict[str, object]:
+    """Column data for :data:`TOY_METRICS`."""
+    return {**_instance_columns(run, experiment), **_metric_columns(run, [run.final], TOY_METRICS)}
+
+
+def trajectory_table(run: ToyRun, experiment: str) -> dict[str, object]:
+    """Column data for :data:`TOY_TRAJECTORY` (rows ordered by step, then instance)."""
+    return {
+        **_instance_columns(run, experiment, repeat=len(run.trajectory)),
+        **_metric_columns(run, run.trajectory, TOY_TRAJECTORY),
+    }
+
+
+def write_run(run: ToyRun, experiment: str, weights: str, metrics: str, trajectory: str) -> None:
+    """Write the three toy tables of one experiment, each with provenance (stage, config, seeds)."""
+    record = provenance("toy", {"experiment": experiment, **run.config.to_dict()}, seed=list(run.config.seeds))
+    write_table(weights, TOY_WEIGHTS, weights_table(run, experiment), record)
+    write_table(metrics, TOY_METRICS, metrics_table(run, experiment), record)
+    write_table(trajectory, TOY_TRAJECTORY, trajectory_table(run, experiment), record)

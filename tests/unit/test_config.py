@@ -1,0 +1,73 @@
+import copy
+import dataclasses
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from svalign.config import ConfigError, check_config
+from svalign.toy import ToyConfig
+
+
+@pytest.fixture
+def schema_path(repo):
+    return str(repo / "workflow" / "schemas" / "config.schema.yaml")
+
+
+@pytest.fixture
+def default_config(repo):
+    return yaml.safe_load((repo / "config.yaml").read_text())
+
+
+def test_default_config_is_valid(default_config, schema_path):
+    validate(default_config, schema_path)
+    check_config(default_config)
+
+
+def test_schema_defaults_equal_library_defaults(repo):
+    """The schema documents the defaults; ToyConfig must use the same ones."""
+    schema = yaml.safe_load((repo / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    properties = schema["$defs"]["toy_experiment"]["properties"]
+    library = {f.name: f.default for f in dataclasses.fields(ToyConfig)}
+    assert set(properties) == set(library)
+    for name, spec in properties.items():
+        expected = library[name]
+        assert spec["default"] == (list(expected) if isinstance(expected, tuple) else expected), name
+
+
+def test_defaults_are_filled_in(schema_path):
+    config = {"toy": {"experiments": {"tiny": {"n_features": 4}}}}
+    validate(config, schema_path)
+    assert config["device"] == "auto"
+    assert config["toy"]["experiments"]["tiny"]["steps"] == 3000
+    assert config["toy"]["figures"]["seed"] == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key"),
+    [
+        (("toy", "experiments", "single_pair", "lambdas"), [-1.0], "lambdas"),
+        (("toy", "experiments", "single_pair", "sparsities"), [1.0], "sparsities"),
+        (("toy", "experiments", "single_pair", "d_head"), 0, "d_head"),
+        (("toy", "experiments", "single_pair", "lamda"), [1.0], "lamda"),
+        (("device",), "tpu", "device"),
+        (("toy", "experiments", "single_pair", "attention_loss"), "kl", "attention_loss"),
+    ],
+)
+def test_bad_value_fails_naming_the_key(default_config, schema_path, path, value, key):
+    config = copy.deepcopy(default_config)
+    node = config
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    with pytest.raises(WorkflowError) as error:
+        validate(config, schema_path)
+    assert key in str(error.value)
+
+
+def test_cross_field_error_names_the_experiment(default_config):
+    config = copy.deepcopy(default_config)
+    config["toy"]["experiments"]["multi_pair"]["pair_offset"] = 90
+    with pytest.raises(ConfigError, match=r"toy\.experiments\.multi_pair: .*pair_offset"):
+        check_config(config)

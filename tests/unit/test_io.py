@@ -1,0 +1,104 @@
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from svalign import io
+
+SCHEMA = io.TableSchema(
+    "example",
+    "A test table.",
+    (
+        io.Column("name", pa.string(), "a label"),
+        io.Column("value", pa.float64(), "a number"),
+        io.Column("matrix", pa.float32(), "a matrix", ("rows", "cols")),
+        io.Column("ragged", pa.int64(), "a vector of any length", ("n",), ragged=True),
+    ),
+)
+
+
+def _data(rows: int = 3) -> dict:
+    rng = np.random.default_rng(0)
+    return {
+        "name": [f"row{i}" for i in range(rows)],
+        "value": rng.normal(size=rows),
+        "matrix": rng.normal(size=(rows, 4, 5)).astype(np.float32),
+        "ragged": [np.arange(i + 1) for i in range(rows)],
+    }
+
+
+def test_roundtrip_keeps_tensor_shapes_and_provenance(tmp_path):
+    data = _data()
+    path = io.write_table(tmp_path / "t.parquet", SCHEMA, data, io.provenance("test", {"k": 1}, seed=7))
+    table = io.read_table(path, SCHEMA)
+    np.testing.assert_array_equal(io.tensor(table, "matrix"), data["matrix"])
+    frame = io.to_frame(table)
+    assert frame["matrix"].iloc[2].shape == (4, 5)
+    np.testing.assert_array_equal(frame["matrix"].iloc[2], data["matrix"][2])
+    assert frame["ragged"].iloc[2].tolist() == [0, 1, 2]
+    record = io.read_provenance(path)
+    assert record["stage"] == "test"
+    assert record["table"] == "example"
+    assert record["config"] == {"k": 1}
+    assert record["seed"] == 7
+    assert record["packages"]["pyarrow"] == pa.__version__
+    assert "numpy" in record["packages"]
+
+
+def test_same_data_gives_byte_identical_files(tmp_path):
+    record = io.provenance("test", {"k": 1}, seed=0)
+    first = io.write_table(tmp_path / "a.parquet", SCHEMA, _data(), record)
+    second = io.write_table(tmp_path / "b.parquet", SCHEMA, _data(), record)
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path):
+    path = io.write_table(tmp_path / "t.parquet", SCHEMA, _data(), io.provenance("test"))
+    before = path.read_bytes()
+    bad = _data()
+    bad["matrix"] = np.zeros((3, 4), dtype=np.float32)  # wrong rank
+    with pytest.raises(io.SchemaMismatchError, match="matrix"):
+        io.write_table(path, SCHEMA, bad, io.provenance("test"))
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["t.parquet"]
+
+
+def test_build_rejects_missing_and_undeclared_columns():
+    data = _data()
+    data.pop("value")
+    data["extra"] = [1, 2, 3]
+    with pytest.raises(io.SchemaMismatchError, match=r"missing columns \['value'\].*undeclared columns \['extra'\]"):
+        SCHEMA.build(data)
+
+
+def test_missing_file_error_names_path_and_fix(tmp_path):
+    with pytest.raises(io.ParquetReadError, match=r"no such Parquet file.*snakemake"):
+        io.read_table(tmp_path / "absent.parquet", SCHEMA)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_file_gives_clear_error(tmp_path, damage):
+    path = io.write_table(tmp_path / "t.parquet", SCHEMA, _data(), io.provenance("test"))
+    content = path.read_bytes()
+    path.write_bytes(b"not parquet at all" if damage == "garbage" else content[: len(content) // 2])
+    with pytest.raises(io.ParquetReadError, match="corrupt"):
+        io.read_table(path, SCHEMA)
+
+
+def test_schema_mismatch_names_the_columns(tmp_path):
+    path = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"name": ["a"], "value": pa.array([1], type=pa.int32())}), path)
+    with pytest.raises(io.SchemaMismatchError) as error:
+        io.read_table(path, SCHEMA)
+    message = str(error.value)
+    assert "missing columns ['matrix', 'ragged']" in message
+    assert "column 'value' is int32, declared double" in message
+
+
+def test_markdown_documents_every_column():
+    text = SCHEMA.markdown()
+    for column in SCHEMA.columns:
+        assert f"`{column.name}`" in text
+    assert "tensor<float>[rows, cols]" in text

@@ -1,0 +1,168 @@
+import numpy as np
+import pytest
+import torch
+
+from svalign import io, toy
+from svalign.toy import ToyConfig, ToyParams, head_feature_metrics, make_template, train_toy
+
+
+def test_multi_pair_template_decays_linearly():
+    template = make_template("multi_pair", n_features=100, n_pairs=20, pair_offset=20)
+    T = template.matrix()
+    assert T[0, 20] == 1.0 and T[19, 39] == pytest.approx(1 / 20)
+    assert np.count_nonzero(T) == 20
+    assert template.attended_features == tuple(range(40))
+    assert list(template.values) == sorted(template.values, reverse=True)
+
+
+def test_template_that_does_not_fit_fails():
+    with pytest.raises(ValueError, match="pair_offset"):
+        make_template("multi_pair", n_features=30, n_pairs=20, pair_offset=20)
+
+
+def test_config_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(ValueError, match="unknown keys"):
+        ToyConfig.from_mapping({"lamda": [1.0]})
+    with pytest.raises(ValueError, match="sparsities"):
+        ToyConfig(sparsities=(1.0,))
+    with pytest.raises(ValueError, match="lambdas"):
+        ToyConfig(lambdas=(-0.5,))
+
+
+def test_instance_grid_order():
+    config = ToyConfig(seeds=(3, 4), sparsities=(0.8,), lambdas=(1.0, 0.0))
+    assert [(r["lam"], r["seed"]) for r in config.instances()] == [(1.0, 3), (1.0, 4), (0.0, 3), (0.0, 4)]
+
+
+def _orthonormal_features(n_instances: int, d_model: int, n_features: int) -> torch.Tensor:
+    return torch.eye(d_model, n_features).expand(n_instances, d_model, n_features).clone()
+
+
+def test_metrics_of_a_hand_built_head():
+    """Ω = 3 e0 e2ᵀ + 1.5 e1 e3ᵀ on orthonormal features: two pairs, perfectly aligned, σ = (3, 1.5)."""
+    template = make_template("multi_pair", n_features=4, n_pairs=2, pair_offset=2)
+    W = _orthonormal_features(1, 4, 4)
+    W_Q = torch.zeros(1, 4, 3)
+    W_K = torch.zeros(1, 4, 3)
+    W_Q[0, 0, 0], W_K[0, 2, 0] = 3.0, 1.0
+    W_Q[0, 1, 1], W_K[0, 3, 1] = 1.5, 1.0
+    m = head_feature_metrics(W, W_Q, W_K, template, target_scale=3.0)
+    np.testing.assert_allclose(m["sigma"][0], [3.0, 1.5, 0.0], atol=1e-12)
+    assert m["matched_rank"][0].tolist() == [0, 1]
+    np.testing.assert_allclose(m["matched_cos_u"][0], 1.0)
+    np.testing.assert_allclose(m["matched_cos_v"][0], 1.0)
+    np.testing.assert_allclose(m["gain"][0], [3.0, 1.5])
+    np.testing.assert_allclose(m["sigma_over_target"][0], [1.0, 1.0])  # T = (1, 1/2), β = 3
+    assert m["mean_matched_cos"][0] == pytest.approx(1.0)
+    assert m["sigma2_over_sigma1"][0] == pytest.approx(0.5)
+    assert m["n_significant"][0] == 2
+    assert m["spearman_sigma_T"][0] == pytest.approx(1.0)
+    assert m["n_distinct_best"][0] == 2
+    assert m["max_interference_attended"][0] == pytest.approx(0.0)
+
+
+def test_hungarian_matching_does_not_let_two_pairs_share_a_direction():
+    """Two pairs whose features point the same way: best match claims one singular pair twice."""
+    template = make_template("multi_pair", n_features=4, n_pairs=2, pair_offset=2)
+    W = torch.zeros(1, 3, 4)
+    W[0, 0, 0] = W[0, 0, 1] = 1.0  # w0 = w1
+    W[0, 1, 2] = W[0, 1, 3] = 1.0  # w2 = w3
+    W[0, 2, :] = 1e-3  # break exact ties
+    W_Q = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]])
+    W_K = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 1e-3]]])
+    m = head_feature_metrics(W, W_Q, W_K, template, target_scale=1.0)
+    assert m["n_distinct_best"][0] == 1
+    assert sorted(m["matched_rank"][0].tolist()) == [0, 1]
+    assert m["min_matched_cos"][0] < 0.1
+
+
+def test_orthonormal_features_head_alone_aligns_and_matches_template(device):
+    """Features fixed orthonormal, head trained alone with MSE: u_1 = w_a, v_1 = w_b, σ_1 = β·T."""
+    config = ToyConfig(
+        n_features=6,
+        d_model=6,
+        d_head=3,
+        template="single_pair",
+        target_scale=4.0,
+        context_len=1,
+        attention_loss="mse",
+        seeds=(0, 1, 2),
+        sparsities=(0.5,),
+        lambdas=(1.0,),
+        steps=1500,
+        batch_size=256,
+        lr=1e-2,
+        log_every=500,
+        eval_batch_size=512,
+        train_features=False,
+    )
+    start = toy.init_params(config, config.seeds, torch.device("cpu"))
+    start.W = _orthonormal_features(3, 6, 6)
+    run = train_toy(config, device, initial=start, progress=False)
+    torch.testing.assert_close(run.params.W.cpu(), start.W)  # frozen
+    final = run.final
+    np.testing.assert_array_less(0.99, final["matched_cos_u"][:, 0])
+    np.testing.assert_array_less(0.99, final["matched_cos_v"][:, 0])
+    np.testing.assert_allclose(final["sigma"][:, 0], 4.0, rtol=0.05)
+    np.testing.assert_array_less(final["sigma2_over_sigma1"], 0.05)
+    assert (final["matched_rank"][:, 0] == 0).all()
+
+
+def _tiny_config(**overrides) -> ToyConfig:
+    values = dict(steps=60, batch_size=64, log_every=20, eval_batch_size=128, seeds=(0, 1), lambdas=(1.0, 0.0))
+    values.update(overrides)
+    return ToyConfig(**values)
+
+
+def test_same_seed_gives_identical_results():
+    first = train_toy(_tiny_config(), progress=False)
+    second = train_toy(_tiny_config(), progress=False)
+    for name, tensor in first.params.tensors().items():
+        assert torch.equal(tensor, second.params.tensors()[name]), name
+    np.testing.assert_array_equal(first.final["sigma"], second.final["sigma"])
+
+
+def test_an_instance_does_not_depend_on_its_batch_neighbours():
+    batched = train_toy(_tiny_config(seeds=(0, 1), lambdas=(1.0,)), progress=False)
+    alone = train_toy(_tiny_config(seeds=(1,), lambdas=(1.0,)), progress=False)
+    for name, tensor in alone.params.tensors().items():
+        torch.testing.assert_close(batched.params.tensors()[name][1:], tensor, rtol=1e-4, atol=1e-5)
+
+
+def test_control_instance_shares_init_and_data_but_head_is_not_trained():
+    run = train_toy(_tiny_config(seeds=(0,), lambdas=(1.0, 0.0)), progress=False)
+    start = toy.init_params(run.config, [0, 0], torch.device("cpu"))
+    torch.testing.assert_close(start.W[0], start.W[1])
+    torch.testing.assert_close(run.params.W_Q[1], start.W_Q[1])  # λ = 0: no gradient reaches the head
+    assert not torch.allclose(run.params.W_Q[0], start.W_Q[0])
+
+
+def test_divergence_stops_with_a_clear_error():
+    config = _tiny_config(attention_loss="mse", target_scale=1e30, context_len=1)
+    with pytest.raises(
+        toy.TrainingDivergedError, match=r"step 0: instance \d \(seed=\d, sparsity=0.9, lam=1.0\) has loss inf"
+    ):
+        train_toy(config, progress=False)
+
+
+def test_tables_roundtrip_and_are_deterministic(tmp_path):
+    paths = []
+    for name in ("a", "b"):
+        run = train_toy(_tiny_config(), progress=False)
+        outputs = {k: tmp_path / name / f"{k}.parquet" for k in ("weights", "metrics", "trajectory")}
+        toy.write_run(run, "tiny", **outputs)
+        paths.append(outputs)
+    for key in ("weights", "metrics", "trajectory"):
+        assert paths[0][key].read_bytes() == paths[1][key].read_bytes(), key
+    metrics = io.to_frame(io.read_table(paths[0]["metrics"], toy.TOY_METRICS))
+    assert len(metrics) == 4 and metrics["cos_u"].iloc[0].shape == (20, 10)
+    trajectory = io.read_table(paths[0]["trajectory"], toy.TOY_TRAJECTORY)
+    assert sorted(set(trajectory.column("step").to_pylist())) == [0, 20, 40, 60]
+    weights = io.read_table(paths[0]["weights"], toy.TOY_WEIGHTS)
+    np.testing.assert_array_equal(io.tensor(weights, "W_Q"), run.params.W_Q.numpy())
+    assert io.read_provenance(paths[0]["weights"])["config"]["experiment"] == "tiny"
+
+
+def test_params_numpy_is_float32():
+    params = ToyParams(*(torch.zeros(1, 2, 2, dtype=torch.float64) for _ in range(4)))
+    assert all(a.dtype == np.float32 for a in params.numpy().values())

@@ -1,0 +1,115 @@
+# Toy model stage (SPEC section 1): batched training of autoencoder + bilinear head, metrics, figures.
+
+
+rule toy_train:
+    output:
+        weights="results/toy/{experiment}/weights.parquet",
+        metrics="results/toy/{experiment}/metrics.parquet",
+        trajectory="results/toy/{experiment}/trajectory.parquet",
+    log:
+        f"{LOGS}/toy_train/{{experiment}}.log",
+    benchmark:
+        f"{BENCHMARKS}/toy_train/{{experiment}}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        experiment=toy_experiment_params,
+        device=config["device"],
+    script:
+        "../../scripts/toy_train.py"
+
+
+rule toy_figure_geometry:
+    input:
+        metrics="results/toy/{experiment}/metrics.parquet",
+    output:
+        png=report(
+            "results/figures/toy/geometry_{experiment}.png",
+            caption="../report/toy_geometry.rst",
+            category="Toy model",
+            subcategory="{experiment}",
+            labels={"figure": "feature geometry", "experiment": "{experiment}"},
+        ),
+        pdf="results/figures/toy/geometry_{experiment}.pdf",
+    log:
+        f"{LOGS}/toy_figure_geometry/{{experiment}}.log",
+    benchmark:
+        f"{BENCHMARKS}/toy_figure_geometry/{{experiment}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        seed=config["toy"]["figures"]["seed"],
+    script:
+        "../../scripts/toy_figure.py"
+
+
+rule toy_figure_alignment:
+    input:
+        metrics="results/toy/{experiment}/metrics.parquet",
+    output:
+        png=report(
+            "results/figures/toy/alignment_{experiment}.png",
+            caption="../report/toy_alignment.rst",
+            category="Toy model",
+            subcategory="{experiment}",
+            labels={
+                "figure": "singular vectors vs features",
+                "experiment": "{experiment}",
+            },
+        ),
+        pdf="results/figures/toy/alignment_{experiment}.pdf",
+    log:
+        f"{LOGS}/toy_figure_alignment/{{experiment}}.log",
+    benchmark:
+        f"{BENCHMARKS}/toy_figure_alignment/{{experiment}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        seed=config["toy"]["figures"]["seed"],
+    script:
+        "../../scripts/toy_figure.py"
+
+
+rule toy_figure_dynamics:
+    input:
+        trajectory="results/toy/{experiment}/trajectory.parquet",
+    output:
+        png=report(
+            "results/figures/toy/dynamics_{experiment}.png",
+            caption="../report/toy_dynamics.rst",
+            category="Toy model",
+            subcategory="{experiment}",
+            labels={"figure": "training dynamics", "experiment": "{experiment}"},
+        ),
+        pdf="results/figures/toy/dynamics_{experiment}.pdf",
+    log:
+        f"{LOGS}/toy_figure_dynamics/{{experiment}}.log",
+    benchmark:
+        f"{BENCHMARKS}/toy_figure_dynamics/{{experiment}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        seed=config["toy"]["figures"]["seed"],
+    script:
+        "../../scripts/toy_figure.py"
+
+
+rule toy:
+    input:
+        toy_targets(),
