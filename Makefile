@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CORES ?= 8
+CORES ?= 8  # `make run CORES=N` to change
 SNAKEMAKE_ARGS ?=
 
 .PHONY: run test lint format unit venv dry-run report clean

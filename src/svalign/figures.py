@@ -84,10 +84,9 @@ def toy_geometry_figure(metrics: pd.DataFrame, seed: int = 0) -> plt.Figure:
     ]
     if not panels:
         raise ValueError(f"no instance with seed {seed} in the metrics table (toy.figures.seed)")
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5.2), squeeze=False, layout="constrained")
     order = _feature_order(panels[-1][0])
     n_attended = len(set(np.concatenate([panels[-1][0]["pair_query"], panels[-1][0]["pair_key"]])))
-    summary = []
     for ax, (row, title) in zip(axes[0], panels, strict=True):
         gram = row["gram"]
         norms = np.sqrt(np.clip(np.diag(gram), 1e-12, None))
@@ -106,12 +105,13 @@ def toy_geometry_figure(metrics: pd.DataFrame, seed: int = 0) -> plt.Figure:
         ax.axhline(n_attended, color="tab:cyan", lw=1)
         ax.axvline(n_attended, color="tab:cyan", lw=1)
         label = title or f"with head (λ = {row['lam']:g})"
-        ax.set_title(f"{label}\nmax |cos| attended vs others = {row['max_interference_attended']:.2f}")
+        ax.set_title(
+            f"{label}\nmax |cos| with any other feature: query side {row['max_interference_query']:.2f}, "
+            f"key side {row['max_interference_key']:.2f}"
+        )
         ax.set_xlabel(f"feature (first {n_attended} attended)")
         ax.set_ylabel("feature")
-        summary.append(f"{label}: {row['max_interference_attended']:.2f}")
     figure.suptitle(f"Feature geometry, {row['experiment']} (seed {seed}, S = {row['sparsity']:g})")
-    figure.tight_layout()
     return figure
 
 
@@ -126,7 +126,9 @@ def toy_alignment_figure(metrics: pd.DataFrame, seed: int = 0, extra_ranks: int 
     n_pairs = len(row["pair_value"])
     n_ranks = min(len(row["sigma"]), n_pairs + extra_ranks)
     queries, keys = np.asarray(row["pair_query"]), np.asarray(row["pair_key"])
-    figure, axes = plt.subplots(1, 3, figsize=(15, 3.2 + 0.18 * n_pairs), gridspec_kw={"width_ratios": [1, 1, 1.1]})
+    figure, axes = plt.subplots(
+        1, 3, figsize=(15, 3.4 + 0.18 * n_pairs), gridspec_kw={"width_ratios": [1, 1, 1.1]}, layout="constrained"
+    )
     for ax, features, cos, side in (
         (axes[0], queries, row["cos_u"], "u_k (query side)"),
         (axes[1], keys, row["cos_v"], "v_k (key side)"),
@@ -159,72 +161,51 @@ def toy_alignment_figure(metrics: pd.DataFrame, seed: int = 0, extra_ranks: int 
         + ("" if np.isnan(spearman) else f", Spearman(σ, T) = {spearman:.2f}")
     )
     figure.suptitle(f"{row['experiment']} (seed {seed}, λ = {row['lam']:g}): {finding}")
-    figure.tight_layout()
     return figure
+
+
+DYNAMICS_METRICS = {
+    "mean_matched_cos": "alignment: mean matched |cos|",
+    "max_interference_query": "interference, query feature(s)",
+    "max_interference_key": "interference, key feature(s)",
+}
 
 
 def toy_dynamics_figure(trajectory: pd.DataFrame) -> plt.Figure:
     """Paper Fig 3: alignment vs orthogonality over training, mean and range over seeds.
 
-    Left: losses (log scale). Right: mean matched |cos| (alignment) and max |cos| of attended features
-    with any other feature (interference; orthogonalisation drives it down), no-head control dashed.
+    Left: losses (log scale). Right: mean matched |cos| (alignment) and, for the query-side and key-side
+    attended features, the largest |cos| with any other feature (interference; orthogonalisation drives
+    it to 0); the no-head control is dashed.
     """
     set_theme()
-    frame = trajectory[
-        [
-            "step",
-            "seed",
-            "lam",
-            "sparsity",
-            "recon_loss",
-            "attention_loss",
-            "mean_matched_cos",
-            "max_interference_attended",
-        ]
-    ].copy()
-    frame["model"] = np.where(
-        frame["lam"] > 0, "with head (λ = " + frame["lam"].map("{:g}".format) + ")", "no head (λ = 0)"
+    frame = trajectory[["step", "seed", "lam", "recon_loss", "attention_loss", *DYNAMICS_METRICS]].copy()
+    frame["model"] = np.where(frame["lam"] > 0, "with head (λ = " + frame["lam"].map("{:g}".format) + ")", "no head")
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.4), layout="constrained")
+    losses = frame[frame["lam"] > 0].melt(
+        id_vars=["step", "seed"], value_vars=["recon_loss", "attention_loss"], var_name="loss", value_name="value"
     )
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    losses = frame.melt(
-        id_vars=["step", "seed", "model"],
-        value_vars=["recon_loss", "attention_loss"],
-        var_name="loss",
-        value_name="value",
-    )
-    sns.lineplot(
-        losses[losses["model"].str.startswith("with")],
-        x="step",
-        y="value",
-        hue="loss",
-        errorbar=("pi", 100),
-        ax=axes[0],
-    )
+    sns.lineplot(losses, x="step", y="value", hue="loss", errorbar=("pi", 100), ax=axes[0])
     axes[0].set_yscale("log")
     axes[0].set_ylabel("loss on the evaluation batch")
     axes[0].set_title("losses (with head)")
     metrics = frame.melt(
-        id_vars=["step", "seed", "model"],
-        value_vars=["mean_matched_cos", "max_interference_attended"],
-        var_name="metric",
-        value_name="value",
+        id_vars=["step", "seed", "model"], value_vars=list(DYNAMICS_METRICS), var_name="metric", value_name="value"
     )
-    metrics["metric"] = metrics["metric"].map(
-        {
-            "mean_matched_cos": "alignment: mean matched |cos|",
-            "max_interference_attended": "interference: max |cos| attended-other",
-        }
-    )
+    # The control's head is never trained: its "alignment" is that of a random matrix, so leave it out.
+    metrics = metrics[(metrics["model"] != "no head") | (metrics["metric"] != "mean_matched_cos")]
+    metrics["metric"] = metrics["metric"].map(DYNAMICS_METRICS)
     sns.lineplot(metrics, x="step", y="value", hue="metric", style="model", errorbar=("pi", 100), ax=axes[1])
     axes[1].set_ylim(-0.02, 1.02)
     axes[1].set_ylabel("|cos|")
     head = frame[frame["lam"] > 0]
     final = head[head["step"] == head["step"].max()]
-    alignment, interference = final["mean_matched_cos"].mean(), final["max_interference_attended"].mean()
-    axes[1].set_title(f"final: alignment {alignment:.3f}, interference {interference:.2f}")
+    axes[1].set_title(
+        f"final: alignment {final['mean_matched_cos'].mean():.3f}; interference query "
+        f"{final['max_interference_query'].mean():.2f}, key {final['max_interference_key'].mean():.2f}"
+    )
     for ax in axes:
         ax.set_xlabel("training step")
-    sns.move_legend(axes[1], "lower right", fontsize="small", title=None)
+    sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize="small", title=None, frameon=False)
     figure.suptitle(f"Training dynamics, {trajectory['experiment'].iloc[0]} (mean and range over seeds)")
-    figure.tight_layout()
     return figure

@@ -342,8 +342,9 @@ def head_feature_metrics(
         claim one), ``matched_sigma``, ``gain`` (ŵ_aᵀ Ω ŵ_b), ``sigma_over_target`` (σ/(βT)); scalars
         ``mean_matched_cos``, ``min_matched_cos``, ``n_distinct_best``, ``sigma2_over_sigma1``,
         ``spectral_separation`` (σ_{P+1}/σ_P), ``n_significant``, ``spearman_sigma_T``,
-        ``spearman_gain_T``, ``max_interference_attended``, ``mean_interference_attended``,
-        ``mean_interference_other``, ``attended_span_energy``; and ``gram [N, N]``, ``feature_norms [N]``.
+        ``spearman_gain_T``, ``max_interference_attended`` (and ``_query``/``_key`` for each side),
+        ``mean_interference_attended``, ``mean_interference_other``, ``attended_span_energy``; and
+        ``gram [N, N]``, ``feature_norms [N]``.
     """
     W, W_Q, W_K = (t.detach().to(torch.float64).cpu() for t in (W, W_Q, W_K))
     n_instances, _, n_features = W.shape
@@ -423,6 +424,8 @@ def head_feature_metrics(
         "spearman_sigma_T": np.array([_spearman(s, values) for s in matched_sigma]),
         "spearman_gain_T": np.array([_spearman(g, values) for g in gain]),
         "max_interference_attended": per_feature_interference[:, attended].max(-1),
+        "max_interference_query": per_feature_interference[:, list(template.query_features)].max(-1),
+        "max_interference_key": per_feature_interference[:, list(template.key_features)].max(-1),
         "mean_interference_attended": per_feature_interference[:, attended].mean(-1),
         "mean_interference_other": mean_other,
         "attended_span_energy": span_energy.numpy(),
@@ -604,6 +607,8 @@ _METRIC_COLUMNS = (
     Column("spearman_sigma_T", _F64, "Spearman of matched σ vs T over pairs (NaN for one pair)"),
     Column("spearman_gain_T", _F64, "Spearman of the gain ŵ_aᵀΩŵ_b vs T over pairs (NaN for one pair)"),
     Column("max_interference_attended", _F64, "max |cos(w_i, w_j)| over attended i and any j != i"),
+    Column("max_interference_query", _F64, "max |cos(w_a, w_j)| over query-side features a and any j != a"),
+    Column("max_interference_key", _F64, "max |cos(w_b, w_j)| over key-side features b and any j != b"),
     Column("mean_interference_attended", _F64, "mean over attended i of max_j |cos(w_i, w_j)|"),
     Column("mean_interference_other", _F64, "mean over non-attended i of max_j |cos(w_i, w_j)|"),
     Column("attended_span_energy", _F64, "fraction of the other features' squared norm in span(attended)"),

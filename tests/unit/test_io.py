@@ -102,3 +102,11 @@ def test_markdown_documents_every_column():
     for column in SCHEMA.columns:
         assert f"`{column.name}`" in text
     assert "tensor<float>[rows, cols]" in text
+
+
+def test_schema_docs_are_up_to_date(repo):
+    from svalign.tables import schemas_markdown
+
+    assert (repo / "docs" / "schemas.md").read_text() == schemas_markdown(), (
+        "docs/schemas.md is stale: python -m svalign.tables > docs/schemas.md"
+    )

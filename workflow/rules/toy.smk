@@ -12,7 +12,9 @@ rule toy_train:
         f"{BENCHMARKS}/toy_train/{{experiment}}.tsv"
     conda:
         ENV
-    threads: 2
+    # One thread per job: the toy's matmuls are small, so jobs in parallel beat threads in one job
+    # (raise it with --set-threads toy_train=N on a big machine).
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
@@ -23,6 +25,7 @@ rule toy_train:
         "../../scripts/toy_train.py"
 
 
+# The three figure rules share one script, which dispatches on the rule name.
 rule toy_figure_geometry:
     input:
         metrics="results/toy/{experiment}/metrics.parquet",
@@ -51,9 +54,7 @@ rule toy_figure_geometry:
         "../../scripts/toy_figure.py"
 
 
-rule toy_figure_alignment:
-    input:
-        metrics="results/toy/{experiment}/metrics.parquet",
+use rule toy_figure_geometry as toy_figure_alignment with:
     output:
         png=report(
             "results/figures/toy/alignment_{experiment}.png",
@@ -70,19 +71,9 @@ rule toy_figure_alignment:
         f"{LOGS}/toy_figure_alignment/{{experiment}}.log",
     benchmark:
         f"{BENCHMARKS}/toy_figure_alignment/{{experiment}}.tsv"
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    params:
-        seed=config["toy"]["figures"]["seed"],
-    script:
-        "../../scripts/toy_figure.py"
 
 
-rule toy_figure_dynamics:
+use rule toy_figure_geometry as toy_figure_dynamics with:
     input:
         trajectory="results/toy/{experiment}/trajectory.parquet",
     output:
@@ -98,16 +89,6 @@ rule toy_figure_dynamics:
         f"{LOGS}/toy_figure_dynamics/{{experiment}}.log",
     benchmark:
         f"{BENCHMARKS}/toy_figure_dynamics/{{experiment}}.tsv"
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        seed=config["toy"]["figures"]["seed"],
-    script:
-        "../../scripts/toy_figure.py"
 
 
 rule toy:
