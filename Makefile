@@ -11,9 +11,10 @@ SNAKEMAKE_ARGS ?=
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: envs/requirements.txt pyproject.toml
+$(VENV)/.installed: envs/requirements.txt envs/requirements-nodeps.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r envs/requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r envs/requirements-nodeps.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 

@@ -209,3 +209,49 @@ def toy_dynamics_figure(trajectory: pd.DataFrame) -> plt.Figure:
     sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize="small", title=None, frameon=False)
     figure.suptitle(f"Training dynamics, {trajectory['experiment'].iloc[0]} (mean and range over seeds)")
     return figure
+
+
+def spectra_figure(tables: dict[str, pd.DataFrame], model: str) -> plt.Figure:
+    """Singular-value spectra of every head: σ_k/σ_1 (log colour scale), one row per (layer, head).
+
+    One heatmap per variant (trained, random-init twin) side by side, layers separated by lines; the right
+    panel gives the median over heads of σ_k/σ_1 per variant. RoPE models show offset δ = 0.
+    """
+    set_theme()
+    variants = list(tables)
+    figure, axes = plt.subplots(
+        1,
+        len(variants) + 1,
+        figsize=(5 * len(variants) + 5, 7),
+        layout="constrained",
+        gridspec_kw={"width_ratios": [1] * len(variants) + [1.2]},
+    )
+    palette = dict(zip(variants, sns.color_palette(PALETTE), strict=False))
+    summary = []
+    for ax, variant in zip(axes, variants, strict=False):
+        frame = tables[variant]
+        frame = frame[frame["offset"] == 0].sort_values(["layer", "head"])
+        sigma = np.stack(frame["sigma"].to_numpy())
+        ratio = np.clip(sigma / sigma[:, :1], 1e-4, 1.0)
+        n_layers, n_heads = frame["layer"].max() + 1, frame["head"].max() + 1
+        image = ax.imshow(np.log10(ratio), aspect="auto", cmap="mako", vmin=-4, vmax=0, interpolation="nearest")
+        for boundary in range(1, n_layers):
+            ax.axhline(boundary * n_heads - 0.5, color="white", lw=0.4)
+        step = max(1, n_layers // 10)
+        ax.set_yticks(
+            np.arange(0, n_layers, step) * n_heads + (n_heads - 1) / 2, [str(i) for i in range(0, n_layers, step)]
+        )
+        ax.set_ylabel(f"layer ({n_heads} heads each)")
+        ax.set_xlabel("rank k")
+        ax.grid(False)
+        effective = (sigma / sigma[:, :1] > 0.05).sum(1)
+        ax.set_title(f"{variant}: median #σ_k > 0.05 σ_1 = {np.median(effective):.0f} of {sigma.shape[1]}")
+        for k, value in enumerate(np.median(ratio, axis=0)):
+            summary.append({"variant": variant, "k": k + 1, "median σ_k/σ_1": value})
+    figure.colorbar(image, ax=axes[: len(variants)], label="log10 σ_k/σ_1", shrink=0.8)
+    sns.lineplot(pd.DataFrame(summary), x="k", y="median σ_k/σ_1", hue="variant", palette=palette, ax=axes[-1])
+    axes[-1].set_yscale("log")
+    axes[-1].set_xlabel("rank k")
+    axes[-1].set_title("median over heads")
+    figure.suptitle(f"{model}: singular-value spectra of every head's QK matrix, trained vs random init")
+    return figure

@@ -16,11 +16,33 @@ offset) goes through one call. As in TransformerLens' ``FactoredMatrix.svd()``, 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
+import pyarrow as pa
 import torch
 
-__all__ = ["FactoredSVD", "canonicalize_signs", "factored_svd"]
+from svalign.io import Column, TableSchema, tensor
+
+if TYPE_CHECKING:
+    from svalign.models import HeadWeights
+
+__all__ = [
+    "HEAD_SVD",
+    "HEAD_SVD_BASES",
+    "FactoredSVD",
+    "HeadSVD",
+    "ModelSVD",
+    "canonicalize_signs",
+    "factored_svd",
+    "model_svd",
+    "qk_svd",
+    "read_model_svd",
+    "reconstruction_error",
+    "rotary_matrices",
+    "svd_tables",
+]
 
 
 class FactoredSVD(NamedTuple):
@@ -71,3 +93,308 @@ def factored_svd(A: torch.Tensor, B: torch.Tensor) -> FactoredSVD:
     U, V = canonicalize_signs(Q_A @ U_c, Q_B @ Vh_c.mT)
     rank = min(A.shape[-2], B.shape[-2], A.shape[-1])
     return FactoredSVD(U[..., :rank], S[..., :rank], V[..., :rank])
+
+
+# --------------------------------------------------------------------------------------------------
+# Query-key matrices of attention heads: biases, rotary offsets, shared bases
+# --------------------------------------------------------------------------------------------------
+
+
+def augment_with_bias(W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``[W; b]``: the factor of the bias-augmented form over ``x̃ = [x, 1]``.
+
+    Args:
+        W: ``[..., d_model, d_head]``; b: ``[..., d_head]`` or None (W returned unchanged).
+
+    Returns:
+        ``[..., d_model + 1, d_head]`` (or W).
+    """
+    if b is None:
+        return W
+    return torch.cat([W, b.unsqueeze(-2)], dim=-2)
+
+
+def rotary_matrices(
+    offsets: torch.Tensor, d_head: int, rotary_dim: int, base: float, style: str = "rotate_half"
+) -> torch.Tensor:
+    """RoPE rotations ``R_δ`` in head space, row convention, so that ``q_t · k_j = q R_{t−j} kᵀ``.
+
+    Rotate-half (GPT-NeoX / Llama / Pythia) pairs dimension i with i + rotary_dim/2 for i < rotary_dim/2,
+    with frequency ``θ_i = base^(−2i/rotary_dim)``; dimensions ≥ rotary_dim (partial rotary, e.g. Pythia's
+    16 of 64) are left alone. For a vector q at position p the model computes
+    ``q_rot[i] = q[i] cos(pθ_i) − q[i+h] sin(pθ_i)``, ``q_rot[i+h] = q[i+h] cos(pθ_i) + q[i] sin(pθ_i)``,
+    i.e. ``q_rot = q R_p`` with the matrix below; ``R_t R_jᵀ = R_{t−j}``.
+
+    Args:
+        offsets: query − key position offsets δ ``[n_offsets]``.
+
+    Returns:
+        ``[n_offsets, d_head, d_head]`` in the dtype of ``offsets`` (use float64 for accuracy).
+    """
+    if style != "rotate_half":
+        raise NotImplementedError(f"rotary style {style!r} is not supported (only rotate_half)")
+    if rotary_dim % 2 or not 0 < rotary_dim <= d_head:
+        raise ValueError(f"rotary_dim must be even and in (0, d_head={d_head}], got {rotary_dim}")
+    half = rotary_dim // 2
+    dtype = offsets.dtype if offsets.is_floating_point() else torch.float64
+    frequencies = base ** (-torch.arange(half, dtype=torch.float64, device=offsets.device) * 2 / rotary_dim)
+    angles = offsets.to(torch.float64)[:, None] * frequencies  # [n_offsets, half]
+    cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
+    R = torch.eye(d_head, dtype=dtype, device=offsets.device).repeat(len(offsets), 1, 1)
+    index = torch.arange(half, device=offsets.device)
+    R[:, index, index] = cos
+    R[:, index + half, index + half] = cos
+    R[:, index, index + half] = sin
+    R[:, index + half, index] = -sin
+    return R
+
+
+class HeadSVD(NamedTuple):
+    """SVD of every head's (augmented, per-offset) QK form, kept factored.
+
+    ``Ω_δ = A R_δ Bᵀ`` with ``A = Q_A R_A``, ``B = Q_B R_B`` (thin QR, shared by all offsets of a head), core
+    ``C_δ = R_A R_δ R_Bᵀ = U_c Σ V_cᵀ``, so ``U_δ = Q_A U_c``, ``V_δ = Q_B V_c``. Storing the bases once per head
+    and the ``[r, r]`` cores per offset is exact and ``d/r`` times smaller than ``U_δ``, ``V_δ`` per offset.
+
+    Attributes:
+        basis_q: ``Q_A [..., d, r]`` (orthonormal columns spanning the query factor).
+        basis_k: ``Q_B [..., d, r]``.
+        S: ``[..., n_offsets, r]`` singular values, descending.
+        core_u: ``U_c [..., n_offsets, r, r]``; ``U = basis_q @ core_u``.
+        core_v: ``V_c [..., n_offsets, r, r]``; ``V = basis_k @ core_v``.
+    """
+
+    basis_q: torch.Tensor
+    basis_k: torch.Tensor
+    S: torch.Tensor
+    core_u: torch.Tensor
+    core_v: torch.Tensor
+
+    def U(self) -> torch.Tensor:
+        """Left singular vectors ``[..., n_offsets, d, r]`` (materialised: mind the memory)."""
+        return self.basis_q.unsqueeze(-3) @ self.core_u
+
+    def V(self) -> torch.Tensor:
+        """Right singular vectors ``[..., n_offsets, d, r]``."""
+        return self.basis_k.unsqueeze(-3) @ self.core_v
+
+
+def qk_svd(A: torch.Tensor, B: torch.Tensor, rotations: torch.Tensor | None = None, chunk_offsets: int = 16) -> HeadSVD:
+    """Batched factored SVD of ``A R_δ Bᵀ`` for every head and offset, with canonical signs.
+
+    Args:
+        A: query factors ``[..., d, h]`` (e.g. ``[layer, head, d_model(+1), d_head]``).
+        B: key factors, same shape.
+        rotations: ``R_δ [n_offsets, h, h]`` or None (one offset, no rotation).
+        chunk_offsets: offsets per chunk when fixing signs (bounds memory of the materialised ``U_δ``).
+
+    Signs: the largest-magnitude entry of each full ``u_k = Q_A U_c[:, k]`` is made positive (the same
+    rule as :func:`canonicalize_signs`), so results agree with a dense SVD of ``Ω_δ``.
+    """
+    if A.shape != B.shape:
+        raise ValueError(f"A and B must have the same shape, got {tuple(A.shape)} and {tuple(B.shape)}")
+    Q_A, R_A = torch.linalg.qr(A, mode="reduced")  # [..., d, r], [..., r, h]
+    Q_B, R_B = torch.linalg.qr(B, mode="reduced")
+    if rotations is None:
+        rotations = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device).unsqueeze(0)
+    core = R_A.unsqueeze(-3) @ rotations.to(A.dtype) @ R_B.unsqueeze(-3).mT  # [..., n_offsets, r, r]
+    core_u, S, core_vh = torch.linalg.svd(core, full_matrices=False)
+    core_v = core_vh.mT
+    signs = []
+    for start in range(0, core_u.shape[-3], chunk_offsets):
+        U = Q_A.unsqueeze(-3) @ core_u[..., start : start + chunk_offsets, :, :]
+        pivot = U.abs().argmax(dim=-2, keepdim=True)
+        signs.append(torch.sign(torch.gather(U, -2, pivot)))
+    sign = torch.cat(signs, dim=-3)
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    return HeadSVD(Q_A, Q_B, S, core_u * sign, core_v * sign)
+
+
+def reconstruction_error(
+    A: torch.Tensor, B: torch.Tensor, rotations: torch.Tensor | None, svd: HeadSVD
+) -> torch.Tensor:
+    """Relative Frobenius error ``‖A R_δ Bᵀ − U_δ Σ_δ V_δᵀ‖ / ‖A R_δ Bᵀ‖`` without forming any ``[d, d]`` matrix.
+
+    With ``P = [A R_δ, −Q_A M_δ]`` and ``K = [B, Q_B]`` (``M_δ = U_c Σ V_cᵀ``), the error matrix is ``P Kᵀ`` and
+    ``‖P Kᵀ‖² = tr(PᵀP KᵀK)``. The Gram blocks ``AᵀA``, ``Q_AᵀA``, ``BᵀB``, ``Q_BᵀB`` are computed once per head,
+    so each offset costs a few ``[h, h]`` products. Everything is in float64 (the measurement must resolve
+    float32 round-off).
+
+    Returns:
+        ``[..., n_offsets]`` relative errors (float64).
+    """
+    f64 = torch.float64
+    A, B = A.to(f64), B.to(f64)
+    Q_A, Q_B = svd.basis_q.to(f64), svd.basis_k.to(f64)
+    if rotations is None:
+        rotations = torch.eye(A.shape[-1], dtype=f64, device=A.device).unsqueeze(0)
+    R = rotations.to(f64)
+    M = svd.core_u.to(f64) @ torch.diag_embed(svd.S.to(f64)) @ svd.core_v.to(f64).mT  # [..., n_off, r, r]
+    # Per-head Grams, broadcast over offsets with unsqueeze(-3). Q_A, Q_B are orthonormal only to the working
+    # precision, so their Grams are used as computed, not replaced by I (that would swamp float32 errors).
+    AtA, QtA, QtQ_A = ((X.mT @ Y).unsqueeze(-3) for X, Y in ((A, A), (Q_A, A), (Q_A, Q_A)))
+    BtB, QtB, QtQ_B = ((X.mT @ Y).unsqueeze(-3) for X, Y in ((B, B), (Q_B, B), (Q_B, Q_B)))
+    RtAtA_R = R.mT @ AtA @ R  # (A R)ᵀ(A R)
+    MtQtA_R = M.mT @ QtA @ R  # (Q_A M)ᵀ(A R)
+    MtQtQ_M = M.mT @ QtQ_A @ M  # (Q_A M)ᵀ(Q_A M)
+    # tr(PᵀP KᵀK), PᵀP = [[RᵀAᵀAR, −(MᵀQ_AᵀAR)ᵀ], [−MᵀQ_AᵀAR, MᵀQ_AᵀQ_AM]], KᵀK = [[BᵀB, BᵀQ_B], [Q_BᵀB, Q_BᵀQ_B]].
+    norm2 = (RtAtA_R * BtB).sum((-1, -2))
+    trace = norm2 - 2 * (MtQtA_R * QtB).sum((-1, -2)) + (MtQtQ_M * QtQ_B).sum((-1, -2))
+    return trace.clamp_min(0).sqrt() / norm2.sqrt()
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage: every head of a model, every RoPE offset
+# --------------------------------------------------------------------------------------------------
+
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+
+
+def head_factors(weights: HeadWeights) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (bias-augmented) factors ``A = [W_Q; b_Q]``, ``B = [W_K; b_K]``, ``[L, H, d_model(+1), d_head]``."""
+    if weights.b_Q is None and weights.b_K is None:
+        return weights.W_Q, weights.W_K
+    zeros = torch.zeros_like(weights.W_Q[..., 0, :])
+    b_Q = weights.b_Q if weights.b_Q is not None else zeros
+    b_K = weights.b_K if weights.b_K is not None else zeros
+    return augment_with_bias(weights.W_Q, b_Q), augment_with_bias(weights.W_K, b_K)
+
+
+def model_offsets(weights: HeadWeights, max_offset: int) -> torch.Tensor:
+    """Query − key offsets δ needing their own Ω_δ: ``0..max_offset`` under RoPE, else just ``[0]``."""
+    return torch.arange(max_offset + 1) if weights.rotary is not None else torch.zeros(1, dtype=torch.long)
+
+
+@dataclass
+class ModelSVD:
+    """SVD of every head of one model variant (``[L, H, n_offsets, …]``, see :class:`HeadSVD`) plus checks."""
+
+    svd: HeadSVD
+    offsets: torch.Tensor
+    recon_error: torch.Tensor
+    augmented: bool
+
+
+def model_svd(
+    weights: HeadWeights, max_offset: int = 0, device: torch.device | str = "cpu", precision: str = "float32"
+) -> ModelSVD:
+    """One batched factored SVD for all heads × offsets of a model, with the reconstruction error of each.
+
+    Args:
+        weights: the model's heads.
+        max_offset: largest RoPE offset (ignored without RoPE).
+        device: where to compute (CUDA when given; results come back on the CPU).
+        precision: ``float32`` (default) or ``float64`` (reference mode).
+    """
+    dtype = PRECISIONS[precision]
+    device = torch.device(device)
+    A, B = (t.to(device=device, dtype=dtype) for t in head_factors(weights))
+    offsets = model_offsets(weights, max_offset)
+    rotary = weights.rotary
+    rotations = (
+        rotary_matrices(
+            offsets.to(device=device, dtype=torch.float64), weights.d_head, rotary.dim, rotary.base, rotary.style
+        ).to(dtype)
+        if rotary is not None
+        else None
+    )
+    result = qk_svd(A, B, rotations)
+    error = reconstruction_error(A, B, rotations, result)
+    cpu = HeadSVD(*(t.cpu() for t in result))
+    return ModelSVD(cpu, offsets, error.cpu(), augmented=A.shape[-2] == weights.d_model + 1)
+
+
+_STR, _I64, _F64, _F32, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.float32(), pa.bool_()
+_KEY_COLUMNS = (
+    Column("model", _STR, "model name (key of config `models`)"),
+    Column("variant", _STR, "trained or random"),
+    Column("layer", _I64, "layer index"),
+    Column("head", _I64, "query head index"),
+)
+HEAD_SVD = TableSchema(
+    "head_svd",
+    "Singular values and core singular vectors of every head's QK form Ω_δ (one row per layer, head and RoPE "
+    "offset δ; models without RoPE have δ = 0 only). Full vectors: U = basis_q @ core_u, V = basis_k @ core_v "
+    "with the bases of head_svd_bases (svalign.svd.read_model_svd does it).",
+    (
+        *_KEY_COLUMNS,
+        Column("offset", _I64, "query − key position offset δ of Ω_δ = A R_δ Bᵀ"),
+        Column("sigma", _F32, "singular values, descending", ("rank",)),
+        Column("core_u", _F32, "left singular vectors in basis_q coordinates", ("rank", "rank")),
+        Column("core_v", _F32, "right singular vectors in basis_k coordinates", ("rank", "rank")),
+        Column("recon_error", _F64, "‖U Σ Vᵀ − Ω_δ‖_F / ‖Ω_δ‖_F (computed in float64)"),
+    ),
+)
+HEAD_SVD_BASES = TableSchema(
+    "head_svd_bases",
+    "Orthonormal bases of each head's query and key factors (shared by all its offsets), one row per head.",
+    (
+        *_KEY_COLUMNS,
+        Column("augmented", _BOOL, "bias-augmented input x̃ = [x, 1]: the last coordinate is the constant"),
+        Column("basis_q", _F32, "Q_A, orthonormal basis of [W_Q; b_Q]", ("d_input", "rank")),
+        Column("basis_k", _F32, "Q_B, orthonormal basis of [W_K; b_K]", ("d_input", "rank")),
+    ),
+)
+
+
+def svd_tables(result: ModelSVD, model: str, variant: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Column data for :data:`HEAD_SVD` (rows by layer, head, offset) and :data:`HEAD_SVD_BASES`."""
+    L, H, n_off, r = result.svd.S.shape
+    per_head = {"model": [model] * (L * H), "variant": [variant] * (L * H)}
+    layer, head = np.repeat(np.arange(L), H), np.tile(np.arange(H), L)
+    rows = L * H * n_off
+    svd = {
+        "model": [model] * rows,
+        "variant": [variant] * rows,
+        "layer": np.repeat(layer, n_off),
+        "head": np.repeat(head, n_off),
+        "offset": np.tile(result.offsets.numpy(), L * H),
+        "sigma": result.svd.S.reshape(rows, r).float().numpy(),
+        "core_u": result.svd.core_u.reshape(rows, r, r).float().numpy(),
+        "core_v": result.svd.core_v.reshape(rows, r, r).float().numpy(),
+        "recon_error": result.recon_error.reshape(rows).numpy(),
+    }
+    bases = {
+        **per_head,
+        "layer": layer,
+        "head": head,
+        "augmented": [result.augmented] * (L * H),
+        "basis_q": result.svd.basis_q.reshape(L * H, *result.svd.basis_q.shape[2:]).float().numpy(),
+        "basis_k": result.svd.basis_k.reshape(L * H, *result.svd.basis_k.shape[2:]).float().numpy(),
+    }
+    return svd, bases
+
+
+def read_model_svd(svd_table: pa.Table, bases_table: pa.Table) -> ModelSVD:
+    """Rebuild :class:`ModelSVD` (``[L, H, n_offsets, …]`` tensors) from the two tables."""
+    layer = svd_table.column("layer").to_numpy()
+    head = svd_table.column("head").to_numpy()
+    offsets = np.unique(svd_table.column("offset").to_numpy())
+    L, H, n_off = int(layer.max()) + 1, int(head.max()) + 1, len(offsets)
+    if svd_table.num_rows != L * H * n_off or bases_table.num_rows != L * H:
+        raise ValueError("head_svd / head_svd_bases do not cover every (layer, head, offset)")
+
+    def grid(table: pa.Table, name: str, *lead: int) -> torch.Tensor:
+        array = tensor(table, name)
+        return torch.from_numpy(array.reshape(*lead, *array.shape[1:]))
+
+    svd = HeadSVD(
+        basis_q=grid(bases_table, "basis_q", L, H),
+        basis_k=grid(bases_table, "basis_k", L, H),
+        S=grid(svd_table, "sigma", L, H, n_off),
+        core_u=grid(svd_table, "core_u", L, H, n_off),
+        core_v=grid(svd_table, "core_v", L, H, n_off),
+    )
+    error = torch.from_numpy(svd_table.column("recon_error").to_numpy().reshape(L, H, n_off).copy())
+    return ModelSVD(svd, torch.from_numpy(offsets), error, bool(bases_table.column("augmented")[0].as_py()))
+
+
+def check_reconstruction(result: ModelSVD, tolerance: float) -> None:
+    """Raise if any head/offset reconstructs Ω_δ worse than ``tolerance`` (relative Frobenius)."""
+    worst = float(result.recon_error.max())
+    if not worst <= tolerance:  # also catches NaN
+        index = tuple(int(i) for i in np.unravel_index(int(result.recon_error.argmax()), result.recon_error.shape))
+        raise ArithmeticError(
+            f"SVD reconstruction error {worst:.3g} at (layer, head, offset index) {index} exceeds "
+            f"svd.max_recon_error = {tolerance:g}; try svd.precision: float64"
+        )

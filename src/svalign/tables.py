@@ -5,12 +5,16 @@ from __future__ import annotations
 import sys
 
 from svalign.io import TableSchema
+from svalign.models import HEAD_WEIGHTS
+from svalign.svd import HEAD_SVD, HEAD_SVD_BASES
 from svalign.toy import TOY_METRICS, TOY_TRAJECTORY, TOY_WEIGHTS
 
 __all__ = ["TABLES", "schemas_markdown"]
 
 TABLES: dict[str, tuple[TableSchema, ...]] = {
     "toy": (TOY_WEIGHTS, TOY_METRICS, TOY_TRAJECTORY),
+    "extract_weights": (HEAD_WEIGHTS,),
+    "svd": (HEAD_SVD, HEAD_SVD_BASES),
 }
 
 

@@ -8,12 +8,19 @@ check_config(config)
 
 wildcard_constraints:
     experiment="[a-z][a-z0-9_]*",
+    model="[a-z][a-z0-9_]*",
+    variant="trained|random",
 
 
 ENV = "../../envs/environment.yaml"
 LOGS = "results/logs"
 BENCHMARKS = "results/benchmarks"
 TOY_EXPERIMENTS = sorted(config["toy"]["experiments"])
+MODELS = sorted(config["models"])
+VARIANTS = ["trained", "random"] if config["random_init"]["enabled"] else ["trained"]
+# Rules that compute with torch ask the scheduler for a GPU only when the config demands CUDA; with
+# device: auto a cluster profile can add the request per rule (see profiles/).
+GPU_JOBS = 1 if config["device"] == "cuda" else 0
 
 
 def toy_experiment_params(wildcards):
@@ -32,5 +39,30 @@ def toy_targets():
     )
 
 
+def model_params(wildcards):
+    """The model's config entry plus its name (only this model's slice: editing another reruns nothing)."""
+    return {"name": wildcards.model, **config["models"][wildcards.model]}
+
+
+def model_inputs(wildcards):
+    """SmolLM2 needs its converted directory; other sources are resolved inside the job."""
+    if config["models"][wildcards.model]["source"] == "smollm2":
+        return {"model_dir": "results/models/smollm2-hf"}
+    return {}
+
+
+def spectra_inputs(wildcards):
+    return {
+        variant: f"results/svd/{wildcards.model}/{variant}.parquet"
+        for variant in VARIANTS
+    }
+
+
+def svd_targets():
+    return expand(
+        "results/svd/{model}/{variant}.parquet", model=MODELS, variant=VARIANTS
+    ) + expand("results/figures/svd/spectra_{model}.png", model=MODELS)
+
+
 def all_targets():
-    return toy_targets()
+    return toy_targets() + svd_targets()

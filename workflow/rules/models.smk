@@ -1,0 +1,95 @@
+# Real-model stages (SPEC sections 2 and 3): weights of every head -> batched factored SVD -> spectra figure.
+
+
+rule convert_smollm2:
+    output:
+        directory("results/models/smollm2-hf"),
+    log:
+        f"{LOGS}/convert_smollm2.log",
+    benchmark:
+        f"{BENCHMARKS}/convert_smollm2.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=20,
+    script:
+        "../../scripts/convert_smollm2.py"
+
+
+rule extract_weights:
+    input:
+        unpack(model_inputs),
+    output:
+        "results/weights/{model}/{variant}.parquet",
+    log:
+        f"{LOGS}/extract_weights/{{model}}_{{variant}}.log",
+    benchmark:
+        f"{BENCHMARKS}/extract_weights/{{model}}_{{variant}}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        model=model_params,
+        seed=config["random_init"]["seed"],
+    script:
+        "../../scripts/extract_weights.py"
+
+
+rule svd:
+    input:
+        "results/weights/{model}/{variant}.parquet",
+    output:
+        svd="results/svd/{model}/{variant}.parquet",
+        bases="results/svd/{model}/{variant}_bases.parquet",
+    log:
+        f"{LOGS}/svd/{{model}}_{{variant}}.log",
+    benchmark:
+        f"{BENCHMARKS}/svd/{{model}}_{{variant}}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=30,
+        gpu=GPU_JOBS,
+    params:
+        svd=config["svd"],
+        device=config["device"],
+    script:
+        "../../scripts/svd.py"
+
+
+rule figure_spectra:
+    input:
+        unpack(spectra_inputs),
+    output:
+        png=report(
+            "results/figures/svd/spectra_{model}.png",
+            caption="../report/svd_spectra.rst",
+            category="Real models",
+            subcategory="{model}",
+            labels={"figure": "singular-value spectra", "model": "{model}"},
+        ),
+        pdf="results/figures/svd/spectra_{model}.pdf",
+    log:
+        f"{LOGS}/figure_spectra/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/figure_spectra/{{model}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    script:
+        "../../scripts/figure_spectra.py"
+
+
+rule svd_all:
+    input:
+        svd_targets(),
