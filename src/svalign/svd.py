@@ -62,16 +62,21 @@ class FactoredSVD(NamedTuple):
 def canonicalize_signs(U: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Fix the arbitrary sign of each singular pair.
 
-    The entry of largest magnitude of each ``u_k`` is made positive and ``v_k`` is flipped with it, so
-    ``u_k σ_k v_kᵀ`` is unchanged and two SVDs of the same matrix agree entry-wise (for distinct σ).
+    Each ``u_k`` is flipped so that its entries sum to a positive number, and ``v_k`` is flipped with it, so
+    ``u_k σ_k v_kᵀ`` is unchanged and two SVDs of the same matrix agree entry-wise (for distinct σ). The sum
+    (rather than, say, the largest entry) is used because it is linear: for ``U = Q U_c`` it is
+    ``(1ᵀQ) U_c``, so factored SVDs fix signs without materialising U.
 
     Args:
         U: ``[..., d_a, r]``; V: ``[..., d_b, r]``.
     """
-    pivot = U.abs().argmax(dim=-2, keepdim=True)  # [..., 1, r]
-    sign = torch.sign(torch.gather(U, -2, pivot))
-    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    sign = _sign_of(U.sum(dim=-2, keepdim=True))  # [..., 1, r]
     return U * sign, V * sign
+
+
+def _sign_of(values: torch.Tensor) -> torch.Tensor:
+    """±1 per entry (+1 for 0)."""
+    return torch.where(values < 0, -1.0, 1.0).to(values.dtype)
 
 
 def factored_svd(A: torch.Tensor, B: torch.Tensor) -> FactoredSVD:
@@ -179,17 +184,15 @@ class HeadSVD(NamedTuple):
         return self.basis_k.unsqueeze(-3) @ self.core_v
 
 
-def qk_svd(A: torch.Tensor, B: torch.Tensor, rotations: torch.Tensor | None = None, chunk_offsets: int = 16) -> HeadSVD:
+def qk_svd(A: torch.Tensor, B: torch.Tensor, rotations: torch.Tensor | None = None) -> HeadSVD:
     """Batched factored SVD of ``A R_δ Bᵀ`` for every head and offset, with canonical signs.
 
     Args:
         A: query factors ``[..., d, h]`` (e.g. ``[layer, head, d_model(+1), d_head]``).
         B: key factors, same shape.
         rotations: ``R_δ [n_offsets, h, h]`` or None (one offset, no rotation).
-        chunk_offsets: offsets per chunk when fixing signs (bounds memory of the materialised ``U_δ``).
 
-    Signs: the largest-magnitude entry of each full ``u_k = Q_A U_c[:, k]`` is made positive (the same
-    rule as :func:`canonicalize_signs`), so results agree with a dense SVD of ``Ω_δ``.
+    Signs follow :func:`canonicalize_signs`, so results agree with a dense SVD of ``Ω_δ`` entry-wise.
     """
     if A.shape != B.shape:
         raise ValueError(f"A and B must have the same shape, got {tuple(A.shape)} and {tuple(B.shape)}")
@@ -200,13 +203,9 @@ def qk_svd(A: torch.Tensor, B: torch.Tensor, rotations: torch.Tensor | None = No
     core = R_A.unsqueeze(-3) @ rotations.to(A.dtype) @ R_B.unsqueeze(-3).mT  # [..., n_offsets, r, r]
     core_u, S, core_vh = torch.linalg.svd(core, full_matrices=False)
     core_v = core_vh.mT
-    signs = []
-    for start in range(0, core_u.shape[-3], chunk_offsets):
-        U = Q_A.unsqueeze(-3) @ core_u[..., start : start + chunk_offsets, :, :]
-        pivot = U.abs().argmax(dim=-2, keepdim=True)
-        signs.append(torch.sign(torch.gather(U, -2, pivot)))
-    sign = torch.cat(signs, dim=-3)
-    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    # Canonical signs (see canonicalize_signs): the entries of u_k = Q_A U_c[:, k] sum to (1ᵀQ_A) U_c[:, k].
+    column_sums = Q_A.sum(dim=-2, keepdim=True).unsqueeze(-3) @ core_u  # [..., n_offsets, 1, r]
+    sign = _sign_of(column_sums)
     return HeadSVD(Q_A, Q_B, S, core_u * sign, core_v * sign)
 
 

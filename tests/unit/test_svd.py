@@ -23,14 +23,13 @@ def test_factored_svd_matches_dense_svd(device, d_a, d_b, h):
     torch.testing.assert_close(U.mT @ U, eye.expand_as(U.mT @ U), rtol=0, atol=1e-10)
 
 
-def test_canonical_signs_make_largest_entry_positive():
-    U = torch.tensor([[0.1, -0.9], [-0.8, 0.2]])
+def test_canonical_signs_make_column_sums_positive():
+    U = torch.tensor([[0.1, 0.9], [-0.8, 0.2]])
     V = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     U_c, V_c = canonicalize_signs(U, V)
-    torch.testing.assert_close(U_c, torch.tensor([[-0.1, 0.9], [0.8, -0.2]]))
-    torch.testing.assert_close(V_c, torch.tensor([[-1.0, -2.0], [-3.0, -4.0]]))
-    # the product u σ vᵀ is unchanged
-    torch.testing.assert_close(U_c @ V_c.mT, U @ V.mT)
+    torch.testing.assert_close(U_c, torch.tensor([[-0.1, 0.9], [0.8, 0.2]]))
+    torch.testing.assert_close(V_c, torch.tensor([[-1.0, 2.0], [-3.0, 4.0]]))
+    torch.testing.assert_close(U_c @ V_c.mT, U @ V.mT)  # each u σ vᵀ is unchanged
 
 
 def test_mismatched_inner_dimensions_fail():
