@@ -255,3 +255,72 @@ def spectra_figure(tables: dict[str, pd.DataFrame], model: str) -> plt.Figure:
     axes[-1].set_title("median over heads")
     figure.suptitle(f"{model}: singular-value spectra of every head's QK matrix, trained vs random init")
     return figure
+
+
+def _head_grid(summary: pd.DataFrame, column: str) -> np.ndarray:
+    grid = summary.pivot(index="layer", columns="head", values=column)
+    return grid.to_numpy(dtype=float)
+
+
+def sad_heads_figure(summaries: dict[str, pd.DataFrame], model: str) -> plt.Figure:
+    """Median N_recon (top row) and median Rolls–Tovée S (bottom row) of every head, layer × head:
+    trained model, its rotation null, and the random-init twin (IOI prompts)."""
+    set_theme()
+    trained = summaries["trained"]
+    panels = [("trained", trained, ""), ("rotation null", trained, "null_")]
+    if "random" in summaries:
+        panels.append(("random init", summaries["random"], ""))
+    figure, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 8), layout="constrained", squeeze=False)
+    rank = int(trained["rank"].iloc[0])
+    for col, (title, frame, prefix) in enumerate(panels):
+        for row, (metric, label, vmax, cmap) in enumerate(
+            (
+                ("median_n_recon", "median N_recon", min(rank, 16), "rocket_r"),
+                ("median_sparseness", "median S", 1.0, "mako_r"),
+            )
+        ):
+            ax = axes[row, col]
+            grid = _head_grid(frame, prefix + metric)
+            image = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=0 if row else 1, vmax=vmax, interpolation="nearest")
+            ax.grid(False)
+            ax.set_xlabel("head")
+            ax.set_ylabel("layer")
+            value = np.nanmedian(grid)
+            ax.set_title(f"{title}: {label} (median over heads {value:.2f})")
+            if col == len(panels) - 1:
+                figure.colorbar(image, ax=axes[row, :], label=label, shrink=0.8)
+    le4 = (trained["median_n_recon"] <= 4).mean()
+    figure.suptitle(
+        f"{model}, IOI prompts: {le4:.0%} of heads have median N_recon <= 4; lower S = sparser decomposition"
+    )
+    return figure
+
+
+def sad_ranks_figure(summaries: dict[str, pd.DataFrame], model: str) -> plt.Figure:
+    """Paper Fig 8 / 9a analogues: share of |c_k| by singular-value rank (real vs rotation null vs random init),
+    and the pooled distribution of N_recon (IOI prompts)."""
+    set_theme()
+    rows, hist_rows = [], []
+    for variant, frame in summaries.items():
+        sources = [("", variant)] + ([("null_", "rotation null")] if variant == "trained" else [])
+        for prefix, label in sources:
+            share = np.stack(frame[prefix + "share_by_rank"].to_numpy())
+            weights = frame["n_pairs"].to_numpy(dtype=float)
+            mean = (share * weights[:, None]).sum(0) / max(weights.sum(), 1)
+            rows += [{"rank k": k + 1, "mean |c_k| / Σ|c|": v, "source": label} for k, v in enumerate(mean)]
+        hist = np.stack(frame["n_recon_hist"].to_numpy()).sum(0).astype(float)
+        hist /= max(hist.sum(), 1)
+        hist_rows += [{"N_recon": n + 1, "fraction of pairs": v, "model": variant} for n, v in enumerate(hist)]
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.6), layout="constrained")
+    sns.lineplot(pd.DataFrame(rows), x="rank k", y="mean |c_k| / Σ|c|", hue="source", ax=axes[0])
+    axes[0].set_title("where the relative terms sit in the spectrum (firing pairs)")
+    hist = pd.DataFrame(hist_rows)
+    hist = hist[hist["N_recon"] <= 16]
+    sns.barplot(hist, x="N_recon", y="fraction of pairs", hue="model", ax=axes[1])
+    axes[1].set_title("N_recon of firing pairs with ℓ̃ > 0 (first 16)")
+    trained = summaries["trained"]
+    lower = (trained["frac_top_lower_half"] * trained["n_pairs"]).sum() / max(trained["n_pairs"].sum(), 1)
+    figure.suptitle(
+        f"{model}, IOI prompts: the largest term comes from the lower half of the spectrum in {lower:.0%} of pairs"
+    )
+    return figure

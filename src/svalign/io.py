@@ -254,11 +254,13 @@ def write_table(
     schema: TableSchema,
     data: Mapping[str, Any] | pa.Table,
     provenance_record: Mapping[str, Any],
+    row_groups_by: str | None = None,
 ) -> Path:
     """Validate and atomically write one declared table with its provenance.
 
     The file appears under ``path`` only once it is complete; on any error the previous file (if any) is
-    left untouched and the temporary file is removed.
+    left untouched and the temporary file is removed. With ``row_groups_by`` (a column the rows are sorted
+    by, e.g. ``layer``) each value gets its own row group, so readers filtering on it read only that part.
     """
     path = Path(path)
     table = data if isinstance(data, pa.Table) else schema.build(data)
@@ -272,7 +274,14 @@ def write_table(
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the mode a plain open() would
     try:
         with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
+            if row_groups_by is None:
+                pq.write_table(table, handle, compression="zstd")
+            else:
+                with pq.ParquetWriter(handle, table.schema, compression="zstd") as writer:
+                    values = table.column(row_groups_by).to_numpy()
+                    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+                    for start, stop in zip(starts, [*starts[1:], len(values)], strict=True):
+                        writer.write_table(table.slice(start, stop - start))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)

@@ -460,16 +460,23 @@ def read_head_weights(table: pa.Table) -> HeadWeights:
     )
 
 
-def load_head_weights(
+def load_model(
     model: dict[str, Any], variant: str, seed: int, smollm2_dir: str | os.PathLike[str] | None = None
-) -> tuple[HeadWeights, Path]:
-    """Resolve a configured model (``{"name", "source", "revision"}``), boot it and extract its heads."""
+) -> tuple[Any, Path]:
+    """Resolve a configured model (``{"name", "source", "revision"}``) and boot its bridge."""
     key = f"models.{model['name']}.source"
     model_dir = resolve_model_dir(
         model["source"], model.get("revision"), key=key, smollm2_dir=Path(smollm2_dir) if smollm2_dir else None
     )
+    return load_bridge(model_dir, variant, seed), model_dir
+
+
+def load_head_weights(
+    model: dict[str, Any], variant: str, seed: int, smollm2_dir: str | os.PathLike[str] | None = None
+) -> tuple[HeadWeights, Path]:
+    """Resolve a configured model, boot it and extract its heads."""
     start = time.perf_counter()
-    bridge = load_bridge(model_dir, variant, seed)
+    bridge, model_dir = load_model(model, variant, seed, smollm2_dir)
     weights = extract_head_weights(bridge)
     log.info(
         "%s (%s): %d layers x %d heads, d_model %d, d_head %d, rotary %s, biases %s; loaded in %.1f s",

@@ -10,6 +10,7 @@ wildcard_constraints:
     experiment="[a-z][a-z0-9_]*",
     model="[a-z][a-z0-9_]*",
     variant="trained|random",
+    prompt_set="ioi|plain",
 
 
 ENV = "../../envs/environment.yaml"
@@ -64,5 +65,26 @@ def svd_targets():
     ) + expand("results/figures/svd/spectra_{model}.png", model=MODELS)
 
 
+def sad_figure_inputs(wildcards):
+    """Summary tables of every variant on the IOI prompt set (figures compare real, null, random-init)."""
+    return {
+        variant: f"results/sad/{wildcards.model}/{variant}/ioi/summary.parquet"
+        for variant in VARIANTS
+    }
+
+
+def sad_targets():
+    return expand(
+        "results/sad/{model}/{variant}/{prompt_set}/summary.parquet",
+        model=MODELS,
+        variant=VARIANTS,
+        prompt_set=config["sad"]["prompt_sets"],
+    ) + expand(
+        "results/figures/sad/{figure}_{model}.png",
+        figure=["heads", "ranks"],
+        model=MODELS,
+    )
+
+
 def all_targets():
-    return toy_targets() + svd_targets()
+    return toy_targets() + svd_targets() + sad_targets()

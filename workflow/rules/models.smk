@@ -93,3 +93,70 @@ rule figure_spectra:
 rule svd_all:
     input:
         svd_targets(),
+
+
+rule sad:
+    input:
+        unpack(model_inputs),
+        weights="results/weights/{model}/{variant}.parquet",
+        svd="results/svd/{model}/{variant}.parquet",
+        bases="results/svd/{model}/{variant}_bases.parquet",
+    output:
+        pairs="results/sad/{model}/{variant}/{prompt_set}/pairs.parquet",
+        summary="results/sad/{model}/{variant}/{prompt_set}/summary.parquet",
+    log:
+        f"{LOGS}/sad/{{model}}_{{variant}}_{{prompt_set}}.log",
+    benchmark:
+        f"{BENCHMARKS}/sad/{{model}}_{{variant}}_{{prompt_set}}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=12000,
+        runtime=60,
+    params:
+        model=model_params,
+        seed=config["random_init"]["seed"],
+        sad=config["sad"],
+    script:
+        "../../scripts/sad.py"
+
+
+rule figure_sad:
+    input:
+        unpack(sad_figure_inputs),
+    output:
+        heatmap=report(
+            "results/figures/sad/heads_{model}.png",
+            caption="../report/sad_heads.rst",
+            category="SAD",
+            subcategory="{model}",
+            labels={"figure": "median N_recon per head", "model": "{model}"},
+        ),
+        ranks=report(
+            "results/figures/sad/ranks_{model}.png",
+            caption="../report/sad_ranks.rst",
+            category="SAD",
+            subcategory="{model}",
+            labels={
+                "figure": "contribution by singular-value rank",
+                "model": "{model}",
+            },
+        ),
+    log:
+        f"{LOGS}/figure_sad/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/figure_sad/{{model}}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    script:
+        "../../scripts/figure_sad.py"
+
+
+rule sad_all:
+    input:
+        sad_targets(),

@@ -1,0 +1,12 @@
+"""Rule figure_sad: per-head SAD heatmaps and contributions by singular-value rank, from the summary Parquet."""
+
+from svalign import figures, io, sad
+from svalign.runtime import rule_logging
+
+with rule_logging(snakemake.log[0]):
+    summaries = {
+        variant: io.to_frame(io.read_table(path, sad.SAD_SUMMARY)) for variant, path in snakemake.input.items()
+    }
+    model = snakemake.wildcards.model
+    figures.save_figure(figures.sad_heads_figure(summaries, model), snakemake.output.heatmap)
+    figures.save_figure(figures.sad_ranks_figure(summaries, model), snakemake.output.ranks)
