@@ -66,7 +66,7 @@ def test_rotation_null_preserves_the_spectrum_and_orthonormality():
 
 def test_rank_one_head_on_aligned_inputs_needs_one_term():
     """Ω = 3 u vᵀ (+ small noise in other directions): queries along u, keys along v fire with N_recon = 1."""
-    d, r = 6, 3
+    d = 6
     eye = torch.eye(d)
     W_Q = torch.stack([3.0 * eye[0], 0.05 * eye[2], 0.04 * eye[4]], 1)  # [d, r]
     W_K = torch.stack([eye[1], eye[3], eye[5]], 1)
@@ -127,12 +127,12 @@ def test_minilm_decomposition_sums_to_model_scores(minilm_bridge, minilm_weights
 
 
 def test_smollm2_rope_decomposition_sums_to_model_scores(smollm2_bridge, smollm2):
-    pairs, diagnostics, kept = _run(smollm2_bridge, smollm2, 24, n=4)
+    pairs, diagnostics, _ = _run(smollm2_bridge, smollm2, 24, n=4)
     assert diagnostics["max_score_error"] < 1e-4
     assert diagnostics["ioi_accuracy"] >= 0.75  # the model does the task
     assert len(pairs["layer"]) > 1000
 
 
 def test_too_few_rope_offsets_fail_with_the_key(smollm2_bridge, smollm2):
-    with pytest.raises(ValueError, match="svd.max_offset"):
+    with pytest.raises(ValueError, match=r"svd\.max_offset"):
         _run(smollm2_bridge, smollm2, 3, n=1)
