@@ -10,3 +10,4 @@ with rule_logging(snakemake.log[0]):
     model = snakemake.wildcards.model
     figures.save_figure(figures.sad_heads_figure(summaries, model), snakemake.output.heatmap)
     figures.save_figure(figures.sad_ranks_figure(summaries, model), snakemake.output.ranks)
+    figures.save_figure(figures.sad_nrecon_figure(summaries, model), snakemake.output.nrecon)

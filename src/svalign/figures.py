@@ -324,3 +324,36 @@ def sad_ranks_figure(summaries: dict[str, pd.DataFrame], model: str) -> plt.Figu
         f"{model}, IOI prompts: the largest term comes from the lower half of the spectrum in {lower:.0%} of pairs"
     )
     return figure
+
+
+def sad_nrecon_figure(summaries: dict[str, pd.DataFrame], model: str, max_n: int = 16) -> plt.Figure:
+    """Paper Fig 9a analogue: the distribution of N_recon for every head (rows: layer.head), IOI prompts.
+
+    Colour = fraction of the head's firing pairs (with ℓ̃ > 0) that need exactly n terms; the last column
+    collects n ≥ max_n. Trained model beside its random-init twin.
+    """
+    set_theme()
+    figure, axes = plt.subplots(
+        1, len(summaries), figsize=(5.5 * len(summaries), 8), layout="constrained", squeeze=False
+    )
+    for ax, (variant, frame) in zip(axes[0], summaries.items(), strict=True):
+        frame = frame.sort_values(["layer", "head"])
+        hist = np.stack(frame["n_recon_hist"].to_numpy()).astype(float)
+        hist = np.concatenate([hist[:, : max_n - 1], hist[:, max_n - 1 :].sum(1, keepdims=True)], 1)
+        fraction = hist / np.clip(hist.sum(1, keepdims=True), 1, None)
+        image = ax.imshow(fraction, aspect="auto", cmap="rocket_r", vmin=0, vmax=1, interpolation="nearest")
+        n_heads = int(frame["head"].max()) + 1
+        n_layers = int(frame["layer"].max()) + 1
+        step = max(1, n_layers // 10)
+        ax.set_yticks(
+            np.arange(0, n_layers, step) * n_heads + (n_heads - 1) / 2, [str(i) for i in range(0, n_layers, step)]
+        )
+        ax.set_xticks(np.arange(max_n), [str(n) for n in range(1, max_n)] + [f"≥{max_n}"])
+        ax.set_xlabel("N_recon (terms to reconstruct ℓ̃)")
+        ax.set_ylabel(f"layer ({n_heads} heads each)")
+        ax.grid(False)
+        within = fraction[:, :4].sum(1)
+        ax.set_title(f"{variant}: median head has {np.median(within):.0%} of pairs with N_recon ≤ 4")
+    figure.colorbar(image, ax=axes[0], label="fraction of the head's firing pairs", shrink=0.8)
+    figure.suptitle(f"{model}, IOI prompts: N_recon per head")
+    return figure

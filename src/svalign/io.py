@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 __all__ = [
+    "HEAD_KEYS",
     "Column",
     "ParquetReadError",
     "SchemaMismatchError",
@@ -173,6 +174,15 @@ class TableSchema:
         ]
         lines += [f"| `{c.name}` | `{c.describe_type()}` | {c.doc} |" for c in self.columns]
         return "\n".join(lines) + "\n"
+
+
+HEAD_KEYS = (
+    Column("model", pa.string(), "model name (key of config `models`)"),
+    Column("variant", pa.string(), "trained, or random (random-init twin with the same architecture)"),
+    Column("layer", pa.int64(), "layer index"),
+    Column("head", pa.int64(), "query head index"),
+)
+"""Key columns shared by every per-head table of the real-model stages."""
 
 
 def _type_matches(column: Column, arrow_type: pa.DataType) -> bool:

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from svalign.io import Column, TableSchema
+from svalign.io import HEAD_KEYS, Column, TableSchema
 
 __all__ = [
     "BUILTIN_SOURCES",
@@ -375,10 +375,7 @@ HEAD_WEIGHTS = TableSchema(
     "head_weights",
     "Query/key weights of every attention head of one model variant, one row per (layer, head).",
     (
-        Column("model", _STR, "model name (key of config `models`)"),
-        Column("variant", _STR, "trained, or random (random-init twin with the same architecture)"),
-        Column("layer", _I64, "layer index"),
-        Column("head", _I64, "query head index"),
+        *HEAD_KEYS,
         Column("kv_head", _I64, "key/value head this query head reads (GQA: head // group)"),
         Column("W_Q", _F32, "query weights (row convention: q = x W_Q + b_Q)", ("d_model", "d_head")),
         Column("W_K", _F32, "key weights of the head's key/value head", ("d_model", "d_head")),

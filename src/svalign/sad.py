@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from svalign.io import Column, TableSchema
+from svalign.io import HEAD_KEYS, Column, TableSchema
 from svalign.svd import HeadSVD
 
 __all__ = [
@@ -249,11 +249,8 @@ SAD_PAIRS = TableSchema(
     "Every firing (query, key) pair of every head, with its decomposition statistics, real and under the "
     "rotation null. Rows are sorted by layer (one row group per layer: filter on `layer` to read a part).",
     (
-        Column("model", _STR, "model name"),
-        Column("variant", _STR, "trained or random (random-init twin)"),
+        *HEAD_KEYS,
         Column("prompt_set", _STR, "ioi or plain"),
-        Column("layer", _I64, "layer"),
-        Column("head", _I64, "query head"),
         Column("prompt", _I64, "prompt index in the prompt set"),
         Column("t", _I64, "query position"),
         Column("j", _I64, "key position"),
@@ -270,11 +267,8 @@ SAD_SUMMARY = TableSchema(
     "sad_summary",
     "Per-head summary of the SAD statistics, real and under the rotation null.",
     (
-        Column("model", _STR, "model name"),
-        Column("variant", _STR, "trained or random"),
+        *HEAD_KEYS,
         Column("prompt_set", _STR, "ioi or plain"),
-        Column("layer", _I64, "layer"),
-        Column("head", _I64, "query head"),
         Column("rank", _I64, "number of singular values r"),
         Column("n_pairs", _I64, "firing pairs"),
         Column("n_nonpositive", _I64, "firing pairs with ℓ̃ ≤ 0 (N_recon undefined)"),

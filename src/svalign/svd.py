@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from svalign.io import Column, TableSchema, tensor
+from svalign.io import HEAD_KEYS, Column, TableSchema, tensor
 
 if TYPE_CHECKING:
     from svalign.models import HeadWeights
@@ -304,19 +304,13 @@ def model_svd(
 
 
 _STR, _I64, _F64, _F32, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.float32(), pa.bool_()
-_KEY_COLUMNS = (
-    Column("model", _STR, "model name (key of config `models`)"),
-    Column("variant", _STR, "trained or random"),
-    Column("layer", _I64, "layer index"),
-    Column("head", _I64, "query head index"),
-)
 HEAD_SVD = TableSchema(
     "head_svd",
     "Singular values and core singular vectors of every head's QK form Ω_δ (one row per layer, head and RoPE "
     "offset δ; models without RoPE have δ = 0 only). Full vectors: U = basis_q @ core_u, V = basis_k @ core_v "
     "with the bases of head_svd_bases (svalign.svd.read_model_svd does it).",
     (
-        *_KEY_COLUMNS,
+        *HEAD_KEYS,
         Column("offset", _I64, "query − key position offset δ of Ω_δ = A R_δ Bᵀ"),
         Column("sigma", _F32, "singular values, descending", ("rank",)),
         Column("core_u", _F32, "left singular vectors in basis_q coordinates", ("rank", "rank")),
@@ -328,7 +322,7 @@ HEAD_SVD_BASES = TableSchema(
     "head_svd_bases",
     "Orthonormal bases of each head's query and key factors (shared by all its offsets), one row per head.",
     (
-        *_KEY_COLUMNS,
+        *HEAD_KEYS,
         Column("augmented", _BOOL, "bias-augmented input x̃ = [x, 1]: the last coordinate is the constant"),
         Column("basis_q", _F32, "Q_A, orthonormal basis of [W_Q; b_Q]", ("d_input", "rank")),
         Column("basis_k", _F32, "Q_B, orthonormal basis of [W_K; b_K]", ("d_input", "rank")),

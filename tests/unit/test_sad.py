@@ -136,3 +136,22 @@ def test_smollm2_rope_decomposition_sums_to_model_scores(smollm2_bridge, smollm2
 def test_too_few_rope_offsets_fail_with_the_key(smollm2_bridge, smollm2):
     with pytest.raises(ValueError, match=r"svd\.max_offset"):
         _run(smollm2_bridge, smollm2, 3, n=1)
+
+
+def test_vectorised_statistics_equal_the_per_pair_reference_loop(minilm_bridge, minilm_weights):
+    texts, answers = prompts.prompt_set("ioi", 3, 1)
+    batches, _ = sad.tokenize_prompts(minilm_bridge.tokenizer, texts, False, minilm_bridge.cfg.n_ctx, answers)
+    result = model_svd(minilm_weights)
+    cache, _ = sad.layer_activations(minilm_bridge, batches[0].tokens, minilm_weights)
+    layer = 3
+    x = sad.augment_inputs(cache[minilm_weights.head_input_hook.format(layer=layer)], result.augmented)
+    terms = sad.decompose(x, sad.layer_svd(result, layer), False, False)
+    stats = sad.pair_statistics(terms, cache[f"blocks.{layer}.attn.hook_pattern"], False, None, False)
+    U, V, S = result.svd.U()[layer, :, 0].numpy(), result.svd.V()[layer, :, 0].numpy(), result.svd.S[layer, :, 0]
+    keys = list(range(x.shape[1]))
+    for index in np.random.default_rng(0).choice(len(stats.head), size=200, replace=False):
+        prompt, head, t, j = (int(getattr(stats, n)[index]) for n in ("prompt", "head", "t", "j"))
+        n, s, top = sad.reference_pair(x[prompt].numpy(), U[head], S[head].numpy(), V[head], t, j, keys)
+        assert n == stats.n_recon[index].item()
+        assert s == pytest.approx(stats.sparseness[index].item(), abs=1e-5)
+        assert top == stats.top_rank[index].item()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from svalign import io, models, toy
+from svalign import io, models, sad, toy
 from svalign import svd as svd_stage
 
 pytestmark = pytest.mark.workflow
@@ -73,7 +73,7 @@ def test_unknown_config_key_is_rejected(workdir):
     assert "lamdas" in result.stdout
 
 
-SMALL_TARGETS = ["toy", "results/figures/svd/spectra_minilm.png"]
+SMALL_TARGETS = ["toy", "results/figures/svd/spectra_minilm.png", "results/figures/sad/heads_minilm.png"]
 
 
 @pytest.mark.slow
@@ -95,8 +95,14 @@ def test_small_run_produces_tables_figures_and_report(workdir):
         weights = io.read_table(results / "weights" / "minilm" / f"{variant}.parquet", models.HEAD_WEIGHTS)
         assert weights.num_rows == 72
     assert (results / "figures" / "svd" / "spectra_minilm.png").stat().st_size > 10_000
+    summary = io.read_table(results / "sad" / "minilm" / "trained" / "ioi" / "summary.parquet", sad.SAD_SUMMARY)
+    assert summary.num_rows == 72
+    record = io.read_provenance(results / "sad" / "minilm" / "trained" / "ioi" / "pairs.parquet")
+    assert record["max_score_error"] < 1e-4 and record["prompts_kept"] == 8
+    assert (results / "figures" / "sad" / "ranks_minilm.png").exists()
+    assert (results / "figures" / "sad" / "nrecon_minilm.png").exists()
     # A second invocation has nothing to do.
     assert "Nothing to be done" in snakemake(workdir, *SMALL_TARGETS, "--configfile", ".test/config.yaml").stdout
     snakemake(workdir, *SMALL_TARGETS, "--report", "results/report.html", "--configfile", ".test/config.yaml")
     html = (results / "report.html").read_text(errors="replace")
-    assert "Toy model" in html and "Real models" in html
+    assert "Toy model" in html and "Real models" in html and "SAD" in html

@@ -81,7 +81,7 @@ def sad_targets():
         prompt_set=config["sad"]["prompt_sets"],
     ) + expand(
         "results/figures/sad/{figure}_{model}.png",
-        figure=["heads", "ranks"],
+        figure=["heads", "ranks", "nrecon"],
         model=MODELS,
     )
 

@@ -143,6 +143,13 @@ rule figure_sad:
                 "model": "{model}",
             },
         ),
+        nrecon=report(
+            "results/figures/sad/nrecon_{model}.png",
+            caption="../report/sad_nrecon.rst",
+            category="SAD",
+            subcategory="{model}",
+            labels={"figure": "N_recon per head", "model": "{model}"},
+        ),
     log:
         f"{LOGS}/figure_sad/{{model}}.log",
     benchmark:
