@@ -302,7 +302,8 @@ def sad_ranks_figure(summaries: dict[str, pd.DataFrame], model: str) -> plt.Figu
     set_theme()
     rows, hist_rows = [], []
     for variant, frame in summaries.items():
-        sources = [("", variant)] + ([("null_", "rotation null")] if variant == "trained" else [])
+        name = {"random": "random init"}.get(variant, variant)
+        sources = [("", name)] + ([("null_", "rotation null")] if variant == "trained" else [])
         for prefix, label in sources:
             share = np.stack(frame[prefix + "share_by_rank"].to_numpy())
             weights = frame["n_pairs"].to_numpy(dtype=float)
@@ -310,7 +311,7 @@ def sad_ranks_figure(summaries: dict[str, pd.DataFrame], model: str) -> plt.Figu
             rows += [{"rank k": k + 1, "mean |c_k| / Σ|c|": v, "source": label} for k, v in enumerate(mean)]
         hist = np.stack(frame["n_recon_hist"].to_numpy()).sum(0).astype(float)
         hist /= max(hist.sum(), 1)
-        hist_rows += [{"N_recon": n + 1, "fraction of pairs": v, "model": variant} for n, v in enumerate(hist)]
+        hist_rows += [{"N_recon": n + 1, "fraction of pairs": v, "model": name} for n, v in enumerate(hist)]
     figure, axes = plt.subplots(1, 2, figsize=(13, 4.6), layout="constrained")
     sns.lineplot(pd.DataFrame(rows), x="rank k", y="mean |c_k| / Σ|c|", hue="source", ax=axes[0])
     axes[0].set_title("where the relative terms sit in the spectrum (firing pairs)")
