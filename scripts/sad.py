@@ -28,3 +28,5 @@ with rule_logging(snakemake.log[0]):
     io.write_table(snakemake.output.pairs, sad.SAD_PAIRS, sad.pairs_table(pairs, keys), record, row_groups_by="layer")
     rank = model_svd.svd.S.shape[-1]
     io.write_table(snakemake.output.summary, sad.SAD_SUMMARY, sad.summarize(pairs, rank, keys), record)
+    prompt_data = sad.prompts_table(texts, answers, batches, pairs["logit_diff"], keys)
+    io.write_table(snakemake.output.prompts, sad.SAD_PROMPTS, prompt_data, record)

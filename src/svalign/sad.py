@@ -438,8 +438,9 @@ def run_sad(
     """SAD statistics of every firing pair of every head, real and under the rotation null.
 
     Returns:
-        (pair columns for :data:`SAD_PAIRS` without the key columns, diagnostics: worst score error and the
-        IOI logit difference per prompt for causal models).
+        (pair columns for :data:`SAD_PAIRS` without the key columns, plus ``share_by_rank`` arrays and
+        ``logit_diff`` {prompt: logit(IO) − logit(S)} for IOI on causal models; diagnostics: worst score error,
+        mean IOI logit difference and accuracy).
     """
     causal, rotary = weights.causal, weights.rotary is not None
     d_in = model_svd.svd.basis_q.shape[-2]
@@ -518,11 +519,53 @@ def run_sad(
     )
     pairs["share_by_rank"] = (share / counts.clamp_min(1).unsqueeze(-1)).numpy()
     pairs["null_share_by_rank"] = (null_share / counts.clamp_min(1).unsqueeze(-1)).numpy()
-    diagnostics = {"max_score_error": worst}
+    diagnostics: dict[str, Any] = {"max_score_error": worst}
     if logit_diffs:
         values = np.array(list(logit_diffs.values()))
         diagnostics.update(ioi_logit_diff_mean=float(values.mean()), ioi_accuracy=float((values > 0).mean()))
+    pairs["logit_diff"] = logit_diffs
     return pairs, diagnostics
+
+
+SAD_PROMPTS = TableSchema(
+    "sad_prompts",
+    "The prompts of one SAD run: text, whether it was kept, its length in tokens and, for IOI on causal models, "
+    "the model's logit difference logit(IO) − logit(S) at the last position.",
+    (
+        Column("model", _STR, "model name"),
+        Column("variant", _STR, "trained or random"),
+        Column("prompt_set", _STR, "ioi or plain"),
+        Column("prompt", _I64, "prompt index in the prompt set"),
+        Column("text", _STR, "the prompt"),
+        Column("kept", pa.bool_(), "used (IOI names are single tokens for this tokenizer)"),
+        Column("n_tokens", _I64, "length in tokens (−1 if not kept)"),
+        Column("io_name", _STR, "indirect object (IOI; empty otherwise)"),
+        Column("s_name", _STR, "subject (IOI; empty otherwise)"),
+        Column("logit_diff", _F64, "logit(IO) − logit(S) at the last position (NaN when not applicable)"),
+    ),
+)
+
+
+def prompts_table(
+    texts: list[str],
+    answers: list[tuple[str, str]] | None,
+    batches: list[PromptBatch],
+    logit_diff: dict[int, float],
+    keys: dict[str, str],
+) -> dict[str, Any]:
+    """Column data for :data:`SAD_PROMPTS`."""
+    n_tokens = {int(p): b.tokens.shape[1] for b in batches for p in b.prompt}
+    n = len(texts)
+    return {
+        **{name: [value] * n for name, value in keys.items()},
+        "prompt": np.arange(n),
+        "text": texts,
+        "kept": [i in n_tokens for i in range(n)],
+        "n_tokens": [n_tokens.get(i, -1) for i in range(n)],
+        "io_name": [a[0] for a in answers] if answers else [""] * n,
+        "s_name": [a[1] for a in answers] if answers else [""] * n,
+        "logit_diff": [logit_diff.get(i, math.nan) for i in range(n)],
+    }
 
 
 def pairs_table(pairs: dict[str, np.ndarray], keys: dict[str, str]) -> dict[str, Any]:

@@ -98,7 +98,9 @@ def test_small_run_produces_tables_figures_and_report(workdir):
     summary = io.read_table(results / "sad" / "minilm" / "trained" / "ioi" / "summary.parquet", sad.SAD_SUMMARY)
     assert summary.num_rows == 72
     record = io.read_provenance(results / "sad" / "minilm" / "trained" / "ioi" / "pairs.parquet")
-    assert record["max_score_error"] < 1e-4 and record["prompts_kept"] == 8
+    assert record["config"]["max_score_error"] < 1e-4 and record["config"]["prompts_kept"] == 8
+    prompt_table = io.read_table(results / "sad" / "minilm" / "trained" / "ioi" / "prompts.parquet", sad.SAD_PROMPTS)
+    assert prompt_table.num_rows == 8 and all(prompt_table.column("kept").to_pylist())
     assert (results / "figures" / "sad" / "ranks_minilm.png").exists()
     assert (results / "figures" / "sad" / "nrecon_minilm.png").exists()
     # A second invocation has nothing to do.

@@ -104,6 +104,7 @@ rule sad:
     output:
         pairs="results/sad/{model}/{variant}/{prompt_set}/pairs.parquet",
         summary="results/sad/{model}/{variant}/{prompt_set}/summary.parquet",
+        prompts="results/sad/{model}/{variant}/{prompt_set}/prompts.parquet",
     log:
         f"{LOGS}/sad/{{model}}_{{variant}}_{{prompt_set}}.log",
     benchmark:
