@@ -435,6 +435,108 @@ def head_feature_metrics(
 
 
 # --------------------------------------------------------------------------------------------------
+# Closed-form optimum (paper Theorem 1 and corollary)
+# --------------------------------------------------------------------------------------------------
+
+Moments = Literal["second_moment", "isotropic"]
+
+
+def activation_second_moment(n_features: int, sparsity: float) -> np.ndarray:
+    """``E[f fᵀ]`` of the toy's activations: ``f_i = 0`` w.p. S, else U[0, 1], independent.
+
+    Diagonal ``(1 − S)/3``, off-diagonal ``((1 − S)/2)²``: not a multiple of I, because the activations have a
+    non-zero mean ``(1 − S)/2``.
+    """
+    diagonal, mean = (1.0 - sparsity) / 3.0, (1.0 - sparsity) / 2.0
+    return np.full((n_features, n_features), mean**2) + np.eye(n_features) * (diagonal - mean**2)
+
+
+def closed_form_omega(
+    X: torch.Tensor, Y: torch.Tensor, T: torch.Tensor, M_f: torch.Tensor | None = None, M_g: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The Ω minimising the logit-matching loss ``E[(fᵀXᵀΩYg − fᵀTg)²]`` over independent f (query) and g (key).
+
+    Derivation. With ``Δ = XᵀΩY − T`` the loss is ``E[(fᵀΔg)²] = tr(Δ M_g Δᵀ M_f)`` for the second moments
+    ``M_f = E[ffᵀ]``, ``M_g = E[ggᵀ]``. Setting its gradient ``2 X M_f Δ M_g Yᵀ`` to zero gives the normal equations
+    ``(X M_f Xᵀ) Ω (Y M_g Yᵀ) = X M_f T M_g Yᵀ``, whose minimum-norm solution is
+
+        Ω* = (X M_f Xᵀ)⁺ X M_f T M_g Yᵀ (Y M_g Yᵀ)⁺.
+
+    With isotropic activations (``M = I``) this is the paper's ``Ω* = Σ_X⁺ X T Yᵀ Σ_Y⁺``, ``Σ_X = XXᵀ``
+    (pseudo-inverse when N < D). Uniform-on-[0, 1] activations are not isotropic (non-zero mean), so by default we
+    use their exact second-moment matrix (:func:`activation_second_moment`); ``M = I`` gives the paper's formula.
+    Assumptions: the head is trained by MSE on logits (the toy's ``attention_loss: mse``; for cross-entropy Ω* is
+    a reference, not the optimum), the features X, Y are fixed, f and g are independent, and ``d_head`` is at
+    least ``rank(Ω*)`` (otherwise the optimum is a weighted low-rank approximation of Ω*).
+
+    Args:
+        X: query-side feature directions ``[..., D, N]``; Y: key-side ``[..., D, N]``; T: template ``[N, N]``
+            (including the scale β); M_f, M_g: ``[..., N, N]`` or None for I.
+
+    Returns:
+        ``[..., D, D]``.
+    """
+    M_f = torch.eye(X.shape[-1], dtype=X.dtype) if M_f is None else M_f
+    M_g = torch.eye(Y.shape[-1], dtype=Y.dtype) if M_g is None else M_g
+    left = torch.linalg.pinv(X @ M_f @ X.mT, hermitian=True)
+    right = torch.linalg.pinv(Y @ M_g @ Y.mT, hermitian=True)
+    return left @ X @ M_f @ T @ M_g @ Y.mT @ right
+
+
+def closed_form_metrics(
+    W: torch.Tensor,
+    W_Q: torch.Tensor,
+    W_K: torch.Tensor,
+    template: Template,
+    target_scale: float,
+    sparsities: Sequence[float],
+    moments: Moments = "second_moment",
+) -> dict[str, np.ndarray]:
+    """Trained Ω against the closed-form Ω* for the instance's own features.
+
+    Returns (leading ``instance`` axis): ``closed_form_rel_error`` ‖Ω − Ω*‖_F/‖Ω*‖_F; per template pair
+    ``closed_form_sigma`` (σ of Ω* at the singular pair matched to the pair) and ``closed_form_cos_u``/``_v``
+    (|cos| between the trained and closed-form singular vectors matched to the same pair).
+    """
+    W, W_Q, W_K = (t.detach().to(torch.float64).cpu() for t in (W, W_Q, W_K))
+    T = torch.from_numpy(template.matrix()).to(torch.float64) * target_scale
+    if moments == "isotropic":
+        M = None
+    else:
+        M = torch.from_numpy(np.stack([activation_second_moment(template.n_features, s) for s in sparsities]))
+    omega_star = closed_form_omega(W, W, T, M, M)
+    omega = W_Q @ W_K.mT
+    rel_error = (omega - omega_star).norm(dim=(-1, -2)) / omega_star.norm(dim=(-1, -2)).clamp_min(1e-30)
+    rank = min(W.shape[1], W_Q.shape[-1])
+    U, S, Vh = torch.linalg.svd(omega_star)
+    U_star, S_star, V_star = U[..., :rank], S[..., :rank], Vh.mT[..., :rank]
+    trained = factored_svd(W_Q, W_K)
+    a, b = list(template.query_features), list(template.key_features)
+    W_unit = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def matched(U_: torch.Tensor, V_: torch.Tensor) -> np.ndarray:
+        score = ((W_unit.mT @ U_).abs()[:, a, :] * (W_unit.mT @ V_).abs()[:, b, :]).numpy()
+        ranks = np.full(score.shape[:2], -1)
+        for i in range(len(score)):
+            rows, cols = linear_sum_assignment(score[i], maximize=True)
+            ranks[i, rows] = cols
+        return ranks
+
+    ranks_star, ranks = matched(U_star, V_star), matched(trained.U, trained.V)
+    inst = np.arange(W.shape[0])[:, None]
+    ok = (ranks_star >= 0) & (ranks >= 0)
+    r_star, r_tr = np.where(ok, ranks_star, 0), np.where(ok, ranks, 0)
+    cos_u = (trained.U.mT @ U_star).abs().numpy()[inst, r_tr, r_star]  # [I, P]
+    cos_v = (trained.V.mT @ V_star).abs().numpy()[inst, r_tr, r_star]
+    return {
+        "closed_form_rel_error": rel_error.numpy(),
+        "closed_form_sigma": np.where(ok, S_star.numpy()[inst, r_star], np.nan),
+        "closed_form_cos_u": np.where(ok, cos_u, np.nan),
+        "closed_form_cos_v": np.where(ok, cos_v, np.nan),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------
 
@@ -520,6 +622,11 @@ def train_toy(
             recon, attention = losses(eval_features)
         _check_finite(step, recon + lambdas * attention, instances, config.max_loss)
         record = head_feature_metrics(params.W, params.W_Q, params.W_K, template, config.target_scale)
+        record.update(
+            closed_form_metrics(
+                params.W, params.W_Q, params.W_K, template, config.target_scale, [r["sparsity"] for r in instances]
+            )
+        )
         record.update(
             step=np.full(len(instances), step),
             recon_loss=recon.cpu().numpy().astype(np.float64),
@@ -613,6 +720,10 @@ _METRIC_COLUMNS = (
     Column("mean_interference_other", _F64, "mean over non-attended i of max_j |cos(w_i, w_j)|"),
     Column("attended_span_energy", _F64, "fraction of the other features' squared norm in span(attended)"),
     Column("feature_norms", _F64, "‖w_i‖", ("n_features",)),
+    Column("closed_form_rel_error", _F64, "‖Ω − Ω*‖_F / ‖Ω*‖_F, Ω* the closed-form optimum for these features"),
+    Column("closed_form_sigma", _F64, "σ of Ω* at the singular pair matched to each template pair", ("n_pairs",)),
+    Column("closed_form_cos_u", _F64, "|cos| of trained and closed-form u matched to each pair", ("n_pairs",)),
+    Column("closed_form_cos_v", _F64, "|cos| of trained and closed-form v matched to each pair", ("n_pairs",)),
 )
 
 TOY_WEIGHTS = TableSchema(

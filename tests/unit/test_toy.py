@@ -106,6 +106,29 @@ def test_orthonormal_features_head_alone_aligns_and_matches_template(device):
     np.testing.assert_allclose(final["sigma"][:, 0], 4.0, rtol=0.05)
     np.testing.assert_array_less(final["sigma2_over_sigma1"], 0.05)
     assert (final["matched_rank"][:, 0] == 0).all()
+    # Theorem 1: the trained Ω is the closed-form optimum (here Ω* = βT, features orthonormal).
+    np.testing.assert_array_less(final["closed_form_rel_error"], 0.05)
+    np.testing.assert_array_less(0.99, final["closed_form_cos_u"][:, 0])
+    np.testing.assert_array_less(0.99, final["closed_form_cos_v"][:, 0])
+    np.testing.assert_allclose(final["closed_form_sigma"][:, 0], 4.0, rtol=1e-6)
+
+
+def test_closed_form_solves_the_normal_equations():
+    generator = torch.Generator().manual_seed(0)
+    D, N = 5, 8  # fewer dimensions than features: pseudo-inverses
+    X = torch.randn(D, N, generator=generator, dtype=torch.float64)
+    Y = torch.randn(D, N, generator=generator, dtype=torch.float64)
+    T = torch.from_numpy(make_template("multi_pair", N, n_pairs=3, pair_offset=4).matrix()).double() * 3
+    M = torch.from_numpy(toy.activation_second_moment(N, 0.7))
+    omega = toy.closed_form_omega(X, Y, T, M, M)
+    torch.testing.assert_close((X @ M @ X.T) @ omega @ (Y @ M @ Y.T), X @ M @ T @ M @ Y.T)
+    # isotropic statistics and orthonormal features: Ω* = T exactly (the paper's corollary)
+    eye = torch.eye(N, dtype=torch.float64)
+    torch.testing.assert_close(toy.closed_form_omega(eye, eye, T), T)
+    # the second-moment matrix of sparse U[0, 1] activations, checked by sampling
+    u = torch.rand(200_000, 4, generator=generator, dtype=torch.float64)
+    f = torch.where(u < 0.7, 0.0, (u - 0.7) / 0.3)
+    np.testing.assert_allclose((f.T @ f / len(f)).numpy(), toy.activation_second_moment(4, 0.7), atol=2e-3)
 
 
 def _tiny_config(**overrides) -> ToyConfig:
