@@ -19,8 +19,23 @@ class ConfigError(ValueError):
 
 def check_config(config: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` naming the key of the first cross-field inconsistency."""
-    for name, experiment in config.get("toy", {}).get("experiments", {}).items():
+    toy = config.get("toy", {})
+    for name, experiment in toy.get("experiments", {}).items():
         try:
             ToyConfig.from_mapping(dict(experiment))
         except (TypeError, ValueError) as error:
             raise ConfigError(f"config key toy.experiments.{name}: {error}") from error
+    anisotropy = toy.get("anisotropy", {})
+    if anisotropy.get("enabled", False):
+        try:
+            experiment = ToyConfig.from_mapping(dict(anisotropy["experiment"]))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"config key toy.anisotropy.experiment: {error}") from error
+        if experiment.d_model < experiment.n_features + 1:
+            raise ConfigError("config key toy.anisotropy.experiment.d_model: must be at least n_features + 1")
+        too_large = [n for n in anisotropy["interference_norms"] if n >= experiment.n_features - 1]
+        if too_large:
+            raise ConfigError(
+                f"config key toy.anisotropy.interference_norms: {too_large} not below n_features - 1 = "
+                f"{experiment.n_features - 1}"
+            )

@@ -358,3 +358,40 @@ def sad_nrecon_figure(summaries: dict[str, pd.DataFrame], model: str, max_n: int
     figure.colorbar(image, ax=axes[0], label="fraction of the head's firing pairs", shrink=0.8)
     figure.suptitle(f"{model}, IOI prompts: N_recon per head")
     return figure
+
+
+def anisotropy_figure(table: pd.DataFrame, threshold: float = 0.75, band: tuple[float, float] = (10, 55)) -> plt.Figure:
+    """Paper Fig 4: mean matched |cos| vs the features' interference ‖XᵀX − I‖₂, trained head and closed form.
+
+    Lines are means over feature seeds, bands their range; the dashed line is the paper's 0.75 and the shaded
+    span its GPT-2 estimate of ‖E_X‖₂ (10–55).
+    """
+    set_theme()
+    long = table.melt(
+        id_vars=["interference_norm", "feature_seed"],
+        value_vars=["mean_matched_cos", "closed_form_mean_matched_cos"],
+        var_name="head",
+        value_name="mean matched |cos|",
+    )
+    long["head"] = long["head"].map({"mean_matched_cos": "trained", "closed_form_mean_matched_cos": "closed form Ω*"})
+    figure, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
+    ax.axvspan(*band, color="0.9", zorder=0, label=f"GPT-2 SAE estimate ({band[0]}–{band[1]})")
+    sns.lineplot(
+        long,
+        x="interference_norm",
+        y="mean matched |cos|",
+        hue="head",
+        style="head",
+        markers=True,
+        errorbar=("pi", 100),
+        ax=ax,
+    )
+    ax.axhline(threshold, color="0.3", ls="--", lw=1, label=f"paper: > {threshold}")
+    ax.set_xlabel("interference ‖XᵀX − I‖₂")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower left", fontsize="small")
+    mean = table.groupby("interference_norm")["mean_matched_cos"].mean()
+    above = mean[mean > threshold]
+    crossing = f"stays above {threshold} up to ‖E‖₂ = {above.index.max():g}" if len(above) else f"is below {threshold}"
+    ax.set_title(f"Alignment under interference: trained mean |cos| {crossing}")
+    return figure

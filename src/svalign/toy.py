@@ -21,6 +21,7 @@ instance's result does not depend on which other instances share its batch.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -279,6 +280,7 @@ def toy_losses(
     importance: torch.Tensor,
     target_scale: float,
     attention_loss: AttentionLoss,
+    reconstruct: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-instance reconstruction and attention losses.
 
@@ -286,6 +288,8 @@ def toy_losses(
         features: ``[instance, batch, 1 + m, N]``; token 0 is the query, tokens 1..m the keys.
         template: T ``[N, N]``.
         importance: per-feature weights ``[N]``.
+        reconstruct: compute the reconstruction loss (zeros otherwise: with frozen features it has no
+            gradient, and skipping it halves the cost of head-only training).
 
     Returns:
         ``(recon [instance], attention [instance])``.
@@ -293,8 +297,11 @@ def toy_losses(
     n_instances, batch, n_tokens, n_features = features.shape
     flat = features.reshape(n_instances, batch * n_tokens, n_features)
     hidden = flat @ params.W.mT  # [I, B·T, D]
-    recon = torch.relu(hidden @ params.W + params.b[:, None, :])  # [I, B·T, N]
-    recon_loss = ((flat - recon).square() * importance).sum(-1).mean(-1)
+    if reconstruct:
+        recon = torch.relu(hidden @ params.W + params.b[:, None, :])  # [I, B·T, N]
+        recon_loss = ((flat - recon).square() * importance).sum(-1).mean(-1)
+    else:
+        recon_loss = torch.zeros(n_instances, dtype=features.dtype, device=features.device)
 
     # Project queries and keys with one flat matmul each; a matmul per [1+m, D] sample would be a batch of
     # I·B tiny products (slow on CPU). Logits and targets are then element-wise products and sums.
@@ -614,8 +621,10 @@ def train_toy(
         config.eval_batch_size
     )
 
-    def losses(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return toy_losses(params, features, template_matrix, importance, config.target_scale, config.attention_loss)
+    def losses(features: torch.Tensor, reconstruct: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        return toy_losses(
+            params, features, template_matrix, importance, config.target_scale, config.attention_loss, reconstruct
+        )
 
     def evaluate(step: int) -> dict[str, np.ndarray]:
         with torch.no_grad():
@@ -644,7 +653,7 @@ def train_toy(
     )
     for step in bar:
         if optimizer is not None:
-            recon, attention = losses(train_sampler.sample(config.batch_size))
+            recon, attention = losses(train_sampler.sample(config.batch_size), reconstruct=config.train_features)
             optimizer.zero_grad(set_to_none=True)
             (recon + lambdas * attention).sum().backward()
             optimizer.step()
@@ -799,3 +808,109 @@ def write_run(run: ToyRun, experiment: str, weights: str, metrics: str, trajecto
     write_table(weights, TOY_WEIGHTS, weights_table(run, experiment), record)
     write_table(metrics, TOY_METRICS, metrics_table(run, experiment), record)
     write_table(trajectory, TOY_TRAJECTORY, trajectory_table(run, experiment), record)
+
+
+# --------------------------------------------------------------------------------------------------
+# Anisotropy (paper Theorem 2, Fig 4)
+# --------------------------------------------------------------------------------------------------
+
+
+def anisotropic_features(n_features: int, d_model: int, interference_norm: float, seed: int) -> torch.Tensor:
+    """Unit-norm feature directions with exactly ``‖XᵀX − I‖₂ = interference_norm``.
+
+    Construction: Haar-random orthonormal ``q_1..q_N, c`` in ℝ^D (needs D ≥ N + 1) and random signs ``s_i``;
+    ``x_i = √(1 − ρ) q_i + √ρ s_i c``. Then ``x_iᵀx_j = ρ s_i s_j`` for i ≠ j, so ``E_X = ρ (s sᵀ − I)`` and
+    ``‖E_X‖₂ = ρ (N − 1)``: one shared direction carries all the interference, as the dominant low-rank
+    component of real SAE decoder matrices does. ρ = interference_norm / (N − 1) must lie in [0, 1).
+
+    Returns:
+        ``[d_model, n_features]`` float32.
+    """
+    if d_model < n_features + 1:
+        raise ValueError(f"anisotropic features need d_model >= n_features + 1 (got {d_model}, {n_features})")
+    rho = interference_norm / (n_features - 1)
+    if not 0.0 <= rho < 1.0:
+        raise ValueError(
+            f"interference norm {interference_norm} is out of reach for {n_features} features (max < {n_features - 1})"
+        )
+    generator = torch.Generator().manual_seed(derive_seed(seed, "anisotropy"))
+    basis, _ = torch.linalg.qr(torch.randn(d_model, n_features + 1, generator=generator, dtype=torch.float64))
+    signs = torch.where(torch.rand(n_features, generator=generator) < 0.5, -1.0, 1.0).to(torch.float64)
+    X = math.sqrt(1.0 - rho) * basis[:, :n_features] + math.sqrt(rho) * basis[:, n_features : n_features + 1] * signs
+    return X.to(torch.float32)
+
+
+def omega_alignment(
+    W: torch.Tensor, omega: torch.Tensor, template: Template, target_scale: float
+) -> dict[str, np.ndarray]:
+    """:func:`head_feature_metrics` of a dense Ω (e.g. the closed form), via its SVD factors ``U√σ, V√σ``."""
+    U, S, Vh = torch.linalg.svd(omega.to(torch.float64))
+    rank = omega.shape[-1]
+    root = S.sqrt().unsqueeze(-2)
+    return head_feature_metrics(W, U[..., :rank] * root, Vh.mT[..., :rank] * root, template, target_scale)
+
+
+def run_anisotropy(
+    config: ToyConfig,
+    interference_norms: Sequence[float],
+    feature_seeds: Sequence[int],
+    device: torch.device | str,
+    progress_file=None,
+) -> dict[str, np.ndarray]:
+    """Train only the head on frozen anisotropic features, one batched run for every (norm, seed).
+
+    Every instance gets the features of :func:`anisotropic_features` for its (norm, seed); its head init and
+    data stream come from its own instance seed. Returns the column data of :data:`TOY_ANISOTROPY`.
+    """
+    grid = [(norm, seed) for norm in interference_norms for seed in feature_seeds]
+    config = dataclasses.replace(
+        config,
+        seeds=tuple(range(len(grid))),
+        lambdas=(1.0,),
+        train_features=False,
+        train_head=True,
+        sparsities=config.sparsities[:1],
+    )
+    features = torch.stack([anisotropic_features(config.n_features, config.d_model, n, s) for n, s in grid])
+    start = init_params(config, config.seeds, torch.device("cpu"))
+    start.W = features
+    run = train_toy(config, device, initial=start, progress=progress_file is not None, progress_file=progress_file)
+    template = config.template_spec
+    T = torch.from_numpy(template.matrix()).double() * config.target_scale
+    M = torch.from_numpy(activation_second_moment(config.n_features, config.sparsities[0]))
+    omega_star = closed_form_omega(features.double(), features.double(), T, M, M)
+    star = omega_alignment(features, omega_star, template, config.target_scale)
+    gram = features.double().mT @ features.double()
+    measured = torch.linalg.matrix_norm(gram - torch.eye(config.n_features, dtype=torch.float64), ord=2)
+    final = run.final
+    return {
+        "interference_norm": [n for n, _ in grid],
+        "measured_norm": measured.numpy(),
+        "feature_seed": [s for _, s in grid],
+        "instance": np.arange(len(grid)),
+        "mean_matched_cos": final["mean_matched_cos"],
+        "min_matched_cos": final["min_matched_cos"],
+        "closed_form_mean_matched_cos": star["mean_matched_cos"],
+        "closed_form_min_matched_cos": star["min_matched_cos"],
+        "closed_form_rel_error": final["closed_form_rel_error"],
+        "attention_loss": final["attention_loss"],
+    }
+
+
+TOY_ANISOTROPY = TableSchema(
+    "toy_anisotropy",
+    "Alignment of a head trained on frozen features with controlled interference ‖XᵀX − I‖₂, and of the "
+    "closed-form optimum for the same features; one row per (interference norm, feature seed).",
+    (
+        Column("interference_norm", _F64, "target ‖E_X‖₂, E_X = XᵀX − I (unit-norm features)"),
+        Column("measured_norm", _F64, "‖E_X‖₂ of the constructed features"),
+        Column("feature_seed", _I64, "seed of the feature construction"),
+        Column("instance", _I64, "instance in the batched run (seeds its head init and data)"),
+        Column("mean_matched_cos", _F64, "trained head: mean matched |cos| over pairs and sides"),
+        Column("min_matched_cos", _F64, "trained head: smallest matched |cos|"),
+        Column("closed_form_mean_matched_cos", _F64, "closed-form Ω*: mean matched |cos|"),
+        Column("closed_form_min_matched_cos", _F64, "closed-form Ω*: smallest matched |cos|"),
+        Column("closed_form_rel_error", _F64, "‖Ω − Ω*‖_F / ‖Ω*‖_F"),
+        Column("attention_loss", _F64, "final attention loss on the evaluation batch"),
+    ),
+)

@@ -189,3 +189,38 @@ def test_tables_roundtrip_and_are_deterministic(tmp_path):
 def test_params_numpy_is_float32():
     params = ToyParams(*(torch.zeros(1, 2, 2, dtype=torch.float64) for _ in range(4)))
     assert all(a.dtype == np.float32 for a in params.numpy().values())
+
+
+@pytest.mark.parametrize("norm", [0.0, 12.5, 60.0])
+def test_anisotropic_features_have_the_requested_interference(norm):
+    X = toy.anisotropic_features(n_features=100, d_model=101, interference_norm=norm, seed=4).double()
+    torch.testing.assert_close(X.norm(dim=0), torch.ones(100, dtype=torch.float64), atol=1e-6, rtol=0)
+    E = X.T @ X - torch.eye(100, dtype=torch.float64)
+    assert torch.linalg.matrix_norm(E, ord=2).item() == pytest.approx(norm, abs=1e-4)
+    with pytest.raises(ValueError, match="out of reach"):
+        toy.anisotropic_features(n_features=10, d_model=11, interference_norm=9.0, seed=0)
+
+
+def test_anisotropy_sweep_degrades_alignment_like_the_closed_form():
+    config = ToyConfig(
+        n_features=41,
+        d_model=42,
+        d_head=8,
+        template="multi_pair",
+        n_pairs=4,
+        pair_offset=20,
+        target_scale=10.0,
+        context_len=1,
+        attention_loss="mse",
+        steps=400,
+        batch_size=256,
+        lr=1e-2,
+        log_every=400,
+        eval_batch_size=512,
+    )
+    data = toy.run_anisotropy(config, [0.0, 30.0], [0], "cpu")
+    np.testing.assert_allclose(data["measured_norm"], [0.0, 30.0], atol=1e-4)
+    trained, closed = data["mean_matched_cos"], data["closed_form_mean_matched_cos"]
+    assert closed[0] == pytest.approx(1.0, abs=1e-6) and trained[0] > 0.97
+    assert closed[1] < closed[0] - 0.05  # interference bends the optimum's singular vectors away from the features
+    np.testing.assert_allclose(trained, closed, atol=0.05)  # and training finds that optimum

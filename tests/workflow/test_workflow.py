@@ -87,6 +87,8 @@ def test_small_run_produces_tables_figures_and_report(workdir):
         for experiment in ("single_pair", "multi_pair"):
             png = results / "figures" / "toy" / f"{figure}_{experiment}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    anisotropy = io.read_table(results / "toy" / "anisotropy" / "anisotropy.parquet", toy.TOY_ANISOTROPY)
+    assert anisotropy.num_rows == 2 and (results / "figures" / "toy" / "anisotropy.png").exists()
     assert (results / "logs" / "toy_train" / "single_pair.log").stat().st_size > 0
     assert (results / "benchmarks" / "toy_train" / "single_pair.tsv").exists()
     for variant in ("trained", "random"):

@@ -31,13 +31,16 @@ def toy_experiment_params(wildcards):
 
 def toy_targets():
     figures = ["geometry", "alignment", "dynamics"]
-    return expand(
+    targets = expand(
         "results/toy/{experiment}/metrics.parquet", experiment=TOY_EXPERIMENTS
     ) + expand(
         "results/figures/toy/{figure}_{experiment}.png",
         figure=figures,
         experiment=TOY_EXPERIMENTS,
     )
+    if config["toy"]["anisotropy"]["enabled"]:
+        targets.append("results/figures/toy/anisotropy.png")
+    return targets
 
 
 def model_params(wildcards):

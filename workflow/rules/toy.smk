@@ -91,6 +91,52 @@ use rule toy_figure_geometry as toy_figure_dynamics with:
         f"{BENCHMARKS}/toy_figure_dynamics/{{experiment}}.tsv"
 
 
+rule toy_anisotropy:
+    output:
+        "results/toy/anisotropy/anisotropy.parquet",
+    log:
+        f"{LOGS}/toy_anisotropy.log",
+    benchmark:
+        f"{BENCHMARKS}/toy_anisotropy.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        anisotropy=config["toy"]["anisotropy"],
+        device=config["device"],
+    script:
+        "../../scripts/toy_anisotropy.py"
+
+
+rule toy_figure_anisotropy:
+    input:
+        "results/toy/anisotropy/anisotropy.parquet",
+    output:
+        png=report(
+            "results/figures/toy/anisotropy.png",
+            caption="../report/toy_anisotropy.rst",
+            category="Toy model",
+            subcategory="theory",
+            labels={"figure": "alignment vs anisotropy"},
+        ),
+        pdf="results/figures/toy/anisotropy.pdf",
+    log:
+        f"{LOGS}/toy_figure_anisotropy.log",
+    benchmark:
+        f"{BENCHMARKS}/toy_figure_anisotropy.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../../scripts/toy_figure_anisotropy.py"
+
+
 rule toy:
     input:
         toy_targets(),

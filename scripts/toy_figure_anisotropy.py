@@ -1,0 +1,8 @@
+"""Rule toy_figure_anisotropy: alignment vs ‖XᵀX − I‖₂, trained and closed form (paper Fig 4)."""
+
+from svalign import figures, io, toy
+from svalign.runtime import rule_logging
+
+with rule_logging(snakemake.log[0]):
+    table = io.to_frame(io.read_table(snakemake.input[0], toy.TOY_ANISOTROPY))
+    figures.save_figure(figures.anisotropy_figure(table), snakemake.output.png, snakemake.output.pdf)
