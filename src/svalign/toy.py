@@ -159,6 +159,7 @@ class ToyConfig:
     eval_batch_size: int = 4096
     train_features: bool = True
     train_head: bool = True
+    head_init: str = "xavier"
     max_loss: float = 1e6
 
     def __post_init__(self) -> None:
@@ -169,6 +170,8 @@ class ToyConfig:
             raise ValueError(f"toy config: sparsities must lie in [0, 1), got {list(self.sparsities)}")
         if any(lam < 0 for lam in self.lambdas):
             raise ValueError(f"toy config: lambdas must be >= 0, got {list(self.lambdas)}")
+        if self.head_init not in ("xavier", "rank_one"):
+            raise ValueError(f"toy config: head_init must be xavier or rank_one, got {self.head_init!r}")
         if self.attention_loss not in ("cross_entropy", "mse"):
             raise ValueError(f"toy config: attention_loss must be cross_entropy or mse, got {self.attention_loss!r}")
         if not self.seeds or not self.sparsities or not self.lambdas:
@@ -233,14 +236,32 @@ def _xavier_normal(rows: int, cols: int, generator: torch.Generator) -> torch.Te
     return torch.randn(rows, cols, generator=generator) * std
 
 
+def _rank_one_head(config: ToyConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """W_Q = √β u e_1ᵀ, W_K = √β v e_1ᵀ: Ω = β u vᵀ with random unit u, v (the other head columns zero)."""
+    u, v = (torch.randn(config.d_model, generator=generator) for _ in range(2))
+    W_Q, W_K = torch.zeros(config.d_model, config.d_head), torch.zeros(config.d_model, config.d_head)
+    W_Q[:, 0] = math.sqrt(config.target_scale) * u / u.norm()
+    W_K[:, 0] = math.sqrt(config.target_scale) * v / v.norm()
+    return W_Q, W_K
+
+
 def init_params(config: ToyConfig, seeds: Sequence[int], device: torch.device) -> ToyParams:
-    """Xavier-normal init per instance, drawn on the CPU from the instance's seed (device-independent)."""
+    """Per-instance init drawn on the CPU from the instance's seed (device-independent).
+
+    Features: Xavier normal. Head: Xavier normal, or with ``head_init: rank_one`` a rank-one Ω = β u vᵀ with
+    random unit u, v (Theorem 3: freeze it with ``train_head: false`` and watch the features move).
+    """
     W, W_Q, W_K = [], [], []
     for seed in seeds:
         generator = torch.Generator().manual_seed(derive_seed(seed, "toy-init"))
         W.append(_xavier_normal(config.d_model, config.n_features, generator))
-        W_Q.append(_xavier_normal(config.d_model, config.d_head, generator))
-        W_K.append(_xavier_normal(config.d_model, config.d_head, generator))
+        if config.head_init == "rank_one":
+            query, key = _rank_one_head(config, generator)
+        else:
+            query = _xavier_normal(config.d_model, config.d_head, generator)
+            key = _xavier_normal(config.d_model, config.d_head, generator)
+        W_Q.append(query)
+        W_K.append(key)
     return ToyParams(
         W=torch.stack(W).to(device),
         b=torch.zeros(len(seeds), config.n_features, device=device),

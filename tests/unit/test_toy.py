@@ -224,3 +224,27 @@ def test_anisotropy_sweep_degrades_alignment_like_the_closed_form():
     assert closed[0] == pytest.approx(1.0, abs=1e-6) and trained[0] > 0.97
     assert closed[1] < closed[0] - 0.05  # interference bends the optimum's singular vectors away from the features
     np.testing.assert_allclose(trained, closed, atol=0.05)  # and training finds that optimum
+
+
+def test_frozen_rank_one_head_orthogonalises_the_attended_features():
+    """Theorem 3: with Ω frozen at β u vᵀ, training the autoencoder alone rotates w_0 → u, w_1 → v and pushes the
+    other features out of their span; the λ = 0 control (same init and data) keeps its superposition."""
+    config = ToyConfig(
+        d_head=1,
+        train_head=False,
+        head_init="rank_one",
+        seeds=(1,),
+        lambdas=(1.0, 0.0),
+        steps=1000,
+        batch_size=512,
+        log_every=1000,
+        eval_batch_size=1024,
+    )
+    run = train_toy(config, progress=False)
+    start = toy.init_params(config, [1, 1], torch.device("cpu"))
+    torch.testing.assert_close(run.params.W_Q, start.W_Q)  # the head never moved
+    assert run.final["sigma"][0, 0] == pytest.approx(config.target_scale, rel=1e-5)
+    head, control = run.final["attended_span_energy"]
+    assert head < 0.01 and control > 0.05
+    assert run.final["matched_cos_u"][0, 0] > 0.95 and run.final["matched_cos_v"][0, 0] > 0.95
+    assert run.final["matched_cos_u"][1, 0] < 0.6
