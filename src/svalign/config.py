@@ -25,6 +25,15 @@ def check_config(config: Mapping[str, Any]) -> None:
             ToyConfig.from_mapping(dict(experiment))
         except (TypeError, ValueError) as error:
             raise ConfigError(f"config key toy.experiments.{name}: {error}") from error
+    sweeps = toy.get("sweeps", {})
+    if sweeps.get("enabled", False):
+        from svalign.toy import sweep_config, sweep_points
+
+        try:
+            for point in sweep_points(dict(sweeps["base"]), dict(sweeps["grid"])):
+                sweep_config(dict(sweeps["base"]), point, sweeps["seeds"])
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"config key toy.sweeps: {error}") from error
     anisotropy = toy.get("anisotropy", {})
     if anisotropy.get("enabled", False):
         try:

@@ -395,3 +395,56 @@ def anisotropy_figure(table: pd.DataFrame, threshold: float = 0.75, band: tuple[
     crossing = f"stays above {threshold} up to ‖E‖₂ = {above.index.max():g}" if len(above) else f"is below {threshold}"
     ax.set_title(f"Alignment under interference: trained mean |cos| {crossing}")
     return figure
+
+
+def sweeps_figure(table: pd.DataFrame, base: dict[str, float]) -> plt.Figure:
+    """Paper App. A/E: matched |cos| against each swept parameter, the others at their base values.
+
+    Dots are seeds, the line their mean. For d_head the panel also shows how many pairs got a singular pair of
+    their own (Hungarian) and how many distinct singular pairs best matching uses: below the number of pairs
+    the weakest pairs share.
+    """
+    set_theme()
+    names = [n for n in ("lam", "sparsity", "n_features", "context_len", "d_head") if table[n].nunique() > 1]
+    figure, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.8), layout="constrained", squeeze=False)
+    labels = {
+        "lam": "λ",
+        "sparsity": "sparsity S",
+        "n_features": "features N",
+        "context_len": "context m",
+        "d_head": "head dim H",
+    }
+    for ax, name in zip(axes[0], names, strict=True):
+        others = [n for n in labels if n != name]
+        rows = table[np.logical_and.reduce([np.isclose(table[o], base[o]) for o in others])].sort_values(name)
+        rows = rows.assign(value=rows[name].map("{:g}".format))
+        sns.stripplot(rows, x="value", y="mean_matched_cos", color="0.4", size=4, ax=ax)
+        sns.pointplot(
+            rows,
+            x="value",
+            y="mean_matched_cos",
+            errorbar=None,
+            color=sns.color_palette(PALETTE)[0],
+            ax=ax,
+            label="mean matched |cos|",
+        )
+        if name == "d_head":
+            counts = rows.groupby("value", sort=False)[["n_matched", "n_distinct_best"]].mean()
+            twin = ax.twinx()
+            twin.plot(
+                range(len(counts)),
+                counts["n_distinct_best"],
+                "s--",
+                color=sns.color_palette(PALETTE)[3],
+                label="distinct singular pairs (best match)",
+            )
+            twin.set_ylabel("singular pairs used")
+            twin.set_ylim(0, rows["n_pairs"].max() + 0.5)
+            twin.grid(False)
+            twin.legend(loc="lower center", fontsize="x-small")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel(labels[name])
+        ax.set_ylabel("mean matched |cos|")
+        ax.set_title(f"{labels[name]} (others at base)")
+    figure.suptitle("Robustness of alignment (one parameter at a time; dots: seeds)")
+    return figure

@@ -8,12 +8,12 @@ from svalign.io import TableSchema
 from svalign.models import HEAD_WEIGHTS
 from svalign.sad import SAD_PAIRS, SAD_PROMPTS, SAD_SUMMARY
 from svalign.svd import HEAD_SVD, HEAD_SVD_BASES
-from svalign.toy import TOY_ANISOTROPY, TOY_METRICS, TOY_TRAJECTORY, TOY_WEIGHTS
+from svalign.toy import TOY_ANISOTROPY, TOY_METRICS, TOY_SWEEP, TOY_TRAJECTORY, TOY_WEIGHTS
 
 __all__ = ["TABLES", "schemas_markdown"]
 
 TABLES: dict[str, tuple[TableSchema, ...]] = {
-    "toy": (TOY_WEIGHTS, TOY_METRICS, TOY_TRAJECTORY, TOY_ANISOTROPY),
+    "toy": (TOY_WEIGHTS, TOY_METRICS, TOY_TRAJECTORY, TOY_ANISOTROPY, TOY_SWEEP),
     "extract_weights": (HEAD_WEIGHTS,),
     "svd": (HEAD_SVD, HEAD_SVD_BASES),
     "sad": (SAD_PAIRS, SAD_SUMMARY, SAD_PROMPTS),

@@ -935,3 +935,91 @@ TOY_ANISOTROPY = TableSchema(
         Column("attention_loss", _F64, "final attention loss on the evaluation batch"),
     ),
 )
+
+
+# --------------------------------------------------------------------------------------------------
+# One-at-a-time sweeps (paper App. A and E)
+# --------------------------------------------------------------------------------------------------
+
+SWEEP_PARAMETERS = ("lam", "sparsity", "n_features", "context_len", "d_head")
+
+
+def sweep_points(base: dict, grid: dict[str, Sequence[float]]) -> list[dict[str, float]]:
+    """Points of a one-at-a-time sweep: the base experiment, then each swept parameter varied alone.
+
+    ``lam`` and ``sparsity`` map onto the base experiment's single λ and S. Duplicates (a grid value equal to the
+    base value) appear once. Returns one dict per point with every parameter of :data:`SWEEP_PARAMETERS`.
+    """
+    unknown = sorted(set(grid) - set(SWEEP_PARAMETERS))
+    if unknown:
+        raise ValueError(f"toy.sweeps.grid: cannot sweep {unknown} (choose from {list(SWEEP_PARAMETERS)})")
+    center = {
+        "lam": float(base["lambdas"][0]),
+        "sparsity": float(base["sparsities"][0]),
+        "n_features": int(base["n_features"]),
+        "context_len": int(base["context_len"]),
+        "d_head": int(base["d_head"]),
+    }
+    points = [center]
+    for name, values in grid.items():
+        for value in values:
+            point = {**center, name: type(center[name])(value)}
+            if point not in points:
+                points.append(point)
+    return points
+
+
+def sweep_config(base: dict, point: dict[str, float], seeds: Sequence[int]) -> ToyConfig:
+    """The :class:`ToyConfig` of one sweep point (all seeds batched in one run)."""
+    values = {k: v for k, v in base.items() if k not in ("lambdas", "sparsities", "seeds")}
+    values.update(
+        n_features=int(point["n_features"]),
+        context_len=int(point["context_len"]),
+        d_head=int(point["d_head"]),
+        lambdas=[float(point["lam"])],
+        sparsities=[float(point["sparsity"])],
+        seeds=list(seeds),
+    )
+    return ToyConfig.from_mapping(values)
+
+
+TOY_SWEEP = TableSchema(
+    "toy_sweep",
+    "Final metrics of every instance of every sweep point (one-at-a-time around the base experiment).",
+    (
+        Column("lam", _F64, "λ of the point"),
+        Column("sparsity", _F64, "S of the point"),
+        Column("n_features", _I64, "N of the point"),
+        Column("context_len", _I64, "m of the point"),
+        Column("d_head", _I64, "H of the point"),
+        Column("n_pairs", _I64, "template pairs P (H < P: pairs must share singular pairs)"),
+        Column("seed", _I64, "instance seed"),
+        Column("mean_matched_cos", _F64, "mean matched |cos| (Hungarian; pairs without a singular pair left out)"),
+        Column("min_matched_cos", _F64, "smallest matched |cos|"),
+        Column("n_matched", _I64, "pairs that got their own singular pair (≤ min(P, H))"),
+        Column("best_mean_cos", _F64, "mean |cos| when every pair takes its best singular pair (may share)"),
+        Column("n_distinct_best", _I64, "distinct singular pairs claimed by best matching"),
+        Column("sigma2_over_sigma1", _F64, "σ_2/σ_1"),
+        Column("max_interference_query", _F64, "max |cos| of query-side attended features with any other"),
+        Column("attention_loss", _F64, "final attention loss"),
+    ),
+)
+
+
+def sweep_rows(run: ToyRun, point: dict[str, float]) -> dict[str, np.ndarray]:
+    """Rows of :data:`TOY_SWEEP` for one trained sweep point."""
+    final, n = run.final, len(run.instances)
+    best = np.concatenate([final["best_cos_u"], final["best_cos_v"]], -1).mean(-1)
+    return {
+        **{name: np.full(n, point[name]) for name in SWEEP_PARAMETERS},
+        "n_pairs": np.full(n, run.config.template_spec.n_pairs),
+        "seed": np.array([r["seed"] for r in run.instances]),
+        "mean_matched_cos": final["mean_matched_cos"],
+        "min_matched_cos": final["min_matched_cos"],
+        "n_matched": (final["matched_rank"] >= 0).sum(-1),
+        "best_mean_cos": best,
+        "n_distinct_best": final["n_distinct_best"],
+        "sigma2_over_sigma1": final["sigma2_over_sigma1"],
+        "max_interference_query": final["max_interference_query"],
+        "attention_loss": final["attention_loss"],
+    }

@@ -248,3 +248,51 @@ def test_frozen_rank_one_head_orthogonalises_the_attended_features():
     assert head < 0.01 and control > 0.05
     assert run.final["matched_cos_u"][0, 0] > 0.95 and run.final["matched_cos_v"][0, 0] > 0.95
     assert run.final["matched_cos_u"][1, 0] < 0.6
+
+
+def test_sweep_points_vary_one_parameter_at_a_time():
+    base = {
+        "lambdas": [1.0],
+        "sparsities": [0.9],
+        "n_features": 20,
+        "context_len": 8,
+        "d_head": 10,
+        "template": "multi_pair",
+        "n_pairs": 4,
+        "pair_offset": 4,
+    }
+    points = toy.sweep_points(base, {"lam": [0.5, 1.0], "d_head": [2]})
+    assert points == [
+        {"lam": 1.0, "sparsity": 0.9, "n_features": 20, "context_len": 8, "d_head": 10},
+        {"lam": 0.5, "sparsity": 0.9, "n_features": 20, "context_len": 8, "d_head": 10},
+        {"lam": 1.0, "sparsity": 0.9, "n_features": 20, "context_len": 8, "d_head": 2},
+    ]
+    config = toy.sweep_config(base, points[2], seeds=[0, 1])
+    assert config.d_head == 2 and config.lambdas == (1.0,) and config.seeds == (0, 1)
+    with pytest.raises(ValueError, match="cannot sweep"):
+        toy.sweep_points(base, {"lr": [0.1]})
+
+
+def test_head_smaller_than_the_number_of_pairs_makes_pairs_share():
+    """App. E: with H = 2 < P = 4 pairs only two pairs get a singular pair; best matching reuses directions."""
+    base = {
+        "lambdas": [1.0],
+        "sparsities": [0.9],
+        "n_features": 20,
+        "context_len": 8,
+        "d_head": 2,
+        "d_model": 10,
+        "template": "multi_pair",
+        "n_pairs": 4,
+        "pair_offset": 4,
+        "steps": 300,
+        "batch_size": 256,
+        "log_every": 300,
+        "eval_batch_size": 512,
+    }
+    point = toy.sweep_points(base, {})[0]
+    run = train_toy(toy.sweep_config(base, point, seeds=[0]), progress=False)
+    rows = toy.sweep_rows(run, point)
+    assert rows["n_matched"].tolist() == [2]
+    assert rows["n_distinct_best"][0] <= 2
+    assert np.isnan(run.final["matched_cos_u"][0]).sum() == 2

@@ -45,14 +45,17 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return result
 
 
-def test_dry_run_plans_every_toy_job(workdir):
+def test_dry_run_plans_every_job(workdir):
     out = snakemake(workdir, "-n").stdout
     expected = [
-        ("toy_train", 2),
-        ("toy_figure_geometry", 2),
+        ("toy_train", 3),
+        ("toy_figure_geometry", 3),
+        ("toy_anisotropy", 1),
+        ("toy_sweep_point", 11),
         ("extract_weights", 4),
         ("svd", 4),
         ("convert_smollm2", 1),
+        ("sad", 8),
     ]
     for rule, count in expected:
         assert any(line.split() == [rule, str(count)] for line in out.splitlines()), out
@@ -84,11 +87,15 @@ def test_small_run_produces_tables_figures_and_report(workdir):
     assert metrics.num_rows == 4  # 2 seeds x (head, control)
     assert io.read_provenance(results / "toy" / "single_pair" / "weights.parquet")["config"]["steps"] == 40
     for figure in ("geometry", "alignment", "dynamics"):
-        for experiment in ("single_pair", "multi_pair"):
+        for experiment in ("single_pair", "multi_pair", "orthogonalisation"):
             png = results / "figures" / "toy" / f"{figure}_{experiment}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     anisotropy = io.read_table(results / "toy" / "anisotropy" / "anisotropy.parquet", toy.TOY_ANISOTROPY)
     assert anisotropy.num_rows == 2 and (results / "figures" / "toy" / "anisotropy.png").exists()
+    sweep = io.read_table(results / "toy" / "sweeps" / "sweep.parquet", toy.TOY_SWEEP)
+    assert sweep.num_rows == 3 and sorted(sweep.column("d_head").to_pylist()) == [2, 10, 10]
+    assert (results / "toy" / "sweeps" / "lam~0.5" / "sparsity~0.9").is_dir()  # one directory per point
+    assert (results / "figures" / "toy" / "sweeps.png").exists()
     assert (results / "logs" / "toy_train" / "single_pair.log").stat().st_size > 0
     assert (results / "benchmarks" / "toy_train" / "single_pair.tsv").exists()
     for variant in ("trained", "random"):

@@ -1,6 +1,8 @@
 # Shared helpers: config validation, input functions, wildcard constraints and rule defaults.
-from snakemake.utils import validate
+import pandas as pd
+from snakemake.utils import Paramspace, validate
 from svalign.config import check_config
+from svalign.toy import sweep_points
 
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config)
@@ -22,11 +24,28 @@ VARIANTS = ["trained", "random"] if config["random_init"]["enabled"] else ["trai
 # Rules that compute with torch ask the scheduler for a GPU only when the config demands CUDA; with
 # device: auto a cluster profile can add the request per rule (see profiles/).
 GPU_JOBS = 1 if config["device"] == "cuda" else 0
+SWEEPS = config["toy"]["sweeps"]
+# One directory level per swept parameter (lam~0.25/sparsity~0.9/...): each point is its own job and file.
+SWEEP_SPACE = Paramspace(
+    pd.DataFrame(sweep_points(SWEEPS["base"], SWEEPS["grid"])), param_sep="~"
+)
 
 
 def toy_experiment_params(wildcards):
     """The config slice one toy experiment uses (so editing another experiment reruns nothing here)."""
     return config["toy"]["experiments"][wildcards.experiment]
+
+
+def sweep_point_params(wildcards):
+    """The parameter values of one sweep point, from its path."""
+    return SWEEP_SPACE.instance(wildcards)
+
+
+def sweep_point_files(wildcards):
+    return expand(
+        "results/toy/sweeps/{point}/metrics.parquet",
+        point=SWEEP_SPACE.instance_patterns,
+    )
 
 
 def toy_targets():
@@ -40,6 +59,8 @@ def toy_targets():
     )
     if config["toy"]["anisotropy"]["enabled"]:
         targets.append("results/figures/toy/anisotropy.png")
+    if SWEEPS["enabled"]:
+        targets.append("results/figures/toy/sweeps.png")
     return targets
 
 

@@ -137,6 +137,75 @@ rule toy_figure_anisotropy:
         "../../scripts/toy_figure_anisotropy.py"
 
 
+rule toy_sweep_point:
+    output:
+        f"results/toy/sweeps/{SWEEP_SPACE.wildcard_pattern}/metrics.parquet",
+    log:
+        f"{LOGS}/toy_sweep_point/{SWEEP_SPACE.wildcard_pattern}.log",
+    benchmark:
+        f"{BENCHMARKS}/toy_sweep_point/{SWEEP_SPACE.wildcard_pattern}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        point=sweep_point_params,
+        base=SWEEPS["base"],
+        seeds=SWEEPS["seeds"],
+        device=config["device"],
+    script:
+        "../../scripts/toy_sweep_point.py"
+
+
+rule toy_sweep:
+    input:
+        sweep_point_files,
+    output:
+        "results/toy/sweeps/sweep.parquet",
+    log:
+        f"{LOGS}/toy_sweep.log",
+    benchmark:
+        f"{BENCHMARKS}/toy_sweep.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../../scripts/toy_sweep.py"
+
+
+rule toy_figure_sweeps:
+    input:
+        "results/toy/sweeps/sweep.parquet",
+    output:
+        png=report(
+            "results/figures/toy/sweeps.png",
+            caption="../report/toy_sweeps.rst",
+            category="Toy model",
+            subcategory="theory",
+            labels={"figure": "robustness sweeps"},
+        ),
+        pdf="results/figures/toy/sweeps.pdf",
+    log:
+        f"{LOGS}/toy_figure_sweeps.log",
+    benchmark:
+        f"{BENCHMARKS}/toy_figure_sweeps.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        base=sweep_points(SWEEPS["base"], {})[0],
+    script:
+        "../../scripts/toy_figure_sweeps.py"
+
+
 rule toy:
     input:
         toy_targets(),

@@ -1,0 +1,12 @@
+"""Rule toy_sweep: gather every sweep point's table into one."""
+
+import pyarrow as pa
+
+from svalign import io, toy
+from svalign.runtime import rule_logging
+
+with rule_logging(snakemake.log[0]):
+    tables = [io.read_table(path, toy.TOY_SWEEP) for path in snakemake.input]
+    merged = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+    record = io.provenance("toy_sweep", {"points": len(tables)})
+    io.write_table(snakemake.output[0], toy.TOY_SWEEP, merged, record)
