@@ -426,7 +426,6 @@ def sweeps_figure(table: pd.DataFrame, base: dict[str, float]) -> plt.Figure:
             errorbar=None,
             color=sns.color_palette(PALETTE)[0],
             ax=ax,
-            label="mean matched |cos|",
         )
         if name == "d_head":
             counts = rows.groupby("value", sort=False)[["n_matched", "n_distinct_best"]].mean()
