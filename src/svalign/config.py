@@ -17,14 +17,26 @@ class ConfigError(ValueError):
     """A config value is invalid; the message starts with the dotted key path."""
 
 
+def _check_memory(config: ToyConfig, key: str, limit_gb: float) -> None:
+    needed = config.estimated_memory_bytes() / 2**30
+    if needed > limit_gb:
+        raise ConfigError(
+            f"config key {key}: this grid needs about {needed:.1f} GiB ({len(config.instances())} instances x "
+            f"batch x (1 + context_len) x features), more than toy.max_memory_gb = {limit_gb:g}; "
+            "shrink the grid or batch_size, or raise toy.max_memory_gb"
+        )
+
+
 def check_config(config: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` naming the key of the first cross-field inconsistency."""
     toy = config.get("toy", {})
+    limit_gb = float(toy.get("max_memory_gb", 16.0))
     for name, experiment in toy.get("experiments", {}).items():
         try:
-            ToyConfig.from_mapping(dict(experiment))
+            toy_config = ToyConfig.from_mapping(dict(experiment))
         except (TypeError, ValueError) as error:
             raise ConfigError(f"config key toy.experiments.{name}: {error}") from error
+        _check_memory(toy_config, f"toy.experiments.{name}", limit_gb)
     sweeps = toy.get("sweeps", {})
     if sweeps.get("enabled", False):
         from svalign.toy import sweep_config, sweep_points

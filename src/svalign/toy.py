@@ -191,6 +191,12 @@ class ToyConfig:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
+    def estimated_memory_bytes(self) -> int:
+        """Rough peak memory of training: activations of the largest batch, ~8 float32 copies of
+        ``[instance, batch, 1 + m, N]`` (data, hidden, reconstruction and their gradients)."""
+        batch = max(self.batch_size, self.eval_batch_size)
+        return 8 * 4 * len(self.instances()) * batch * (1 + self.context_len) * max(self.n_features, self.d_model)
+
     @property
     def template_spec(self) -> Template:
         return make_template(self.template, self.n_features, self.n_pairs, self.pair_offset)

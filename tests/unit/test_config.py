@@ -71,3 +71,11 @@ def test_cross_field_error_names_the_experiment(default_config):
     config["toy"]["experiments"]["multi_pair"]["pair_offset"] = 90
     with pytest.raises(ConfigError, match=r"toy\.experiments\.multi_pair: .*pair_offset"):
         check_config(config)
+
+
+def test_grid_too_large_for_memory_fails_naming_the_experiment(default_config):
+    config = copy.deepcopy(default_config)
+    config["toy"]["experiments"]["multi_pair"]["seeds"] = list(range(64))
+    config["toy"]["experiments"]["multi_pair"]["batch_size"] = 65536
+    with pytest.raises(ConfigError, match=r"toy\.experiments\.multi_pair: this grid needs about .* GiB"):
+        check_config(config)
