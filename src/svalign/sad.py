@@ -445,10 +445,17 @@ def run_sad(
     causal, rotary = weights.causal, weights.rotary is not None
     d_in = model_svd.svd.basis_q.shape[-2]
     generator = torch.Generator().manual_seed(config.null_seed)
-    rotations = [
-        [(haar_orthogonal(d_in, generator), haar_orthogonal(d_in, generator)) for _ in range(config.null_draws)]
-        for _ in range(weights.n_layers)
-    ]  # one (Q_U, Q_V) per layer and draw, shared by the layer's heads; fixed before any data is seen
+    # One (Q_U, Q_V) per layer and draw, shared by the layer's heads and fixed before any data is seen. The
+    # rotated bases are built once here, not per prompt chunk (they cost as much memory as the rotations).
+    null_svds = []
+    for layer in range(weights.n_layers):
+        svd = layer_svd(model_svd, layer)
+        null_svds.append(
+            [
+                rotate_svd(svd, haar_orthogonal(d_in, generator), haar_orthogonal(d_in, generator))
+                for _ in range(config.null_draws)
+            ]
+        )
     columns: dict[str, list] = {
         k: []
         for k in (
@@ -494,8 +501,8 @@ def run_sad(
                 real = pair_statistics(terms, pattern, causal, config.threshold, config.skip_first_key)
                 del terms
                 null_nr, null_s = [], []
-                for Q_U, Q_V in rotations[layer]:
-                    null_terms = decompose(x, rotate_svd(svd, Q_U, Q_V), causal, rotary)
+                for null_svd in null_svds[layer]:
+                    null_terms = decompose(x, null_svd, causal, rotary)
                     null = pair_statistics(null_terms, pattern, causal, config.threshold, config.skip_first_key)
                     null_nr.append(null.n_recon)
                     null_s.append(null.sparseness)
