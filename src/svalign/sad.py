@@ -539,8 +539,7 @@ SAD_PROMPTS = TableSchema(
     "The prompts of one SAD run: text, whether it was kept, its length in tokens and, for IOI on causal models, "
     "the model's logit difference logit(IO) − logit(S) at the last position.",
     (
-        Column("model", _STR, "model name"),
-        Column("variant", _STR, "trained or random"),
+        *HEAD_KEYS[:2],  # model, variant
         Column("prompt_set", _STR, "ioi or plain"),
         Column("prompt", _I64, "prompt index in the prompt set"),
         Column("text", _STR, "the prompt"),
