@@ -43,7 +43,7 @@ def check_config(config: Mapping[str, Any]) -> None:
 
         try:
             for point in sweep_points(dict(sweeps["base"]), dict(sweeps["grid"])):
-                sweep_config(dict(sweeps["base"]), point, sweeps["seeds"])
+                sweep_config(dict(sweeps["base"]), [point], sweeps["seeds"])
         except (TypeError, ValueError) as error:
             raise ConfigError(f"config key toy.sweeps: {error}") from error
     anisotropy = toy.get("anisotropy", {})

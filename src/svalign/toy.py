@@ -134,6 +134,8 @@ def make_template(kind: str, n_features: int, n_pairs: int = 1, pair_offset: int
 class ToyConfig:
     """One toy experiment: shared shapes and optimiser, plus the instance grid (seeds × sparsities × λ).
 
+    ``instance_grid`` says how λ and S combine: ``product`` trains every (λ, S) pair, ``zip`` pairs them
+    element-wise (λ_i with S_i), which lets sweep points of one shape share a run without the unused corners.
     Every field mirrors a key of ``toy.experiments.<name>`` in ``config.yaml`` (documented in
     ``workflow/schemas/config.schema.yaml``).
     """
@@ -150,6 +152,7 @@ class ToyConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     sparsities: tuple[float, ...] = (0.9,)
     lambdas: tuple[float, ...] = (1.0, 0.0)
+    instance_grid: str = "product"
     importance_decay: float = 1.0
     steps: int = 3000
     batch_size: int = 1024
@@ -176,6 +179,13 @@ class ToyConfig:
             raise ValueError(f"toy config: attention_loss must be cross_entropy or mse, got {self.attention_loss!r}")
         if not self.seeds or not self.sparsities or not self.lambdas:
             raise ValueError("toy config: seeds, sparsities and lambdas must each list at least one value")
+        if self.instance_grid not in ("product", "zip"):
+            raise ValueError(f"toy config: instance_grid must be product or zip, got {self.instance_grid!r}")
+        if self.instance_grid == "zip" and len(self.lambdas) != len(self.sparsities):
+            raise ValueError(
+                f"toy config: instance_grid zip pairs lambdas with sparsities, but they have "
+                f"{len(self.lambdas)} and {len(self.sparsities)} values"
+            )
         make_template(self.template, self.n_features, self.n_pairs, self.pair_offset)  # validates
 
     @classmethod
@@ -202,10 +212,14 @@ class ToyConfig:
         return make_template(self.template, self.n_features, self.n_pairs, self.pair_offset)
 
     def instances(self) -> list[dict]:
-        """The instance grid, in a fixed order: λ (outer), sparsity, seed (inner)."""
+        """The instance grid, in a fixed order: λ (outer), sparsity, seed (inner); ``zip``: (λ_i, S_i) × seed."""
+        if self.instance_grid == "zip":
+            settings = list(zip(self.lambdas, self.sparsities, strict=True))
+        else:
+            settings = list(itertools.product(self.lambdas, self.sparsities))
         return [
             {"instance": i, "seed": seed, "sparsity": sparsity, "lam": lam}
-            for i, (lam, sparsity, seed) in enumerate(itertools.product(self.lambdas, self.sparsities, self.seeds))
+            for i, ((lam, sparsity), seed) in enumerate(itertools.product(settings, self.seeds))
         ]
 
 
@@ -975,15 +989,45 @@ def sweep_points(base: dict, grid: dict[str, Sequence[float]]) -> list[dict[str,
     return points
 
 
-def sweep_config(base: dict, point: dict[str, float], seeds: Sequence[int]) -> ToyConfig:
-    """The :class:`ToyConfig` of one sweep point (all seeds batched in one run)."""
-    values = {k: v for k, v in base.items() if k not in ("lambdas", "sparsities", "seeds")}
+SWEEP_SHAPE = ("n_features", "context_len", "d_head")
+
+
+def sweep_groups(points: Sequence[dict[str, float]]) -> list[dict[str, float]]:
+    """The distinct shapes (N, m, H) among sweep points, in first-seen order: each is one batched run."""
+    shapes: list[dict[str, float]] = []
+    for point in points:
+        shape = {name: point[name] for name in SWEEP_SHAPE}
+        if shape not in shapes:
+            shapes.append(shape)
+    return shapes
+
+
+def points_of_shape(points: Sequence[dict[str, float]], shape: dict[str, float]) -> list[dict[str, float]]:
+    """The sweep points with this (N, m, H): they differ only in λ and S and can train as one run."""
+    return [p for p in points if all(int(p[name]) == int(shape[name]) for name in SWEEP_SHAPE)]
+
+
+def sweep_config(base: dict, points: Sequence[dict[str, float]], seeds: Sequence[int]) -> ToyConfig:
+    """The :class:`ToyConfig` training sweep points that share one shape as one run.
+
+    Instances are (λ, S) of each point (``instance_grid: zip``, so no unused λ × S corners) × seeds.
+
+    Raises:
+        ValueError: no points, or points of different shapes.
+    """
+    if not points:
+        raise ValueError("sweep_config: no sweep points given")
+    shapes = sweep_groups(points)
+    if len(shapes) > 1:
+        raise ValueError(f"sweep_config: points of one run must share (N, m, H), got {shapes}")
+    values = {k: v for k, v in base.items() if k not in ("lambdas", "sparsities", "seeds", "instance_grid")}
     values.update(
-        n_features=int(point["n_features"]),
-        context_len=int(point["context_len"]),
-        d_head=int(point["d_head"]),
-        lambdas=[float(point["lam"])],
-        sparsities=[float(point["sparsity"])],
+        n_features=int(shapes[0]["n_features"]),
+        context_len=int(shapes[0]["context_len"]),
+        d_head=int(shapes[0]["d_head"]),
+        lambdas=[float(p["lam"]) for p in points],
+        sparsities=[float(p["sparsity"]) for p in points],
+        instance_grid="zip",
         seeds=list(seeds),
     )
     return ToyConfig.from_mapping(values)
@@ -1012,12 +1056,14 @@ TOY_SWEEP = TableSchema(
 )
 
 
-def sweep_rows(run: ToyRun, point: dict[str, float]) -> dict[str, np.ndarray]:
-    """Rows of :data:`TOY_SWEEP` for one trained sweep point."""
-    final, n = run.final, len(run.instances)
+def sweep_rows(run: ToyRun) -> dict[str, np.ndarray]:
+    """Rows of :data:`TOY_SWEEP` for a run of sweep points (one row per instance: point × seed)."""
+    final, n, config = run.final, len(run.instances), run.config
     best = np.concatenate([final["best_cos_u"], final["best_cos_v"]], -1).mean(-1)
     return {
-        **{name: np.full(n, point[name]) for name in SWEEP_PARAMETERS},
+        "lam": np.array([r["lam"] for r in run.instances], dtype=np.float64),
+        "sparsity": np.array([r["sparsity"] for r in run.instances], dtype=np.float64),
+        **{name: np.full(n, getattr(config, name)) for name in SWEEP_SHAPE},
         "n_pairs": np.full(n, run.config.template_spec.n_pairs),
         "seed": np.array([r["seed"] for r in run.instances]),
         "mean_matched_cos": final["mean_matched_cos"],

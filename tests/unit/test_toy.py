@@ -267,10 +267,63 @@ def test_sweep_points_vary_one_parameter_at_a_time():
         {"lam": 0.5, "sparsity": 0.9, "n_features": 20, "context_len": 8, "d_head": 10},
         {"lam": 1.0, "sparsity": 0.9, "n_features": 20, "context_len": 8, "d_head": 2},
     ]
-    config = toy.sweep_config(base, points[2], seeds=[0, 1])
+    config = toy.sweep_config(base, [points[2]], seeds=[0, 1])
     assert config.d_head == 2 and config.lambdas == (1.0,) and config.seeds == (0, 1)
     with pytest.raises(ValueError, match="cannot sweep"):
         toy.sweep_points(base, {"lr": [0.1]})
+    # Points that share (N, m, H) form one group; the group's config zips their (λ, S) with the seeds.
+    assert toy.sweep_groups(points) == [
+        {"n_features": 20, "context_len": 8, "d_head": 10},
+        {"n_features": 20, "context_len": 8, "d_head": 2},
+    ]
+    group = toy.points_of_shape(points, toy.sweep_groups(points)[0])
+    assert group == points[:2]
+    config = toy.sweep_config(base, group, seeds=[0, 1])
+    assert [(r["lam"], r["sparsity"], r["seed"]) for r in config.instances()] == [
+        (1.0, 0.9, 0),
+        (1.0, 0.9, 1),
+        (0.5, 0.9, 0),
+        (0.5, 0.9, 1),
+    ]
+    with pytest.raises(ValueError, match="share"):
+        toy.sweep_config(base, points, seeds=[0])
+
+
+def test_zip_grid_pairs_lambdas_with_sparsities():
+    config = ToyConfig(lambdas=(1.0, 4.0), sparsities=(0.9, 0.8), seeds=(3,), instance_grid="zip")
+    assert [(r["lam"], r["sparsity"]) for r in config.instances()] == [(1.0, 0.9), (4.0, 0.8)]
+    assert len(ToyConfig(lambdas=(1.0, 4.0), sparsities=(0.9, 0.8), seeds=(3,)).instances()) == 4
+    with pytest.raises(ValueError, match="zip pairs lambdas with sparsities"):
+        ToyConfig(lambdas=(1.0, 4.0), sparsities=(0.9,), instance_grid="zip")
+    with pytest.raises(ValueError, match="instance_grid"):
+        ToyConfig(instance_grid="grid")
+
+
+def test_batched_sweep_group_reproduces_one_run_per_point():
+    """Training same-shape points as one batch gives each point the rows it gets alone (per-instance RNG)."""
+    base = {
+        "lambdas": [1.0],
+        "sparsities": [0.9],
+        "n_features": 12,
+        "d_model": 6,
+        "d_head": 4,
+        "context_len": 4,
+        "template": "multi_pair",
+        "n_pairs": 2,
+        "pair_offset": 4,
+        "steps": 60,
+        "batch_size": 64,
+        "log_every": 60,
+        "eval_batch_size": 128,
+    }
+    points = toy.sweep_points(base, {"lam": [4.0], "sparsity": [0.8]})
+    grouped = toy.sweep_rows(train_toy(toy.sweep_config(base, points, seeds=[0, 1]), progress=False))
+    alone = [toy.sweep_rows(train_toy(toy.sweep_config(base, [p], seeds=[0, 1]), progress=False)) for p in points]
+    for name, column in grouped.items():
+        expected = np.concatenate([rows[name] for rows in alone])
+        np.testing.assert_allclose(column, expected, rtol=1e-4, atol=1e-5, err_msg=name)
+    assert grouped["lam"].tolist() == [1.0, 1.0, 4.0, 4.0, 1.0, 1.0]
+    assert grouped["sparsity"].tolist() == [0.9, 0.9, 0.9, 0.9, 0.8, 0.8]
 
 
 def test_head_smaller_than_the_number_of_pairs_makes_pairs_share():
@@ -291,8 +344,8 @@ def test_head_smaller_than_the_number_of_pairs_makes_pairs_share():
         "eval_batch_size": 512,
     }
     point = toy.sweep_points(base, {})[0]
-    run = train_toy(toy.sweep_config(base, point, seeds=[0]), progress=False)
-    rows = toy.sweep_rows(run, point)
+    run = train_toy(toy.sweep_config(base, [point], seeds=[0]), progress=False)
+    rows = toy.sweep_rows(run)
     assert rows["n_matched"].tolist() == [2]
     assert rows["n_distinct_best"][0] <= 2
     assert np.isnan(run.final["matched_cos_u"][0]).sum() == 2

@@ -61,6 +61,16 @@ def test_dry_run_plans_every_job(workdir):
         assert any(line.split() == [rule, str(count)] for line in out.splitlines()), out
 
 
+def test_batched_sweeps_plan_one_job_per_shape(workdir):
+    """The 11 default points have 7 shapes (N, m, H): the 5 base-shape points (λ, S vary) become one job."""
+    (workdir / "batch.yaml").write_text("toy:\n  sweeps:\n    batch_shared_shapes: true\n")
+    out = snakemake(workdir, "-n", "toy", "--configfile", "config.yaml", "batch.yaml").stdout
+    lines = [line.split() for line in out.splitlines()]
+    assert ["toy_sweep_group", "7"] in lines, out
+    assert not any(line and line[0] == "toy_sweep_point" for line in lines), out
+    assert "groups/n_features~20/context_len~8/d_head~10/metrics.parquet" in out
+
+
 def test_bad_config_fails_before_any_job_and_names_the_key(workdir):
     (workdir / "bad.yaml").write_text("toy:\n  experiments:\n    single_pair:\n      sparsities: [1.5]\n")
     result = snakemake(workdir, "--configfile", "bad.yaml", check=False)

@@ -2,7 +2,7 @@
 import pandas as pd
 from snakemake.utils import Paramspace, validate
 from svalign.config import check_config
-from svalign.toy import sweep_points
+from svalign.toy import points_of_shape, sweep_groups, sweep_points
 
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config)
@@ -26,9 +26,10 @@ VARIANTS = ["trained", "random"] if config["random_init"]["enabled"] else ["trai
 GPU_JOBS = 1 if config["device"] == "cuda" else 0
 SWEEPS = config["toy"]["sweeps"]
 # One directory level per swept parameter (lam~0.25/sparsity~0.9/...): each point is its own job and file.
-SWEEP_SPACE = Paramspace(
-    pd.DataFrame(sweep_points(SWEEPS["base"], SWEEPS["grid"])), param_sep="~"
-)
+SWEEP_POINTS = sweep_points(SWEEPS["base"], SWEEPS["grid"])
+SWEEP_SPACE = Paramspace(pd.DataFrame(SWEEP_POINTS), param_sep="~")
+# With batch_shared_shapes: one job per (N, m, H), training its points' (lambda, S) x seeds as one batch.
+SWEEP_SHAPES = Paramspace(pd.DataFrame(sweep_groups(SWEEP_POINTS)), param_sep="~")
 
 
 def toy_experiment_params(wildcards):
@@ -37,11 +38,22 @@ def toy_experiment_params(wildcards):
 
 
 def sweep_point_params(wildcards):
-    """The parameter values of one sweep point, from its path."""
-    return SWEEP_SPACE.instance(wildcards)
+    """The one sweep point of this path, as a list of points (the script trains lists of same-shape points)."""
+    return [SWEEP_SPACE.instance(wildcards)]
 
 
-def sweep_point_files(wildcards):
+def sweep_shape_points(wildcards):
+    """The sweep points of one shape (N, m, H), from its path."""
+    return points_of_shape(SWEEP_POINTS, SWEEP_SHAPES.instance(wildcards))
+
+
+def sweep_files(wildcards):
+    """Every sweep table: one per point, or one per shape when shapes are batched."""
+    if SWEEPS["batch_shared_shapes"]:
+        return expand(
+            "results/toy/sweeps/groups/{shape}/metrics.parquet",
+            shape=SWEEP_SHAPES.instance_patterns,
+        )
     return expand(
         "results/toy/sweeps/{point}/metrics.parquet",
         point=SWEEP_SPACE.instance_patterns,

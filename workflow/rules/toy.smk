@@ -151,7 +151,7 @@ rule toy_sweep_point:
         mem_mb=2000,
         runtime=30,
     params:
-        point=sweep_point_params,
+        points=sweep_point_params,
         base=SWEEPS["base"],
         seeds=SWEEPS["seeds"],
         device=config["device"],
@@ -159,9 +159,25 @@ rule toy_sweep_point:
         "../../scripts/toy_sweep_point.py"
 
 
+# toy.sweeps.batch_shared_shapes: the points of one shape (N, m, H) in one batched job (e.g. on a GPU).
+use rule toy_sweep_point as toy_sweep_group with:
+    output:
+        f"results/toy/sweeps/groups/{SWEEP_SHAPES.wildcard_pattern}/metrics.parquet",
+    log:
+        f"{LOGS}/toy_sweep_group/{SWEEP_SHAPES.wildcard_pattern}.log",
+    benchmark:
+        f"{BENCHMARKS}/toy_sweep_group/{SWEEP_SHAPES.wildcard_pattern}.tsv"
+    threads: 2
+    params:
+        points=sweep_shape_points,
+        base=SWEEPS["base"],
+        seeds=SWEEPS["seeds"],
+        device=config["device"],
+
+
 rule toy_sweep:
     input:
-        sweep_point_files,
+        sweep_files,
     output:
         "results/toy/sweeps/sweep.parquet",
     log:
