@@ -2,72 +2,38 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from workflow_helpers import SMALL_CONFIG, SMALL_TARGETS, job_counts
+from workflow_helpers import run_snakemake as snakemake
 
 from svalign import io, models, sad, toy
 from svalign import svd as svd_stage
 
 pytestmark = pytest.mark.workflow
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "envs", ".test"]
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, repo: Path) -> Path:
-    """A copy of the workflow in a fresh directory (results never touch the checkout)."""
-    for name in WORKFLOW_FILES:
-        source = repo / name
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / name)
-        else:
-            shutil.copy(source, tmp_path / name)
-    return tmp_path
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run Snakemake in ``workdir``; ``.stdout`` holds stdout and stderr together."""
-    result = subprocess.run(
-        [*SNAKEMAKE, "--cores", "2", *args],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}")
-    return result
-
 
 def test_dry_run_plans_every_job(workdir):
     out = snakemake(workdir, "-n").stdout
-    expected = [
-        ("toy_train", 3),
-        ("toy_figure_geometry", 3),
-        ("toy_anisotropy", 1),
-        ("toy_sweep_point", 11),
-        ("extract_weights", 4),
-        ("svd", 4),
-        ("convert_smollm2", 1),
-        ("sad", 8),
-    ]
-    for rule, count in expected:
-        assert any(line.split() == [rule, str(count)] for line in out.splitlines()), out
+    counts = job_counts(out)
+    expected = {
+        "toy_train": 3,
+        "toy_figure_geometry": 3,
+        "toy_anisotropy": 1,
+        "toy_sweep_point": 11,
+        "extract_weights": 4,
+        "svd": 4,
+        "convert_smollm2": 1,
+        "sad": 8,
+    }
+    assert {rule: counts.get(rule) for rule in expected} == expected, out
 
 
 def test_batched_sweeps_plan_one_job_per_shape(workdir):
     """The 11 default points have 7 shapes (N, m, H): the 5 base-shape points (λ, S vary) become one job."""
     (workdir / "batch.yaml").write_text("toy:\n  sweeps:\n    batch_shared_shapes: true\n")
     out = snakemake(workdir, "-n", "toy", "--configfile", "config.yaml", "batch.yaml").stdout
-    lines = [line.split() for line in out.splitlines()]
-    assert ["toy_sweep_group", "7"] in lines, out
-    assert not any(line and line[0] == "toy_sweep_point" for line in lines), out
+    counts = job_counts(out)
+    assert counts["toy_sweep_group"] == 7 and "toy_sweep_point" not in counts, out
     assert "groups/n_features~20/context_len~8/d_head~10/metrics.parquet" in out
 
 
@@ -86,12 +52,9 @@ def test_unknown_config_key_is_rejected(workdir):
     assert "lamdas" in result.stdout
 
 
-SMALL_TARGETS = ["toy", "results/figures/svd/spectra_minilm.png", "results/figures/sad/heads_minilm.png"]
-
-
 @pytest.mark.slow
-def test_small_run_produces_tables_figures_and_report(workdir):
-    snakemake(workdir, *SMALL_TARGETS, "--configfile", ".test/config.yaml")
+def test_small_run_produces_tables_figures_and_report(small_run):
+    workdir = small_run
     results = workdir / "results"
     metrics = io.read_table(results / "toy" / "single_pair" / "metrics.parquet", toy.TOY_METRICS)
     assert metrics.num_rows == 4  # 2 seeds x (head, control)
@@ -123,7 +86,7 @@ def test_small_run_produces_tables_figures_and_report(workdir):
     assert (results / "figures" / "sad" / "ranks_minilm.png").exists()
     assert (results / "figures" / "sad" / "nrecon_minilm.png").exists()
     # A second invocation has nothing to do.
-    assert "Nothing to be done" in snakemake(workdir, *SMALL_TARGETS, "--configfile", ".test/config.yaml").stdout
-    snakemake(workdir, *SMALL_TARGETS, "--report", "results/report.html", "--configfile", ".test/config.yaml")
+    assert "Nothing to be done" in snakemake(workdir, *SMALL_TARGETS, *SMALL_CONFIG).stdout
+    snakemake(workdir, *SMALL_TARGETS, "--report", "results/report.html", *SMALL_CONFIG)
     html = (results / "report.html").read_text(errors="replace")
     assert "Toy model" in html and "Real models" in html and "SAD" in html

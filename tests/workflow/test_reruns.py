@@ -1,0 +1,114 @@
+"""Partial reruns, resume after a killed run, and determinism, on the small end-to-end run.
+
+What reruns is read from Snakemake's own plan ("Job stats") and, where jobs really run, from file times.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from workflow_helpers import (
+    SMALL_CONFIG,
+    SMALL_TARGETS,
+    SNAKEMAKE,
+    job_counts,
+    parquet_contents,
+    run_snakemake,
+)
+
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
+
+
+def _mtimes(results: Path, pattern: str) -> dict[Path, int]:
+    return {path: path.stat().st_mtime_ns for path in results.rglob(pattern)}
+
+
+def _plan_with_override(workdir: Path, name: str, override: str) -> dict[str, int]:
+    """Jobs a changed config would run (dry run; the override is merged last)."""
+    (workdir / name).write_text(override)
+    out = run_snakemake(workdir, "-n", *SMALL_TARGETS, *SMALL_CONFIG, name).stdout
+    return job_counts(out)
+
+
+def test_forcerun_of_figure_rules_reruns_only_figures(small_run):
+    results = small_run / "results"
+    tables_before = _mtimes(results, "*.parquet")
+    figures_before = _mtimes(results / "figures", "*.png")
+    out = run_snakemake(
+        small_run, *SMALL_TARGETS, "--forcerun", "figure_spectra", "toy_figure_geometry", *SMALL_CONFIG
+    ).stdout
+    counts = job_counts(out)
+    # `toy` is the stage's target rule (no outputs, no command): it follows any of its inputs.
+    assert counts == {"figure_spectra": 1, "toy_figure_geometry": 3, "toy": 1}, out
+    assert _mtimes(results, "*.parquet") == tables_before
+    changed = {p.name for p, t in _mtimes(results / "figures", "*.png").items() if t != figures_before[p]}
+    assert changed == {
+        "spectra_minilm.png",
+        *(f"geometry_{e}.png" for e in ("single_pair", "multi_pair", "orthogonalisation")),
+    }
+
+
+def test_changing_a_toy_parameter_reruns_only_that_experiment_and_its_figures(small_run):
+    counts = _plan_with_override(small_run, "steps.yaml", "toy:\n  experiments:\n    single_pair:\n      steps: 50\n")
+    assert counts == {
+        "toy_train": 1,
+        "toy_figure_geometry": 1,
+        "toy_figure_alignment": 1,
+        "toy_figure_dynamics": 1,
+        "toy": 1,
+    }
+
+
+def test_changing_the_sad_threshold_reruns_sad_only(small_run):
+    counts = _plan_with_override(small_run, "threshold.yaml", "sad:\n  threshold: 0.5\n")
+    # The IOI set of both variants (the heads figure's inputs), then the figure; no training, weights or SVD.
+    assert counts == {"sad": 2, "figure_sad": 1}
+
+
+def test_killed_run_resumes_to_the_same_tables_as_an_uninterrupted_run(workdir, small_run):
+    """SIGKILL mid-run, `--unlock`, `--until svd`, then `--rerun-incomplete`: tables equal the uninterrupted run's.
+
+    Doubles as the determinism check: same config and seeds, two runs, identical Parquet content.
+    """
+    results = workdir / "results"
+    first_output = results / "toy" / "single_pair" / "metrics.parquet"
+    process = subprocess.Popen(
+        [*SNAKEMAKE, "--cores", "2", *SMALL_TARGETS, *SMALL_CONFIG],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the kill takes the running jobs with it
+    )
+    deadline = time.monotonic() + 300
+    while not first_output.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process.poll() is None, "the run finished before it could be interrupted"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_tables = set(parquet_contents(results))
+    assert first_output.exists() and len(killed_tables) < len(parquet_contents(small_run / "results"))
+
+    # A plain rerun refuses (outputs of killed jobs are marked incomplete, the lock is left behind) and says
+    # what to do; no finished output is lost.
+    refused = run_snakemake(workdir, *SMALL_TARGETS, *SMALL_CONFIG, check=False)
+    assert refused.returncode != 0, refused.stdout
+    assert "--rerun-incomplete" in refused.stdout or "--unlock" in refused.stdout, refused.stdout
+    assert killed_tables <= set(parquet_contents(results))
+    run_snakemake(workdir, "--unlock", *SMALL_TARGETS, *SMALL_CONFIG)
+
+    # --until svd: only the MiniLM weights and SVD (and what they need) run; SAD and the toy stage wait.
+    out = run_snakemake(workdir, *SMALL_TARGETS, "--until", "svd", "--rerun-incomplete", *SMALL_CONFIG).stdout
+    assert set(job_counts(out)) <= {"extract_weights", "svd"}, out
+    assert (results / "svd" / "minilm" / "trained.parquet").exists()
+    assert not (results / "sad").exists()
+
+    run_snakemake(workdir, *SMALL_TARGETS, "--rerun-incomplete", *SMALL_CONFIG)
+    resumed, uninterrupted = parquet_contents(results), parquet_contents(small_run / "results")
+    assert resumed.keys() == uninterrupted.keys()
+    different = [name for name, content in resumed.items() if content != uninterrupted[name]]
+    assert not different, f"tables differ between two runs of the same config: {different}"
