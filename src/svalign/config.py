@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from svalign.toy import ToyConfig
+from svalign.toy_config import ToyConfig
 
 __all__ = ["ConfigError", "check_config"]
 
@@ -39,7 +39,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         _check_memory(toy_config, f"toy.experiments.{name}", limit_gb)
     sweeps = toy.get("sweeps", {})
     if sweeps.get("enabled", False):
-        from svalign.toy import sweep_config, sweep_points
+        from svalign.toy_config import sweep_config, sweep_points
 
         try:
             for point in sweep_points(dict(sweeps["base"]), dict(sweeps["grid"])):

@@ -2,7 +2,7 @@
 import pandas as pd
 from snakemake.utils import Paramspace, validate
 from svalign.config import check_config
-from svalign.toy import points_of_shape, sweep_groups, sweep_points
+from svalign.toy_config import points_of_shape, sweep_groups, sweep_points
 
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config)
