@@ -20,6 +20,11 @@ $(VENV)/.installed: envs/requirements.txt envs/requirements-nodeps.txt pyproject
 
 run: venv
 	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	$(MAKE) --no-print-directory report
+
+report: venv
+	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
+	@echo "report: $(abspath results/report.html); results table: $(abspath results/report/claims.md)"
 
 dry-run: venv
 	$(BIN)/snakemake -n --cores $(CORES) $(SNAKEMAKE_ARGS)

@@ -21,11 +21,11 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -38,12 +38,14 @@ __all__ = [
     "ParquetReadError",
     "SchemaMismatchError",
     "TableSchema",
+    "atomic_file",
     "provenance",
     "read_provenance",
     "read_table",
     "tensor",
     "to_frame",
     "write_table",
+    "write_text",
 ]
 
 PROVENANCE_KEY = b"svalign"
@@ -259,6 +261,36 @@ def provenance(stage: str, config: Mapping[str, Any] | None = None, seed: int | 
     }
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary handle whose content appears under ``path`` only when the block ends without error.
+
+    Written to a temporary file in the same directory, fsynced, then renamed over ``path``; on any error the
+    previous file (if any) is left untouched and the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the mode a plain open() would
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Atomically write a UTF-8 text file (generated Markdown, CSV)."""
+    with atomic_file(path) as handle:
+        handle.write(text.encode())
+    return Path(path)
+
+
 def write_table(
     path: str | os.PathLike[str],
     schema: TableSchema,
@@ -279,26 +311,15 @@ def write_table(
     metadata = dict(table.schema.metadata or {})
     metadata[PROVENANCE_KEY] = json.dumps(record, sort_keys=True, default=_json_default).encode()
     table = table.replace_schema_metadata(metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the mode a plain open() would
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if row_groups_by is None:
-                pq.write_table(table, handle, compression="zstd")
-            else:
-                with pq.ParquetWriter(handle, table.schema, compression="zstd") as writer:
-                    values = table.column(row_groups_by).to_numpy()
-                    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-                    for start, stop in zip(starts, [*starts[1:], len(values)], strict=True):
-                        writer.write_table(table.slice(start, stop - start))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    with atomic_file(path) as handle:
+        if row_groups_by is None:
+            pq.write_table(table, handle, compression="zstd")
+        else:
+            with pq.ParquetWriter(handle, table.schema, compression="zstd") as writer:
+                values = table.column(row_groups_by).to_numpy()
+                starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+                for start, stop in zip(starts, [*starts[1:], len(values)], strict=True):
+                    writer.write_table(table.slice(start, stop - start))
     return path
 
 

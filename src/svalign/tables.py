@@ -6,18 +6,29 @@ import sys
 
 from svalign.io import TableSchema
 from svalign.models import HEAD_WEIGHTS
+from svalign.report import RESULTS_CLAIMS
 from svalign.sad import SAD_PAIRS, SAD_PROMPTS, SAD_SUMMARY
 from svalign.svd import HEAD_SVD, HEAD_SVD_BASES
 from svalign.toy import TOY_ANISOTROPY, TOY_METRICS, TOY_SWEEP, TOY_TRAJECTORY, TOY_WEIGHTS
 
-__all__ = ["TABLES", "schemas_markdown"]
+__all__ = ["TABLES", "schema", "schemas_markdown"]
 
 TABLES: dict[str, tuple[TableSchema, ...]] = {
     "toy": (TOY_WEIGHTS, TOY_METRICS, TOY_TRAJECTORY, TOY_ANISOTROPY, TOY_SWEEP),
     "extract_weights": (HEAD_WEIGHTS,),
     "svd": (HEAD_SVD, HEAD_SVD_BASES),
     "sad": (SAD_PAIRS, SAD_SUMMARY, SAD_PROMPTS),
+    "results_table": (RESULTS_CLAIMS,),
 }
+
+
+def schema(name: str) -> TableSchema:
+    """The declared schema called ``name`` (e.g. ``toy_metrics``)."""
+    for schemas in TABLES.values():
+        for candidate in schemas:
+            if candidate.name == name:
+                return candidate
+    raise KeyError(f"no table schema {name!r}")
 
 
 def schemas_markdown() -> str:

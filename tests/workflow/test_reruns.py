@@ -53,7 +53,7 @@ def test_forcerun_of_figure_rules_reruns_only_figures(small_run):
     }
 
 
-def test_changing_a_toy_parameter_reruns_only_that_experiment_and_its_figures(small_run):
+def test_changing_a_toy_parameter_reruns_only_that_experiment_and_its_consumers(small_run):
     counts = _plan_with_override(small_run, "steps.yaml", "toy:\n  experiments:\n    single_pair:\n      steps: 50\n")
     assert counts == {
         "toy_train": 1,
@@ -61,13 +61,14 @@ def test_changing_a_toy_parameter_reruns_only_that_experiment_and_its_figures(sm
         "toy_figure_alignment": 1,
         "toy_figure_dynamics": 1,
         "toy": 1,
+        "results_table": 1,
     }
 
 
 def test_changing_the_sad_threshold_reruns_sad_only(small_run):
     counts = _plan_with_override(small_run, "threshold.yaml", "sad:\n  threshold: 0.5\n")
     # The IOI set of both variants (the heads figure's inputs), then the figure; no training, weights or SVD.
-    assert counts == {"sad": 2, "figure_sad": 1}
+    assert counts == {"sad": 2, "figure_sad": 1, "results_table": 1}
 
 
 def test_killed_run_resumes_to_the_same_tables_as_an_uninterrupted_run(workdir, small_run):

@@ -6,7 +6,7 @@ import pytest
 from workflow_helpers import SMALL_CONFIG, SMALL_TARGETS, job_counts
 from workflow_helpers import run_snakemake as snakemake
 
-from svalign import io, models, sad, toy
+from svalign import io, models, report, sad, toy
 from svalign import svd as svd_stage
 
 pytestmark = pytest.mark.workflow
@@ -85,6 +85,18 @@ def test_small_run_produces_tables_figures_and_report(small_run):
     assert prompt_table.num_rows == 8 and all(prompt_table.column("kept").to_pylist())
     assert (results / "figures" / "sad" / "ranks_minilm.png").exists()
     assert (results / "figures" / "sad" / "nrecon_minilm.png").exists()
+    claims = io.to_frame(io.read_table(results / "report" / "claims.parquet", report.RESULTS_CLAIMS))
+    assert claims["key"].tolist() == [
+        "single_pair",
+        "multi_pair",
+        "anisotropy",
+        "nrecon_minilm",
+        "small_sigma_minilm",
+        "null_minilm",
+    ]
+    assert set(claims["verdict"]) <= {"pass", "differs"}
+    markdown = (results / "report" / "claims.md").read_text()
+    assert markdown.count("\n| ") == 1 + 6 and "do not edit" in markdown  # header + one row per claim
     # A second invocation has nothing to do.
     assert "Nothing to be done" in snakemake(workdir, *SMALL_TARGETS, *SMALL_CONFIG).stdout
     snakemake(workdir, *SMALL_TARGETS, "--report", "results/report.html", *SMALL_CONFIG)

@@ -2,6 +2,7 @@
 import pandas as pd
 from snakemake.utils import Paramspace, validate
 from svalign.config import check_config
+from svalign.report import Measured, claim_inputs
 from svalign.toy_config import points_of_shape, sweep_groups, sweep_points
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -19,11 +20,13 @@ ENV = "../../envs/environment.yaml"
 LOGS = "results/logs"
 BENCHMARKS = "results/benchmarks"
 TOY_EXPERIMENTS = sorted(config["toy"]["experiments"])
-MODELS = sorted(config["models"])
+MODELS = sorted(m for m, entry in config["models"].items() if entry["enabled"])
 VARIANTS = ["trained", "random"] if config["random_init"]["enabled"] else ["trained"]
 # Rules that compute with torch ask the scheduler for a GPU only when the config demands CUDA; with
 # device: auto a cluster profile can add the request per rule (see profiles/).
 GPU_JOBS = 1 if config["device"] == "cuda" else 0
+# Figure rules pass this to their captions, which compute our numbers from the Parquet at report time.
+MEASURED = Measured()
 SWEEPS = config["toy"]["sweeps"]
 # One directory level per swept parameter (lam~0.25/sparsity~0.9/...): each point is its own job and file.
 SWEEP_POINTS = sweep_points(SWEEPS["base"], SWEEPS["grid"])
@@ -78,7 +81,8 @@ def toy_targets():
 
 def model_params(wildcards):
     """The model's config entry plus its name (only this model's slice: editing another reruns nothing)."""
-    return {"name": wildcards.model, **config["models"][wildcards.model]}
+    entry = config["models"][wildcards.model]
+    return {"name": wildcards.model, **{k: v for k, v in entry.items() if k != "enabled"}}
 
 
 def model_inputs(wildcards):
@@ -123,4 +127,9 @@ def sad_targets():
 
 
 def all_targets():
-    return toy_targets() + svd_targets() + sad_targets()
+    return (
+        toy_targets()
+        + svd_targets()
+        + sad_targets()
+        + ["results/report/claims.parquet", "results/report/claims.md"]
+    )

@@ -161,6 +161,8 @@ rule figure_sad:
     resources:
         mem_mb=4000,
         runtime=10,
+    params:
+        measured=MEASURED,
     script:
         "../../scripts/figure_sad.py"
 

@@ -50,6 +50,7 @@ rule toy_figure_geometry:
         runtime=10,
     params:
         seed=config["toy"]["figures"]["seed"],
+        measured=MEASURED,
     script:
         "../../scripts/toy_figure.py"
 
@@ -118,8 +119,8 @@ rule toy_figure_anisotropy:
         png=report(
             "results/figures/toy/anisotropy.png",
             caption="../report/toy_anisotropy.rst",
-            category="Toy model",
-            subcategory="theory",
+            category="Theory",
+            subcategory="anisotropy",
             labels={"figure": "alignment vs anisotropy"},
         ),
         pdf="results/figures/toy/anisotropy.pdf",
@@ -133,6 +134,8 @@ rule toy_figure_anisotropy:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        measured=MEASURED,
     script:
         "../../scripts/toy_figure_anisotropy.py"
 
@@ -201,8 +204,8 @@ rule toy_figure_sweeps:
         png=report(
             "results/figures/toy/sweeps.png",
             caption="../report/toy_sweeps.rst",
-            category="Toy model",
-            subcategory="theory",
+            category="Theory",
+            subcategory="robustness sweeps",
             labels={"figure": "robustness sweeps"},
         ),
         pdf="results/figures/toy/sweeps.pdf",
