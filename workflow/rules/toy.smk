@@ -18,6 +18,7 @@ rule toy_train:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=GPU_JOBS,
     params:
         experiment=toy_experiment_params,
         device=config["device"],
@@ -105,6 +106,7 @@ rule toy_anisotropy:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=GPU_JOBS,
     params:
         anisotropy=config["toy"]["anisotropy"],
         device=config["device"],
@@ -153,6 +155,7 @@ rule toy_sweep_point:
     resources:
         mem_mb=2000,
         runtime=30,
+        gpu=GPU_JOBS,
     params:
         points=sweep_point_params,
         base=SWEEPS["base"],
