@@ -8,6 +8,7 @@ with rule_logging(snakemake.log[0]):
         variant: io.to_frame(io.read_table(path, sad.SAD_SUMMARY)) for variant, path in snakemake.input.items()
     }
     model = snakemake.wildcards.model
-    figures.save_figure(figures.sad_heads_figure(summaries, model), snakemake.output.heatmap)
-    figures.save_figure(figures.sad_ranks_figure(summaries, model), snakemake.output.ranks)
-    figures.save_figure(figures.sad_nrecon_figure(summaries, model), snakemake.output.nrecon)
+    out = snakemake.output
+    figures.save_figure(figures.sad_heads_figure(summaries, model), out.heatmap, out.heatmap_pdf)
+    figures.save_figure(figures.sad_ranks_figure(summaries, model), out.ranks, out.ranks_pdf)
+    figures.save_figure(figures.sad_nrecon_figure(summaries, model), out.nrecon, out.nrecon_pdf)

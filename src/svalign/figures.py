@@ -227,14 +227,20 @@ def spectra_figure(tables: dict[str, pd.DataFrame], model: str) -> plt.Figure:
         gridspec_kw={"width_ratios": [1] * len(variants) + [1.2]},
     )
     palette = dict(zip(variants, sns.color_palette(PALETTE), strict=False))
-    summary = []
-    for ax, variant in zip(axes, variants, strict=False):
+    sigmas = {}
+    for variant in variants:
         frame = tables[variant]
         frame = frame[frame["offset"] == 0].sort_values(["layer", "head"])
-        sigma = np.stack(frame["sigma"].to_numpy())
+        sigmas[variant] = (frame, np.stack(frame["sigma"].to_numpy()))
+    # Colour range from the data (to the next half decade), so that the spectra use the whole scale.
+    lowest = min(np.log10(np.clip(sigma / sigma[:, :1], 1e-4, 1.0)).min() for _, sigma in sigmas.values())
+    vmin = max(-4.0, np.floor(lowest * 2) / 2)
+    summary = []
+    for ax, variant in zip(axes, variants, strict=False):
+        frame, sigma = sigmas[variant]
         ratio = np.clip(sigma / sigma[:, :1], 1e-4, 1.0)
         n_layers, n_heads = frame["layer"].max() + 1, frame["head"].max() + 1
-        image = ax.imshow(np.log10(ratio), aspect="auto", cmap="mako", vmin=-4, vmax=0, interpolation="nearest")
+        image = ax.imshow(np.log10(ratio), aspect="auto", cmap="mako", vmin=vmin, vmax=0, interpolation="nearest")
         for boundary in range(1, n_layers):
             ax.axhline(boundary * n_heads - 0.5, color="white", lw=0.4)
         step = max(1, n_layers // 10)
@@ -252,8 +258,12 @@ def spectra_figure(tables: dict[str, pd.DataFrame], model: str) -> plt.Figure:
     sns.lineplot(pd.DataFrame(summary), x="k", y="median σ_k/σ_1", hue="variant", palette=palette, ax=axes[-1])
     axes[-1].set_yscale("log")
     axes[-1].set_xlabel("rank k")
+    axes[-1].yaxis.tick_right()  # keeps its label clear of the heatmaps' colour bar
+    axes[-1].yaxis.set_label_position("right")
     axes[-1].set_title("median over heads")
-    figure.suptitle(f"{model}: singular-value spectra of every head's QK matrix, trained vs random init")
+    last = {variant: float(np.median(sigma[:, -1] / sigma[:, 0])) for variant, (_, sigma) in sigmas.items()}
+    finding = ", ".join(f"{variant} {value:.2f}" for variant, value in last.items())
+    figure.suptitle(f"{model}: QK spectra of every head; median σ_r/σ_1 (last rank): {finding}")
     return figure
 
 

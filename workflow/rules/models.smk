@@ -151,6 +151,9 @@ rule figure_sad:
             subcategory="{model}",
             labels={"figure": "N_recon per head", "model": "{model}"},
         ),
+        heatmap_pdf="results/figures/sad/heads_{model}.pdf",
+        ranks_pdf="results/figures/sad/ranks_{model}.pdf",
+        nrecon_pdf="results/figures/sad/nrecon_{model}.pdf",
     log:
         f"{LOGS}/figure_sad/{{model}}.log",
     benchmark:
