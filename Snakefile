@@ -16,6 +16,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/dynamics.smk"
 include: "workflow/rules/report.smk"
 
 

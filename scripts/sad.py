@@ -13,7 +13,9 @@ with rule_logging(snakemake.log[0]):
     bridge, _ = models.load_model(
         snakemake.params.model, wildcards.variant, snakemake.params.seed, snakemake.input.get("model_dir")
     )
-    texts, answers = prompts.prompt_set(wildcards.prompt_set, config["n_ioi_prompts"], config["prompt_seed"])
+    texts, answers = prompts.prompt_set(
+        wildcards.prompt_set, config["n_ioi_prompts"], config["prompt_seed"], snakemake.params.repeated
+    )
     batches, kept = sad.tokenize_prompts(bridge.tokenizer, texts, weights.causal, bridge.cfg.n_ctx, answers)
     options = sad.SADConfig(
         **{k: config[k] for k in ("threshold", "skip_first_key", "null_draws", "null_seed", "chunk_prompts")}

@@ -46,6 +46,7 @@ def check_config(config: Mapping[str, Any]) -> None:
                 sweep_config(dict(sweeps["base"]), [point], sweeps["seeds"])
         except (TypeError, ValueError) as error:
             raise ConfigError(f"config key toy.sweeps: {error}") from error
+    _check_dynamics(config.get("dynamics", {}), config.get("svd", {}))
     anisotropy = toy.get("anisotropy", {})
     if anisotropy.get("enabled", False):
         try:
@@ -59,4 +60,32 @@ def check_config(config: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"config key toy.anisotropy.interference_norms: {too_large} not below n_features - 1 = "
                 f"{experiment.n_features - 1}"
+            )
+
+
+def _check_dynamics(dynamics: Mapping[str, Any], svd: Mapping[str, Any]) -> None:
+    if not dynamics.get("enabled", False):
+        return
+    from svalign.dynamics_config import DynamicsConfig
+
+    try:
+        train = DynamicsConfig.from_mapping(dict(dynamics.get("train") or {}))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"config key dynamics.train: {error}") from error
+    max_offset = svd.get("max_offset", 31)
+    if not dynamics.get("checkpoints") and max_offset < train.seq_len - 1:
+        raise ConfigError(
+            f"config key svd.max_offset: {max_offset} is below dynamics.train.seq_len - 1 = {train.seq_len - 1}; "
+            "the series uses rotary positions, so SAD needs one SVD per query-key offset"
+        )
+    if dynamics.get("checkpoints"):
+        if dynamics.get("prompt_set") == "repeated":
+            raise ConfigError(
+                "config key dynamics.prompt_set: repeated prompts exist only for our own series; with external "
+                "checkpoints use ioi or plain"
+            )
+        if dynamics.get("head") is None:
+            raise ConfigError(
+                "config key dynamics.head: external checkpoints have no task scores to pick a head by; set "
+                "{layer: L, head: H}"
             )

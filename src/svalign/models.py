@@ -460,8 +460,9 @@ def read_head_weights(table: pa.Table) -> HeadWeights:
 def load_model(
     model: dict[str, Any], variant: str, seed: int, smollm2_dir: str | os.PathLike[str] | None = None
 ) -> tuple[Any, Path]:
-    """Resolve a configured model (``{"name", "source", "revision"}``) and boot its bridge."""
-    key = f"models.{model['name']}.source"
+    """Resolve a configured model (``{"name", "source", "revision"}``, optionally ``config_key``: the key that
+    error messages name) and boot its bridge."""
+    key = model.get("config_key", f"models.{model['name']}.source")
     model_dir = resolve_model_dir(
         model["source"], model.get("revision"), key=key, smollm2_dir=Path(smollm2_dir) if smollm2_dir else None
     )

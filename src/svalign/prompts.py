@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["IOI_TEMPLATES", "NAMES", "OBJECTS", "PLACES", "PLAIN_TEXT", "IOIPrompt", "ioi_prompts"]
 
@@ -209,11 +210,23 @@ PLAIN_TEXT = (
 )
 
 
-def prompt_set(name: str, n_ioi: int = 128, seed: int = 0) -> tuple[list[str], list[tuple[str, str]] | None]:
-    """Texts of a named prompt set and, for IOI, the (IO, S) names of each prompt."""
+def prompt_set(
+    name: str, n_ioi: int = 128, seed: int = 0, repeated: dict[str, Any] | None = None
+) -> tuple[list[str], list[tuple[str, str]] | None]:
+    """Texts of a named prompt set and, for IOI, the (IO, S) names of each prompt.
+
+    ``repeated`` (sequences of the dynamics task: a random segment and its copy, in the word-level vocabulary of
+    our trained series) needs ``repeated = {"train": <dynamics.train config>, "n_prompts": n}``.
+    """
     if name == "ioi":
         prompts = ioi_prompts(n_ioi, seed)
         return [p.text for p in prompts], [(p.io_name, p.s_name) for p in prompts]
     if name == "plain":
         return list(PLAIN_TEXT), None
-    raise ValueError(f"unknown prompt set {name!r} (expected ioi or plain)")
+    if name == "repeated":
+        if not repeated:
+            raise ValueError("prompt set repeated is made for the dynamics series only (dynamics.train)")
+        from svalign.dynamics import DynamicsConfig, sad_prompts  # torch: only for this prompt set
+
+        return sad_prompts(DynamicsConfig.from_mapping(repeated["train"]), repeated["n_prompts"], seed), None
+    raise ValueError(f"unknown prompt set {name!r} (expected ioi, plain or repeated)")

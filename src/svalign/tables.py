@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from svalign.dynamics import DYNAMICS_HEAD_SCORES, DYNAMICS_SAD, DYNAMICS_TRAINING_LOG
 from svalign.io import TableSchema
 from svalign.models import HEAD_WEIGHTS
 from svalign.report import RESULTS_CLAIMS
@@ -18,6 +19,7 @@ TABLES: dict[str, tuple[TableSchema, ...]] = {
     "extract_weights": (HEAD_WEIGHTS,),
     "svd": (HEAD_SVD, HEAD_SVD_BASES),
     "sad": (SAD_PAIRS, SAD_SUMMARY, SAD_PROMPTS),
+    "dynamics": (DYNAMICS_TRAINING_LOG, DYNAMICS_HEAD_SCORES, DYNAMICS_SAD),
     "results_table": (RESULTS_CLAIMS,),
 }
 

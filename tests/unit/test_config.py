@@ -79,3 +79,32 @@ def test_grid_too_large_for_memory_fails_naming_the_experiment(default_config):
     config["toy"]["experiments"]["multi_pair"]["batch_size"] = 65536
     with pytest.raises(ConfigError, match=r"toy\.experiments\.multi_pair: this grid needs about .* GiB"):
         check_config(config)
+
+
+def test_dynamics_schema_defaults_equal_library_defaults(repo):
+    """The schema documents dynamics.train's defaults; DynamicsConfig must use the same ones."""
+    from svalign.dynamics_config import DynamicsConfig
+
+    schema = yaml.safe_load((repo / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    properties = schema["$defs"]["dynamics_train"]["properties"]
+    library = {f.name: f.default for f in dataclasses.fields(DynamicsConfig)}
+    assert set(properties) == set(library)
+    for name, spec in properties.items():
+        assert spec["default"] == library[name], name
+
+
+def test_dynamics_cross_field_checks_name_the_key(default_config):
+    config = copy.deepcopy(default_config)
+    config["dynamics"] = {"enabled": True, "checkpoints": ["EleutherAI/pythia-160m@step1000"], "prompt_set": "ioi"}
+    with pytest.raises(ConfigError, match=r"dynamics\.head"):
+        check_config(config)
+    config["dynamics"]["prompt_set"] = "repeated"
+    with pytest.raises(ConfigError, match=r"dynamics\.prompt_set"):
+        check_config(config)
+    config["dynamics"] = {"enabled": True, "train": {"max_period": 40, "seq_len": 32}}
+    with pytest.raises(ConfigError, match=r"dynamics\.train: .*max_period"):
+        check_config(config)
+    config["dynamics"] = {"enabled": True, "train": {"seq_len": 64, "max_period": 16}}
+    config["svd"] = {"max_offset": 31}
+    with pytest.raises(ConfigError, match=r"svd\.max_offset"):
+        check_config(config)

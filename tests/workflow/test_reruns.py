@@ -67,8 +67,16 @@ def test_changing_a_toy_parameter_reruns_only_that_experiment_and_its_consumers(
 
 def test_changing_the_sad_threshold_reruns_sad_only(small_run):
     counts = _plan_with_override(small_run, "threshold.yaml", "sad:\n  threshold: 0.5\n")
-    # The IOI set of both variants (the heads figure's inputs), then the figure; no training, weights or SVD.
-    assert counts == {"sad": 2, "figure_sad": 1, "results_table": 1}
+    # The IOI set of MiniLM's two variants and the 3 training checkpoints' prompts, what reads them, and nothing
+    # upstream: no training, weights or SVD.
+    assert counts == {
+        "sad": 2 + 3,
+        "figure_sad": 1,
+        "dynamics_sad": 1,
+        "figure_dynamics": 1,
+        "dynamics": 1,
+        "results_table": 1,
+    }
 
 
 def test_killed_run_resumes_to_the_same_tables_as_an_uninterrupted_run(workdir, small_run):
@@ -104,7 +112,7 @@ def test_killed_run_resumes_to_the_same_tables_as_an_uninterrupted_run(workdir, 
 
     # --until svd: only the MiniLM weights and SVD (and what they need) run; SAD and the toy stage wait.
     out = run_snakemake(workdir, *SMALL_TARGETS, "--until", "svd", "--rerun-incomplete", *SMALL_CONFIG).stdout
-    assert set(job_counts(out)) <= {"extract_weights", "svd"}, out
+    assert set(job_counts(out)) <= {"extract_weights", "svd", "dynamics_train"}, out
     assert (results / "svd" / "minilm" / "trained.parquet").exists()
     assert not (results / "sad").exists()
 

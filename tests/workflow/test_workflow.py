@@ -6,7 +6,7 @@ import pytest
 from workflow_helpers import SMALL_CONFIG, SMALL_TARGETS, job_counts
 from workflow_helpers import run_snakemake as snakemake
 
-from svalign import io, models, report, sad, toy
+from svalign import dynamics, io, models, report, sad, toy
 from svalign import svd as svd_stage
 
 pytestmark = pytest.mark.workflow
@@ -20,10 +20,13 @@ def test_dry_run_plans_every_job(workdir):
         "toy_figure_geometry": 3,
         "toy_anisotropy": 1,
         "toy_sweep_point": 11,
-        "extract_weights": 4,
-        "svd": 4,
+        "extract_weights": 4 + 30,  # 2 models x 2 variants, then 30 training checkpoints (dynamics)
+        "svd": 4 + 30,
         "convert_smollm2": 1,
-        "sad": 8,
+        "sad": 8 + 30,  # 2 models x 2 variants x 2 prompt sets, then the checkpoints' repeated prompts
+        "dynamics_train": 1,
+        "dynamics_sad": 1,
+        "results_table": 1,
     }
     assert {rule: counts.get(rule) for rule in expected} == expected, out
 
@@ -93,10 +96,17 @@ def test_small_run_produces_tables_figures_and_report(small_run):
         "nrecon_minilm",
         "small_sigma_minilm",
         "null_minilm",
+        "dynamics",
     ]
     assert set(claims["verdict"]) <= {"pass", "differs"}
     markdown = (results / "report" / "claims.md").read_text()
-    assert markdown.count("\n| ") == 1 + 6 and "do not edit" in markdown  # header + one row per claim
+    assert markdown.count("\n| ") == 1 + 7 and "do not edit" in markdown  # header + one row per claim
+    # Dynamics: 3 checkpoints (steps 0, 1, 8) x 8 heads through the model stages, one head tracked.
+    dynamics_table = io.to_frame(io.read_table(results / "dynamics" / "sad.parquet", dynamics.DYNAMICS_SAD))
+    assert sorted(set(dynamics_table["step"])) == [0, 1, 8] and len(dynamics_table) == 3 * 8
+    assert dynamics_table.groupby("step")["chosen"].sum().tolist() == [1, 1, 1]
+    assert dynamics_table["induction_score"].notna().all()
+    assert (results / "figures" / "dynamics" / "sad_over_training.png").exists()
     # A second invocation has nothing to do.
     assert "Nothing to be done" in snakemake(workdir, *SMALL_TARGETS, *SMALL_CONFIG).stdout
     snakemake(workdir, *SMALL_TARGETS, "--report", "results/report.html", *SMALL_CONFIG)

@@ -2,6 +2,7 @@
 import pandas as pd
 from snakemake.utils import Paramspace, validate
 from svalign.config import check_config
+from svalign.dynamics_config import dynamics_models
 from svalign.report import Measured, claim_inputs
 from svalign.toy_config import points_of_shape, sweep_groups, sweep_points
 
@@ -13,7 +14,7 @@ wildcard_constraints:
     experiment="[a-z][a-z0-9_]*",
     model="[a-z][a-z0-9_]*",
     variant="trained|random",
-    prompt_set="ioi|plain",
+    prompt_set="ioi|plain|repeated",
 
 
 ENV = "../../envs/environment.yaml"
@@ -21,6 +22,17 @@ LOGS = "results/logs"
 BENCHMARKS = "results/benchmarks"
 TOY_EXPERIMENTS = sorted(config["toy"]["experiments"])
 MODELS = sorted(m for m, entry in config["models"].items() if entry["enabled"])
+DYNAMICS = config["dynamics"]
+DYNAMICS_MANIFEST = "results/dynamics/train/checkpoints.json"
+DYNAMICS_CHECKPOINT_DIR = (
+    "results/dynamics/train/checkpoints"  # = checkpoint_dir_of(manifest)
+)
+# Each training checkpoint is a model of its own for the extract_weights -> svd -> sad rules:
+# name -> {source, revision, step, config_key, ours}.
+DYNAMICS_MODELS = (
+    dynamics_models(DYNAMICS, DYNAMICS_CHECKPOINT_DIR) if DYNAMICS["enabled"] else {}
+)
+MODEL_ENTRIES = {**{m: config["models"][m] for m in MODELS}, **DYNAMICS_MODELS}
 VARIANTS = ["trained", "random"] if config["random_init"]["enabled"] else ["trained"]
 # Rules that compute with torch ask the scheduler for a GPU only when the config demands CUDA; with
 # device: auto a cluster profile can add the request per rule (see profiles/).
@@ -81,15 +93,50 @@ def toy_targets():
 
 def model_params(wildcards):
     """The model's config entry plus its name (only this model's slice: editing another reruns nothing)."""
-    entry = config["models"][wildcards.model]
-    return {"name": wildcards.model, **{k: v for k, v in entry.items() if k != "enabled"}}
+    entry = MODEL_ENTRIES[wildcards.model]
+    keep = ("source", "revision", "config_key")
+    return {"name": wildcards.model, **{k: v for k, v in entry.items() if k in keep}}
 
 
 def model_inputs(wildcards):
-    """SmolLM2 needs its converted directory; other sources are resolved inside the job."""
-    if config["models"][wildcards.model]["source"] == "smollm2":
+    """SmolLM2 needs its converted directory, our training checkpoints their training run; other sources are
+    resolved inside the job."""
+    entry = MODEL_ENTRIES[wildcards.model]
+    if entry["source"] == "smollm2":
         return {"model_dir": "results/models/smollm2-hf"}
+    if entry.get("ours"):
+        return {"checkpoints": DYNAMICS_MANIFEST}
     return {}
+
+
+def checkpoint_dir_of(wildcards, output):
+    """Where dynamics_train writes its checkpoints: next to its manifest."""
+    return os.path.join(os.path.dirname(output.manifest), "checkpoints")
+
+
+def sad_prompt_params(wildcards):
+    """What the repeated-segment prompt set needs (only for checkpoints of our series: other models' SAD jobs
+    do not rerun when the dynamics config changes)."""
+    if MODEL_ENTRIES[wildcards.model].get("ours"):
+        return {"train": DYNAMICS["train"], "n_prompts": DYNAMICS["n_prompts"]}
+    return {}
+
+
+def dynamics_sad_inputs(wildcards):
+    """SAD summaries of every checkpoint, plus our series' head scores and training log."""
+    inputs = {
+        f"sad_{name}": f"results/sad/{name}/trained/{DYNAMICS['prompt_set']}/summary.parquet"
+        for name in DYNAMICS_MODELS
+    }
+    if not DYNAMICS["checkpoints"]:
+        inputs["scores"] = "results/dynamics/train/head_scores.parquet"
+    return inputs
+
+
+def dynamics_targets():
+    if not DYNAMICS["enabled"]:
+        return []
+    return ["results/figures/dynamics/sad_over_training.png"]
 
 
 def spectra_inputs(wildcards):
@@ -131,5 +178,6 @@ def all_targets():
         toy_targets()
         + svd_targets()
         + sad_targets()
+        + dynamics_targets()
         + ["results/report/claims.parquet", "results/report/claims.md"]
     )

@@ -119,6 +119,7 @@ rule sad:
         model=model_params,
         seed=config["random_init"]["seed"],
         sad=config["sad"],
+        repeated=sad_prompt_params,
     script:
         "../../scripts/sad.py"
 

@@ -1,0 +1,103 @@
+# Training dynamics (SPEC section 5, paper Fig 7b): train a small transformer from scratch with checkpoints on a
+# log-spaced schedule (or take external checkpoints), run every checkpoint through the extract_weights -> svd ->
+# sad rules (models dyn_stepNNNNNN / dyn_cNNN), then follow one head's SAD across training, real vs null.
+
+
+rule dynamics_train:
+    output:
+        manifest=DYNAMICS_MANIFEST,
+        log_table="results/dynamics/train/training_log.parquet",
+    log:
+        f"{LOGS}/dynamics_train.log",
+    benchmark:
+        f"{BENCHMARKS}/dynamics_train.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=GPU_JOBS,
+    params:
+        train=DYNAMICS["train"],
+        # Checkpoints are written next to the manifest, not declared as outputs: Snakemake would delete them
+        # before a rerun, and a killed run resumes from the last complete one (same config only).
+        checkpoint_dir=checkpoint_dir_of,
+        device=config["device"],
+    script:
+        "../../scripts/dynamics_train.py"
+
+
+rule dynamics_scores:
+    input:
+        DYNAMICS_MANIFEST,
+    output:
+        "results/dynamics/train/head_scores.parquet",
+    log:
+        f"{LOGS}/dynamics_scores.log",
+    benchmark:
+        f"{BENCHMARKS}/dynamics_scores.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        train=DYNAMICS["train"],
+    script:
+        "../../scripts/dynamics_scores.py"
+
+
+rule dynamics_sad:
+    input:
+        unpack(dynamics_sad_inputs),
+    output:
+        "results/dynamics/sad.parquet",
+    log:
+        f"{LOGS}/dynamics_sad.log",
+    benchmark:
+        f"{BENCHMARKS}/dynamics_sad.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        checkpoints=DYNAMICS_MODELS,
+        head=DYNAMICS["head"],
+    script:
+        "../../scripts/dynamics_sad.py"
+
+
+rule figure_dynamics:
+    input:
+        sad="results/dynamics/sad.parquet",
+    output:
+        png=report(
+            "results/figures/dynamics/sad_over_training.png",
+            caption="../report/dynamics.rst",
+            category="Dynamics",
+            labels={"figure": "SAD over training"},
+        ),
+        pdf="results/figures/dynamics/sad_over_training.pdf",
+    log:
+        f"{LOGS}/figure_dynamics.log",
+    benchmark:
+        f"{BENCHMARKS}/figure_dynamics.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        measured=MEASURED,
+    script:
+        "../../scripts/figure_dynamics.py"
+
+
+rule dynamics:
+    input:
+        dynamics_targets(),
