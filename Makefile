@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CORES ?= 8  # `make run CORES=N` to change
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test lint format unit venv dry-run report clean
+.PHONY: run test lint format unit venv dry-run report readme-assets clean
 
 venv: $(VENV)/.installed
 
@@ -25,6 +25,12 @@ run: venv
 report: venv
 	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
 	@echo "report: $(abspath results/report.html); results table: $(abspath results/report/claims.md)"
+
+# The README's generated assets, from a finished run: the results table and thumbnails of key figures.
+README_FIGURES := toy/alignment_multi_pair toy/anisotropy sad/heads_smollm2 dynamics/sad_over_training
+readme-assets: venv
+	cp results/report/claims.md docs/results.md
+	$(BIN)/python -c 'import sys; from svalign.figures import thumbnail; [thumbnail(f"results/figures/{f}.png", "docs/img/" + f.replace("/", "_") + ".png") for f in sys.argv[1:]]' $(README_FIGURES)
 
 dry-run: venv
 	$(BIN)/snakemake -n --cores $(CORES) $(SNAKEMAKE_ARGS)

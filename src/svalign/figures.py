@@ -511,3 +511,17 @@ def dynamics_figure(table: pd.DataFrame) -> plt.Figure:
         f"N_recon {first['median_n_recon']:.0f} → {last['median_n_recon']:.0f}"
     )
     return figure
+
+
+def thumbnail(png_path: str | os.PathLike[str], out_path: str | os.PathLike[str], width: int = 720) -> Path:
+    """A downscaled copy of a figure (README thumbnails), written atomically as an optimised PNG."""
+    from PIL import Image
+
+    from svalign.io import atomic_file
+
+    with Image.open(png_path) as image:
+        height = round(image.height * width / image.width)
+        small = image.convert("RGB").resize((width, height), Image.LANCZOS)
+        with atomic_file(out_path) as handle:
+            small.save(handle, format="PNG", optimize=True)
+    return Path(out_path)

@@ -67,10 +67,10 @@ def test_changing_a_toy_parameter_reruns_only_that_experiment_and_its_consumers(
 
 def test_changing_the_sad_threshold_reruns_sad_only(small_run):
     counts = _plan_with_override(small_run, "threshold.yaml", "sad:\n  threshold: 0.5\n")
-    # The IOI set of MiniLM's two variants and the 3 training checkpoints' prompts, what reads them, and nothing
+    # The IOI set of MiniLM's two variants and the 4 training checkpoints' prompts, what reads them, and nothing
     # upstream: no training, weights or SVD.
     assert counts == {
-        "sad": 2 + 3,
+        "sad": 2 + 4,
         "figure_sad": 1,
         "dynamics_sad": 1,
         "figure_dynamics": 1,

@@ -101,10 +101,10 @@ def test_small_run_produces_tables_figures_and_report(small_run):
     assert set(claims["verdict"]) <= {"pass", "differs"}
     markdown = (results / "report" / "claims.md").read_text()
     assert markdown.count("\n| ") == 1 + 7 and "do not edit" in markdown  # header + one row per claim
-    # Dynamics: 3 checkpoints (steps 0, 1, 8) x 8 heads through the model stages, one head tracked.
+    # Dynamics: 4 checkpoints (steps 0, 1, 2, 4) x 8 heads through the model stages, one head tracked.
     dynamics_table = io.to_frame(io.read_table(results / "dynamics" / "sad.parquet", dynamics.DYNAMICS_SAD))
-    assert sorted(set(dynamics_table["step"])) == [0, 1, 8] and len(dynamics_table) == 3 * 8
-    assert dynamics_table.groupby("step")["chosen"].sum().tolist() == [1, 1, 1]
+    assert sorted(set(dynamics_table["step"])) == [0, 1, 2, 4] and len(dynamics_table) == 4 * 8
+    assert dynamics_table.groupby("step")["chosen"].sum().tolist() == [1, 1, 1, 1]
     assert dynamics_table["induction_score"].notna().all()
     assert (results / "figures" / "dynamics" / "sad_over_training.png").exists()
     # A second invocation has nothing to do.

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "envs", ".test"]
-# The small end-to-end run: the whole toy stage, the dynamics stage (3 checkpoints), MiniLM weights -> SVD ->
+# The small end-to-end run: the whole toy stage, the dynamics stage (4 checkpoints), MiniLM weights -> SVD ->
 # SAD, the results table, with the CI config (SmolLM2 disabled there).
 SMALL_TARGETS = [
     "toy",
