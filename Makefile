@@ -27,7 +27,7 @@ report: venv
 	@echo "report: $(abspath results/report.html); results table: $(abspath results/report/claims.md)"
 
 # The README's generated assets, from a finished run: the results table and thumbnails of key figures.
-README_FIGURES := toy/alignment_multi_pair toy/anisotropy sad/heads_smollm2 dynamics/sad_over_training
+README_FIGURES := toy/alignment_multi_pair dynamics/sad_over_training
 readme-assets: venv
 	cp results/report/claims.md docs/results.md
 	$(BIN)/python -c 'import sys; from svalign.figures import thumbnail; [thumbnail(f"results/figures/{f}.png", "docs/img/" + f.replace("/", "_") + ".png") for f in sys.argv[1:]]' $(README_FIGURES)

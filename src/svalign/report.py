@@ -43,6 +43,7 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 MOST_HEADS = 0.5  # "most heads": strictly more than half
 OFTEN = 0.2  # "often": at least a fifth of the firing pairs (our reading of the paper's Fig 8)
+NULL_GAP = 0.1  # "absent under the null" over training: S at least this fraction below the null's S
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ def nrecon_claim(summary_path: PathLike, model: str) -> Claim:
         claim="most heads reconstruct their attention with 1–4 singular-vector terms",
         paper="most heads: median N_recon 1–4 (GPT-2 small, 128 IOI prompts)",
         ours=(
-            f"{share:.0%} of {len(summary)} heads have median N_recon ≤ 4 "
+            f"{share:.1%} of {len(summary)} heads have median N_recon ≤ 4 "
             f"(median over heads {summary['median_n_recon'].median():.1f}; pairs with N_recon ≤ 4: "
             f"{summary['frac_n_recon_le4'].mean():.0%})"
         ),
@@ -252,7 +253,9 @@ def dynamics_claim(dynamics_path: PathLike) -> Claim:
     rise = rows["induction_score"].diff()
     phase = rows.loc[rise.idxmax()] if rise.notna().any() else None
     emerged = last["median_sparseness"] < first["median_sparseness"]
-    below_null = last["median_sparseness"] < last["null_median_sparseness"]
+    # As sparse as the trained real models are against their null (MiniLM and SmolLM2: 18-20 % below it).
+    gap = 1 - last["median_sparseness"] / last["null_median_sparseness"]
+    lowest = rows.loc[rows["median_sparseness"].idxmin()]
 
     def at(row) -> str:
         return (
@@ -261,14 +264,15 @@ def dynamics_claim(dynamics_path: PathLike) -> Claim:
         )
 
     points = [f"init {at(first)}"] + ([f"phase change {at(phase)}"] if phase is not None else []) + [f"end {at(last)}"]
+    points.append(f"S {gap:.0%} below the null at the end; lowest S at {at(lowest)}")
     return Claim(
         key="dynamics",
         claim="SAD emerges over training and is absent under the rotation null",
         paper="S of an IOI head falls over Pythia-160M training, not under the null (Fig 7b)",
         ours=f"L{int(last['layer'])}H{int(last['head'])}: " + "; ".join(points),
         setting=f"{'our series' if last['series'] == 'ours' else 'external checkpoints'} ({len(rows)} checkpoints)",
-        verdict=_verdict(bool(emerged and below_null)),
-        criterion="S at the end below S at init and below the null at the end",
+        verdict=_verdict(bool(emerged and gap >= NULL_GAP)),
+        criterion=f"S at the end below S at init and ≥ {NULL_GAP:.0%} below the null",
     )
 
 
