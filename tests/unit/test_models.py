@@ -144,3 +144,19 @@ def test_head_weights_table_roundtrip(minilm, tmp_path):
     back = models.read_head_weights(io.read_table(path, models.HEAD_WEIGHTS))
     assert torch.equal(back.W_Q, minilm.W_Q) and torch.equal(back.b_K, minilm.b_K)
     assert back.rotary is None and back.attn_scale == minilm.attn_scale and back.processing == minilm.processing
+
+
+def test_external_dynamics_checkpoint_fails_fast_naming_its_config_key(monkeypatch):
+    """A Pythia revision listed in dynamics.checkpoints goes through the same fail-fast path, naming that key."""
+    from svalign.dynamics_config import dynamics_models
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    checkpoints = dynamics_models(
+        {"checkpoints": ["svalign-tests/pythia-like@step1000", "svalign-tests/pythia-like@step2000"]}, "unused"
+    )
+    assert [entry["step"] for entry in checkpoints.values()] == [1000, 2000]
+    entry = {"name": "dyn_c001", **checkpoints["dyn_c001"]}
+    start = time.perf_counter()
+    with pytest.raises(models.ModelNotAvailableError, match=r"dynamics\.checkpoints\[1\]"):
+        models.load_model(entry, "trained", seed=0)
+    assert time.perf_counter() - start < 5
