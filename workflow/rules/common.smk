@@ -24,9 +24,14 @@ TOY_EXPERIMENTS = sorted(config["toy"]["experiments"])
 MODELS = sorted(m for m, entry in config["models"].items() if entry["enabled"])
 DYNAMICS = config["dynamics"]
 DYNAMICS_MANIFEST = "results/dynamics/train/checkpoints.json"
-DYNAMICS_CHECKPOINT_DIR = (
-    "results/dynamics/train/checkpoints"  # = checkpoint_dir_of(manifest)
-)
+
+
+def checkpoint_dir_next_to(manifest):
+    """Where dynamics_train writes its checkpoints: next to its manifest."""
+    return os.path.join(os.path.dirname(manifest), "checkpoints")
+
+
+DYNAMICS_CHECKPOINT_DIR = checkpoint_dir_next_to(DYNAMICS_MANIFEST)
 # Each training checkpoint is a model of its own for the extract_weights -> svd -> sad rules:
 # name -> {source, revision, step, config_key, ours}.
 DYNAMICS_MODELS = (
@@ -110,8 +115,8 @@ def model_inputs(wildcards):
 
 
 def checkpoint_dir_of(wildcards, output):
-    """Where dynamics_train writes its checkpoints: next to its manifest."""
-    return os.path.join(os.path.dirname(output.manifest), "checkpoints")
+    """The checkpoint directory of a dynamics_train job (derived from its output, as `snakemake --lint` asks)."""
+    return checkpoint_dir_next_to(output.manifest)
 
 
 def sad_prompt_params(wildcards):
