@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from svalign.io import atomic_file
+
 __all__ = [
     "save_figure",
     "toy_alignment_figure",
@@ -37,15 +39,12 @@ def set_theme() -> None:
 def save_figure(
     figure: plt.Figure, png_path: str | os.PathLike[str], pdf_path: str | os.PathLike[str] | None = None
 ) -> None:
-    """Write the figure as PNG (150 dpi) and optionally PDF, via temporary names and rename."""
+    """Write the figure as PNG (150 dpi) and optionally PDF, each atomically (:func:`svalign.io.atomic_file`)."""
     for path, kwargs in ((png_path, {"dpi": 150}), (pdf_path, {})):
         if path is None:
             continue
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        figure.savefig(tmp, bbox_inches="tight", **kwargs)
-        os.replace(tmp, path)
+        with atomic_file(path) as handle:
+            figure.savefig(handle, format=Path(path).suffix.lstrip("."), bbox_inches="tight", **kwargs)
     plt.close(figure)
 
 
@@ -516,8 +515,6 @@ def dynamics_figure(table: pd.DataFrame) -> plt.Figure:
 def thumbnail(png_path: str | os.PathLike[str], out_path: str | os.PathLike[str], width: int = 720) -> Path:
     """A downscaled copy of a figure (README thumbnails), written atomically as an optimised PNG."""
     from PIL import Image
-
-    from svalign.io import atomic_file
 
     with Image.open(png_path) as image:
         height = round(image.height * width / image.width)
