@@ -10,10 +10,8 @@ fixture started are stopped by PID afterwards, also when a test fails.
 from __future__ import annotations
 
 import fcntl
-import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,14 +19,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from workflow_helpers import SNAKEMAKE, copy_workflow, parquet_contents
 
 pytestmark = pytest.mark.workflow
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 LOCK = Path("/tmp/svalign-slurm-test.lock")  # one SLURM test at a time per machine
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-COPIED = ["Snakefile", "config.yaml", "workflow", "scripts", "envs", ".test", "profiles", "tests/slurm"]
+COPIED = ("profiles", "tests/slurm")  # besides the workflow itself
 # `--configfile` takes every argument after it: it goes last.
 CONFIGS = ["--configfile", ".test/config.yaml", "tests/slurm/config.yaml"]
 TOY = "results/toy/single_pair"
@@ -113,17 +111,6 @@ def slurm_node() -> dict[str, str]:
                 assert down.returncode == 0, down.stdout
 
 
-def copy_workflow(target: Path) -> Path:
-    for name in COPIED:
-        source, dest = REPO / name, target / name
-        if source.is_dir():
-            shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, dest)
-    return target
-
-
 def expected_resources(real_memory: int) -> tuple[dict[str, dict[str, int]], list[str]]:
     """Per rule of the run: threads, mem_mb and runtime (minutes) from the SLURM profile, and the
     ``--set-resources`` options that cap mem_mb on a node with less memory than the profile asks for."""
@@ -151,8 +138,8 @@ def runs(slurm_node, tmp_path_factory):
     """The SLURM run and, at the same time (the executor mostly sleeps between status checks), the local
     reference run of the same targets and config."""
     expected, caps = expected_resources(int(slurm_node["RealMemory"]))
-    slurm_dir = copy_workflow(tmp_path_factory.mktemp("slurm"))
-    local_dir = copy_workflow(tmp_path_factory.mktemp("local"))
+    slurm_dir = copy_workflow(REPO, tmp_path_factory.mktemp("slurm"), COPIED)
+    local_dir = copy_workflow(REPO, tmp_path_factory.mktemp("local"), COPIED)
     local = subprocess.Popen(
         [*SNAKEMAKE, "--cores", "2", *TARGETS, *CONFIGS],
         cwd=local_dir,
@@ -228,7 +215,7 @@ def planned_resources(workdir: Path) -> dict[str, dict[str, int]]:
 def test_slurm_profile_mirrors_the_rules(tmp_path):
     """Needs no cluster: the profile parses, names only real rules, and its per-rule threads, mem_mb and
     runtime equal the rules' own (the profile is where a cluster user edits them)."""
-    workdir = copy_workflow(tmp_path)
+    workdir = copy_workflow(REPO, tmp_path, COPIED)
     dry = subprocess.run(
         [*SNAKEMAKE, "--profile", "profiles/slurm", "-n"],
         cwd=workdir,
@@ -287,27 +274,14 @@ def test_every_job_ran_as_a_slurm_job_with_the_profiles_resources(runs):
             assert f"Finished jobid: 0 (Rule: {rule})" in log, log
 
 
-def _same(a, b) -> bool:
-    """Exact equality of two ``to_pylist`` values, NaN equal to NaN (at the same place)."""
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    return a == b
-
-
 @pytest.mark.slow
 def test_slurm_outputs_match_a_local_run(runs):
-    for name in ("weights", "metrics", "trajectory"):
-        # Provenance metadata holds timestamps and paths: compare schema and contents without it.
-        on_slurm = pq.read_table(runs["slurm_dir"] / TOY / f"{name}.parquet").replace_schema_metadata(None)
-        local = pq.read_table(runs["local_dir"] / TOY / f"{name}.parquet").replace_schema_metadata(None)
-        assert on_slurm.schema == local.schema, name
-        assert on_slurm.num_rows == local.num_rows > 0, name
-        for column in on_slurm.column_names:
-            assert _same(on_slurm.column(column).to_pylist(), local.column(column).to_pylist()), (name, column)
+    # Provenance metadata holds paths: compare schema and contents without it (NaN equal to NaN, as bytes).
+    on_slurm, local = (parquet_contents(runs[run] / TOY) for run in ("slurm_dir", "local_dir"))
+    assert sorted(on_slurm) == sorted(local) == [f"{name}.parquet" for name in ("metrics", "trajectory", "weights")]
+    for name, content in on_slurm.items():
+        assert content == local[name], name
+        assert pq.read_metadata(runs["local_dir"] / TOY / name).num_rows > 0, name
     for workdir in (runs["slurm_dir"], runs["local_dir"]):
         png = workdir / "results" / "figures" / "toy" / "geometry_single_pair.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png

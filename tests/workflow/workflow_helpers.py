@@ -24,15 +24,17 @@ SMALL_TARGETS = [
 SMALL_CONFIG = ["--configfile", ".test/config.yaml"]  # last: --configfile takes every argument after it
 
 
-def copy_workflow(repo: Path, dest: Path) -> Path:
-    """Copy the workflow (not results) into ``dest`` so runs never touch the checkout."""
+def copy_workflow(repo: Path, dest: Path, extra: tuple[str, ...] = ()) -> Path:
+    """Copy the workflow (not results), plus ``extra`` repository paths, into ``dest`` so runs never touch the
+    checkout."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        source = repo / name
+    for name in (*WORKFLOW_FILES, *extra):
+        source, target = repo / name, dest / name
         if source.is_dir():
-            shutil.copytree(source, dest / name)
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy(source, dest / name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target)
     return dest
 
 
