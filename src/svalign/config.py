@@ -10,11 +10,16 @@ from typing import Any
 
 from svalign.toy_config import ToyConfig
 
-__all__ = ["ConfigError", "check_config"]
+__all__ = ["ConfigError", "check_config", "enabled_models"]
 
 
 class ConfigError(ValueError):
     """A config value is invalid; the message starts with the dotted key path."""
+
+
+def enabled_models(config: Mapping[str, Any]) -> list[str]:
+    """Names of the configured models whose stages run (``models.<name>.enabled``, default true), sorted."""
+    return sorted(name for name, entry in config["models"].items() if entry.get("enabled", True))
 
 
 def _check_memory(config: ToyConfig, key: str, limit_gb: float) -> None:

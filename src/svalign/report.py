@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from svalign.config import enabled_models
 from svalign.io import Column, TableSchema
 
 __all__ = [
@@ -366,7 +367,7 @@ def claim_inputs(config: Mapping[str, Any]) -> dict[str, str]:
             inputs[name] = f"results/toy/{name}/metrics.parquet"
     if config["toy"]["anisotropy"]["enabled"]:
         inputs["anisotropy"] = "results/toy/anisotropy/anisotropy.parquet"
-    for model in sorted(m for m, entry in config["models"].items() if entry.get("enabled", True)):
+    for model in enabled_models(config):
         inputs[f"sad_{model}"] = f"results/sad/{model}/trained/ioi/summary.parquet"
     if config.get("dynamics", {}).get("enabled", False):
         inputs["dynamics"] = "results/dynamics/sad.parquet"

@@ -1,7 +1,7 @@
 # Shared helpers: config validation, input functions, wildcard constraints and rule defaults.
 import pandas as pd
 from snakemake.utils import Paramspace, validate
-from svalign.config import check_config
+from svalign.config import check_config, enabled_models
 from svalign.dynamics_config import dynamics_models
 from svalign.report import Measured, claim_inputs
 from svalign.toy_config import points_of_shape, sweep_groups, sweep_points
@@ -21,7 +21,7 @@ ENV = "../../envs/environment.yaml"
 LOGS = "results/logs"
 BENCHMARKS = "results/benchmarks"
 TOY_EXPERIMENTS = sorted(config["toy"]["experiments"])
-MODELS = sorted(m for m, entry in config["models"].items() if entry["enabled"])
+MODELS = enabled_models(config)
 DYNAMICS = config["dynamics"]
 DYNAMICS_MANIFEST = "results/dynamics/train/checkpoints.json"
 
