@@ -10,7 +10,7 @@ from typing import Any
 
 from svalign.toy_config import ToyConfig
 
-__all__ = ["ConfigError", "check_config", "enabled_models"]
+__all__ = ["ConfigError", "check_config", "check_offset_coverage", "enabled_models"]
 
 
 class ConfigError(ValueError):
@@ -20,6 +20,20 @@ class ConfigError(ValueError):
 def enabled_models(config: Mapping[str, Any]) -> list[str]:
     """Names of the configured models whose stages run (``models.<name>.enabled``, default true), sorted."""
     return sorted(name for name, entry in config["models"].items() if entry.get("enabled", True))
+
+
+def check_offset_coverage(max_offset: int, n_positions: int, what: str) -> None:
+    """Fail unless RoPE offsets 0..``max_offset`` cover every query-key distance of ``n_positions`` tokens.
+
+    A RoPE head has one QK form per offset δ = t − j, so SAD of a sequence of n tokens needs the SVDs of offsets
+    0..n − 1. The one place this is decided: config validation (our dynamics series, whose length is known) and
+    the SAD stage (prompt lengths known after tokenising) both call it.
+    """
+    if max_offset < n_positions - 1:
+        raise ConfigError(
+            f"config key svd.max_offset: {max_offset} is below {n_positions - 1}: {what} has {n_positions} tokens, "
+            f"and a RoPE model needs one SVD per query-key offset: raise svd.max_offset to at least {n_positions - 1}"
+        )
 
 
 def _check_memory(config: ToyConfig, key: str, limit_gb: float) -> None:
@@ -78,11 +92,8 @@ def _check_dynamics(dynamics: Mapping[str, Any], svd: Mapping[str, Any]) -> None
     except (TypeError, ValueError) as error:
         raise ConfigError(f"config key dynamics.train: {error}") from error
     max_offset = svd.get("max_offset", 31)
-    if not dynamics.get("checkpoints") and max_offset < train.seq_len - 1:
-        raise ConfigError(
-            f"config key svd.max_offset: {max_offset} is below dynamics.train.seq_len - 1 = {train.seq_len - 1}; "
-            "the series uses rotary positions, so SAD needs one SVD per query-key offset"
-        )
+    if not dynamics.get("checkpoints"):
+        check_offset_coverage(max_offset, train.seq_len, "a sequence of dynamics.train.seq_len")
     if dynamics.get("checkpoints"):
         if dynamics.get("prompt_set") == "repeated":
             raise ConfigError(

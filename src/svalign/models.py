@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from svalign.io import HEAD_KEYS, Column, TableSchema
+from svalign.tables import HEAD_WEIGHTS
 
 __all__ = [
     "BUILTIN_SOURCES",
@@ -370,28 +370,6 @@ def extract_head_weights(bridge: Any) -> HeadWeights:
 # --------------------------------------------------------------------------------------------------
 
 _STR, _I64, _F64, _F32, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.float32(), pa.bool_()
-
-HEAD_WEIGHTS = TableSchema(
-    "head_weights",
-    "Query/key weights of every attention head of one model variant, one row per (layer, head).",
-    (
-        *HEAD_KEYS,
-        Column("kv_head", _I64, "key/value head this query head reads (GQA: head // group)"),
-        Column("W_Q", _F32, "query weights (row convention: q = x W_Q + b_Q)", ("d_model", "d_head")),
-        Column("W_K", _F32, "key weights of the head's key/value head", ("d_model", "d_head")),
-        Column("b_Q", _F32, "query bias (zeros when the model has none)", ("d_head",)),
-        Column("b_K", _F32, "key bias (zeros when the model has none)", ("d_head",)),
-        Column("has_bias", _BOOL, "the model has q/k biases (the SVD stage then augments x̃ = [x, 1])"),
-        Column("rotary_dim", _I64, "rotated dimensions per head (0: no RoPE)"),
-        Column("rotary_base", _F64, "RoPE θ base (0: no RoPE)"),
-        Column("rotary_style", _STR, "RoPE convention: rotate_half, or empty"),
-        Column("attn_scale", _F64, "divisor of q·k before the softmax"),
-        Column("causal", _BOOL, "causal (decoder) attention"),
-        Column("architecture", _STR, "Hugging Face model_type"),
-        Column("processing", _STR, "how W_Q/W_K relate to the checkpoint (norm folding)"),
-        Column("head_input_hook", _STR, "TransformerLens hook whose output W_Q/W_K act on ({layer} filled in)"),
-    ),
-)
 
 
 def head_weights_table(weights: HeadWeights, model: str, variant: str) -> dict[str, Any]:

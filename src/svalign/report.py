@@ -19,10 +19,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-import pyarrow as pa
-
+from svalign import io
 from svalign.config import enabled_models
-from svalign.io import Column, TableSchema
+from svalign.tables import RESULTS_CLAIMS, schema
 
 __all__ = [
     "RESULTS_CLAIMS",
@@ -91,9 +90,6 @@ def _verdict(ok: bool) -> str:
 
 def _frame(path: PathLike, schema_name: str):
     """A validated table as a pandas DataFrame (tensor cells as arrays)."""
-    from svalign import io
-    from svalign.tables import schema
-
     return io.to_frame(io.read_table(path, schema(schema_name)))
 
 
@@ -327,21 +323,6 @@ def claims_markdown(claims: Iterable[Claim], header: str = "") -> str:
         cells = [c.claim, c.paper, c.ours, c.setting, f"**{c.verdict}** ({c.criterion})"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-RESULTS_CLAIMS = TableSchema(
-    "results_claims",
-    "The paper's claims beside our measurements (rule results_table); one row per claim and model.",
-    (
-        Column("key", pa.string(), "stable identifier of the claim (and model)"),
-        Column("claim", pa.string(), "the paper's statement, in our words"),
-        Column("paper", pa.string(), "the paper's number or qualitative result"),
-        Column("ours", pa.string(), "our measured value(s)"),
-        Column("setting", pa.string(), "model / config the number comes from"),
-        Column("verdict", pa.string(), "pass or differs"),
-        Column("criterion", pa.string(), "the acceptance level the verdict applies"),
-    ),
-)
 
 
 def claims_from_inputs(inputs: Mapping[str, PathLike]) -> list[Claim]:

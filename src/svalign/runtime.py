@@ -13,9 +13,13 @@ from typing import TextIO
 import numpy as np
 import torch
 
-__all__ = ["configure_torch", "derive_seed", "resolve_device", "rule_logging"]
+__all__ = ["TrainingDivergedError", "configure_torch", "derive_seed", "resolve_device", "rule_logging"]
 
 log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training produced a non-finite or exploding loss (toy and dynamics training alike)."""
 
 
 def resolve_device(requested: str = "auto") -> torch.device:

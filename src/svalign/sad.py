@@ -29,8 +29,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from svalign.io import HEAD_KEYS, Column, TableSchema
 from svalign.svd import HeadSVD
+from svalign.tables import SAD_PAIRS, SAD_SUMMARY
 
 __all__ = [
     "SAD_PAIRS",
@@ -244,46 +244,6 @@ def _median_or_nan(values: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------------------
 
 _STR, _I64, _F64, _F32 = pa.string(), pa.int64(), pa.float64(), pa.float32()
-SAD_PAIRS = TableSchema(
-    "sad_pairs",
-    "Every firing (query, key) pair of every head, with its decomposition statistics, real and under the "
-    "rotation null. Rows are sorted by layer (one row group per layer: filter on `layer` to read a part).",
-    (
-        *HEAD_KEYS,
-        Column("prompt_set", _STR, "ioi or plain"),
-        Column("prompt", _I64, "prompt index in the prompt set"),
-        Column("t", _I64, "query position"),
-        Column("j", _I64, "key position"),
-        Column("attention", _F32, "attention weight A(t, j)"),
-        Column("ltilde", _F32, "relative attention ℓ̃(t, j) (unscaled logit units)"),
-        Column("n_recon", _I64, "terms needed to reconstruct ℓ̃ (−1: ℓ̃ ≤ 0)"),
-        Column("sparseness", _F32, "Rolls–Tovée S of the relative terms (lower = sparser)"),
-        Column("top_rank", _I64, "σ rank (0 = largest) of the largest |c_k|"),
-        Column("null_n_recon", _I64, "N_recon under each rotation-null draw", ("n_null",)),
-        Column("null_sparseness", _F32, "S under each rotation-null draw", ("n_null",)),
-    ),
-)
-SAD_SUMMARY = TableSchema(
-    "sad_summary",
-    "Per-head summary of the SAD statistics, real and under the rotation null.",
-    (
-        *HEAD_KEYS,
-        Column("prompt_set", _STR, "ioi or plain"),
-        Column("rank", _I64, "number of singular values r"),
-        Column("n_pairs", _I64, "firing pairs"),
-        Column("n_nonpositive", _I64, "firing pairs with ℓ̃ ≤ 0 (N_recon undefined)"),
-        Column("n_recon_hist", _I64, "count of firing pairs with N_recon = 1..r", ("rank",)),
-        Column("median_n_recon", _F64, "median N_recon over pairs with ℓ̃ > 0"),
-        Column("frac_n_recon_le4", _F64, "fraction of pairs with ℓ̃ > 0 and N_recon ≤ 4"),
-        Column("median_sparseness", _F64, "median Rolls–Tovée S"),
-        Column("frac_top_lower_half", _F64, "fraction of pairs whose largest |c_k| has rank ≥ r/2"),
-        Column("null_median_n_recon", _F64, "the same under the rotation null (all draws pooled)"),
-        Column("null_frac_n_recon_le4", _F64, "the same under the rotation null"),
-        Column("null_median_sparseness", _F64, "the same under the rotation null"),
-        Column("share_by_rank", _F64, "mean over firing pairs of |c_k| / Σ|c| at each σ rank k", ("rank",)),
-        Column("null_share_by_rank", _F64, "the same under the rotation null", ("rank",)),
-    ),
-)
 
 
 def summarize(pairs: dict[str, np.ndarray], rank: int, keys: dict[str, Any]) -> dict[str, list]:
@@ -532,24 +492,6 @@ def run_sad(
         diagnostics.update(ioi_logit_diff_mean=float(values.mean()), ioi_accuracy=float((values > 0).mean()))
     pairs["logit_diff"] = logit_diffs
     return pairs, diagnostics
-
-
-SAD_PROMPTS = TableSchema(
-    "sad_prompts",
-    "The prompts of one SAD run: text, whether it was kept, its length in tokens and, for IOI on causal models, "
-    "the model's logit difference logit(IO) − logit(S) at the last position.",
-    (
-        *HEAD_KEYS[:2],  # model, variant
-        Column("prompt_set", _STR, "ioi or plain"),
-        Column("prompt", _I64, "prompt index in the prompt set"),
-        Column("text", _STR, "the prompt"),
-        Column("kept", pa.bool_(), "used (IOI names are single tokens for this tokenizer)"),
-        Column("n_tokens", _I64, "length in tokens (−1 if not kept)"),
-        Column("io_name", _STR, "indirect object (IOI; empty otherwise)"),
-        Column("s_name", _STR, "subject (IOI; empty otherwise)"),
-        Column("logit_diff", _F64, "logit(IO) − logit(S) at the last position (NaN when not applicable)"),
-    ),
-)
 
 
 def prompts_table(

@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from svalign.io import HEAD_KEYS, Column, TableSchema, tensor
+from svalign.io import tensor
+from svalign.tables import HEAD_SVD, HEAD_SVD_BASES
 
 if TYPE_CHECKING:
     from svalign.models import HeadWeights
@@ -304,30 +305,6 @@ def model_svd(
 
 
 _STR, _I64, _F64, _F32, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.float32(), pa.bool_()
-HEAD_SVD = TableSchema(
-    "head_svd",
-    "Singular values and core singular vectors of every head's QK form Ω_δ (one row per layer, head and RoPE "
-    "offset δ; models without RoPE have δ = 0 only). Full vectors: U = basis_q @ core_u, V = basis_k @ core_v "
-    "with the bases of head_svd_bases (svalign.svd.read_model_svd does it).",
-    (
-        *HEAD_KEYS,
-        Column("offset", _I64, "query − key position offset δ of Ω_δ = A R_δ Bᵀ"),
-        Column("sigma", _F32, "singular values, descending", ("rank",)),
-        Column("core_u", _F32, "left singular vectors in basis_q coordinates", ("rank", "rank")),
-        Column("core_v", _F32, "right singular vectors in basis_k coordinates", ("rank", "rank")),
-        Column("recon_error", _F64, "‖U Σ Vᵀ − Ω_δ‖_F / ‖Ω_δ‖_F (computed in float64)"),
-    ),
-)
-HEAD_SVD_BASES = TableSchema(
-    "head_svd_bases",
-    "Orthonormal bases of each head's query and key factors (shared by all its offsets), one row per head.",
-    (
-        *HEAD_KEYS,
-        Column("augmented", _BOOL, "bias-augmented input x̃ = [x, 1]: the last coordinate is the constant"),
-        Column("basis_q", _F32, "Q_A, orthonormal basis of [W_Q; b_Q]", ("d_input", "rank")),
-        Column("basis_k", _F32, "Q_B, orthonormal basis of [W_K; b_K]", ("d_input", "rank")),
-    ),
-)
 
 
 def svd_tables(result: ModelSVD, model: str, variant: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -207,6 +207,7 @@ def sweep_points(base: dict, grid: dict[str, Sequence[float]]) -> list[dict[str,
     return points
 
 
+SIGNIFICANT_SIGMA_RATIO = 0.05  # σ_k/σ_1 above this counts as a "significant" singular value (SPEC §1)
 SWEEP_SHAPE = ("n_features", "context_len", "d_head")
 
 
