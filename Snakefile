@@ -1,5 +1,6 @@
 # svalign: do the singular vectors of attention heads align with features?
-# This file is a table of contents: configuration, validation, report, and one rules file per stage.
+# This file is a table of contents: configuration, validation, report, and one rules file per stage, in the
+# order data flows (toy; weights -> svd -> sad; dynamics; report).
 
 
 from snakemake.utils import min_version
@@ -15,7 +16,9 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/toy.smk"
-include: "workflow/rules/models.smk"
+include: "workflow/rules/weights.smk"
+include: "workflow/rules/svd.smk"
+include: "workflow/rules/sad.smk"
 include: "workflow/rules/dynamics.smk"
 include: "workflow/rules/report.smk"
 

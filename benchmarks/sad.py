@@ -4,7 +4,7 @@
 
 MiniLM (offline) on IOI prompts: (1) the forward pass that caches head inputs and patterns (what SAD needs from
 the model), (2) our vectorised decomposition and statistics of every firing pair of every head (real model, no
-null draws), (3) the straightforward loop (svalign.sad.reference_pair: one pair at a time, keys in a Python
+null draws), (3) the straightforward loop (tests/unit/sad_oracle.py reference_pair: one pair at a time, keys in a Python
 loop, as the authors' scripts did), timed on --loop-pairs sampled pairs and scaled to all pairs. The loop's
 results are checked against the vectorised ones on the sampled pairs.
 """
@@ -12,14 +12,20 @@ results are checked against the vectorised ones on the sampled pairs.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from svalign import models, prompts, sad
+from svalign import models
 from svalign.runtime import configure_torch
+from svalign.sad import decompose, prompts, run
 from svalign.svd import model_svd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit"))
+from sad_oracle import reference_pair
 
 
 def main() -> None:
@@ -34,10 +40,10 @@ def main() -> None:
     weights = models.extract_head_weights(bridge)
     result = model_svd(weights)
     texts, answers = prompts.prompt_set("ioi", args.prompts, 0)
-    batches, _ = sad.tokenize_prompts(bridge.tokenizer, texts, False, bridge.cfg.n_ctx, answers)
+    batches, _ = run.tokenize_prompts(bridge.tokenizer, texts, False, bridge.cfg.n_ctx, answers)
 
     start = time.perf_counter()
-    caches = [sad.layer_activations(bridge, batch.tokens, weights)[0] for batch in batches]
+    caches = [run.layer_activations(bridge, batch.tokens, weights)[0] for batch in batches]
     forward_s = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -45,9 +51,11 @@ def main() -> None:
     for cache in caches:
         per_layer = []
         for layer in range(weights.n_layers):
-            x = sad.augment_inputs(cache[weights.head_input_hook.format(layer=layer)], result.augmented)
-            terms = sad.decompose(x, sad.layer_svd(result, layer), False, False)
-            per_layer.append(sad.pair_statistics(terms, cache[f"blocks.{layer}.attn.hook_pattern"], False, None, False))
+            x = decompose.augment_inputs(cache[weights.head_input_hook.format(layer=layer)], result.augmented)
+            terms = decompose.decompose(x, decompose.layer_svd(result, layer), False, False)
+            per_layer.append(
+                decompose.pair_statistics(terms, cache[f"blocks.{layer}.attn.hook_pattern"], False, None, False)
+            )
         per_batch.append(per_layer)
     vector_s = time.perf_counter() - start
     n_pairs = sum(len(stats.head) for per_layer in per_batch for stats in per_layer)
@@ -64,10 +72,10 @@ def main() -> None:
     mismatches = 0
     for b, layer, index in samples:
         stats, cache = per_batch[b][layer], caches[b]
-        x = sad.augment_inputs(cache[weights.head_input_hook.format(layer=layer)], result.augmented)
+        x = decompose.augment_inputs(cache[weights.head_input_hook.format(layer=layer)], result.augmented)
         prompt, head, t, j = (int(getattr(stats, n)[index]) for n in ("prompt", "head", "t", "j"))
         keys = list(range(x.shape[1]))
-        n, s, _ = sad.reference_pair(x[prompt].numpy(), U[layer, head], S[layer, head], V[layer, head], t, j, keys)
+        n, s, _ = reference_pair(x[prompt].numpy(), U[layer, head], S[layer, head], V[layer, head], t, j, keys)
         mismatches += n != int(stats.n_recon[index]) or abs(s - float(stats.sparseness[index])) > 1e-4
     loop_s = (time.perf_counter() - start) * n_pairs / len(samples)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from transformer_lens import FactoredMatrix
 
-from svalign import io, models
+from svalign import io, models, tables
 from svalign.runtime import configure_torch, resolve_device
 from svalign.svd import head_factors, qk_svd, rotary_matrices
 
@@ -118,7 +118,7 @@ def main() -> None:
     if not path.is_file():
         print(f"\nSmolLM2 skipped: {path} missing (snakemake --cores 2 {path})")
         return
-    weights = models.read_head_weights(io.read_table(path, models.HEAD_WEIGHTS))
+    weights = models.read_head_weights(io.read_table(path, tables.HEAD_WEIGHTS))
     A, B = (t.reshape(-1, *t.shape[2:]).to(device) for t in head_factors(weights))
     rotary = weights.rotary
     offsets = torch.arange(args.offsets, dtype=torch.float64)

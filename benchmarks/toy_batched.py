@@ -16,7 +16,8 @@ import torch
 import yaml
 
 from svalign.runtime import configure_torch, resolve_device
-from svalign.toy import ToyConfig, train_toy
+from svalign.toy.config import ToyConfig
+from svalign.toy.train import train_toy
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ import time
 import yaml
 
 from svalign.runtime import configure_torch, resolve_device
-from svalign.toy import points_of_shape, sweep_config, sweep_points, train_toy
+from svalign.toy.config import points_of_shape, sweep_config, sweep_points
+from svalign.toy.train import train_toy
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Rule extract_weights: per-head W_Q/W_K (+ biases, RoPE) of one model variant, through TransformerBridge."""
 
-from svalign import io, models
+from svalign import io, models, tables
 from svalign.runtime import configure_torch, rule_logging
 
 with rule_logging(snakemake.log[0]):
@@ -13,5 +13,5 @@ with rule_logging(snakemake.log[0]):
         seed=seed if variant == "random" else None,
     )
     io.write_table(
-        snakemake.output[0], models.HEAD_WEIGHTS, models.head_weights_table(weights, model["name"], variant), record
+        snakemake.output[0], tables.HEAD_WEIGHTS, models.head_weights_table(weights, model["name"], variant), record
     )

@@ -2,11 +2,12 @@
 
 import pyarrow as pa
 
-from svalign import io, toy
+from svalign import io
 from svalign.runtime import rule_logging
+from svalign.tables import TOY_SWEEP
 
 with rule_logging(snakemake.log[0]):
-    tables = [io.read_table(path, toy.TOY_SWEEP) for path in snakemake.input]
+    tables = [io.read_table(path, TOY_SWEEP) for path in snakemake.input]
     merged = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
     record = io.provenance("toy_sweep", {"points": len(tables)})
-    io.write_table(snakemake.output[0], toy.TOY_SWEEP, merged, record)
+    io.write_table(snakemake.output[0], TOY_SWEEP, merged, record)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from svalign.toy_config import ToyConfig
+from svalign.toy.config import ToyConfig
 
 __all__ = ["ConfigError", "check_config", "check_offset_coverage", "enabled_models"]
 
@@ -58,7 +58,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         _check_memory(toy_config, f"toy.experiments.{name}", limit_gb)
     sweeps = toy.get("sweeps", {})
     if sweeps.get("enabled", False):
-        from svalign.toy_config import sweep_config, sweep_points
+        from svalign.toy.config import sweep_config, sweep_points
 
         try:
             for point in sweep_points(dict(sweeps["base"]), dict(sweeps["grid"])):
@@ -85,7 +85,7 @@ def check_config(config: Mapping[str, Any]) -> None:
 def _check_dynamics(dynamics: Mapping[str, Any], svd: Mapping[str, Any]) -> None:
     if not dynamics.get("enabled", False):
         return
-    from svalign.dynamics_config import DynamicsConfig
+    from svalign.dynamics.config import DynamicsConfig
 
     try:
         train = DynamicsConfig.from_mapping(dict(dynamics.get("train") or {}))

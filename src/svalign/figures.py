@@ -19,10 +19,20 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from svalign import report
 from svalign.io import atomic_file
 
 __all__ = [
+    "anisotropy_figure",
+    "dynamics_figure",
+    "sad_heads_figure",
+    "sad_nrecon_figure",
+    "sad_ranks_figure",
     "save_figure",
+    "set_theme",
+    "spectra_figure",
+    "sweeps_figure",
+    "thumbnail",
     "toy_alignment_figure",
     "toy_dynamics_figure",
     "toy_geometry_figure",
@@ -369,11 +379,16 @@ def sad_nrecon_figure(summaries: dict[str, pd.DataFrame], model: str, max_n: int
     return figure
 
 
-def anisotropy_figure(table: pd.DataFrame, threshold: float = 0.75, band: tuple[float, float] = (10, 55)) -> plt.Figure:
+def anisotropy_figure(
+    table: pd.DataFrame,
+    threshold: float = report.PAPER_ALIGNMENT_LEVEL,
+    band: tuple[float, float] = report.PAPER_SAE_INTERFERENCE,
+) -> plt.Figure:
     """Paper Fig 4: mean matched |cos| vs the features' interference ‖XᵀX − I‖₂, trained head and closed form.
 
     Lines are means over feature seeds, bands their range; the dashed line is the paper's 0.75 and the shaded
-    span its GPT-2 estimate of ‖E_X‖₂ (10–55).
+    span its GPT-2 estimate of ‖E_X‖₂ (10–55). The title's crossing is :func:`svalign.report.anisotropy_crossing`,
+    the number the results table reports.
     """
     set_theme()
     long = table.melt(
@@ -384,7 +399,7 @@ def anisotropy_figure(table: pd.DataFrame, threshold: float = 0.75, band: tuple[
     )
     long["head"] = long["head"].map({"mean_matched_cos": "trained", "closed_form_mean_matched_cos": "closed form Ω*"})
     figure, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
-    ax.axvspan(*band, color="0.9", zorder=0, label=f"GPT-2 SAE estimate ({band[0]}–{band[1]})")
+    ax.axvspan(*band, color="0.9", zorder=0, label=f"GPT-2 SAE estimate ({band[0]:g}–{band[1]:g})")
     sns.lineplot(
         long,
         x="interference_norm",
@@ -399,10 +414,11 @@ def anisotropy_figure(table: pd.DataFrame, threshold: float = 0.75, band: tuple[
     ax.set_xlabel("interference ‖XᵀX − I‖₂")
     ax.set_ylim(0, 1.02)
     ax.legend(loc="lower left", fontsize="small")
-    mean = table.groupby("interference_norm")["mean_matched_cos"].mean()
-    above = mean[mean > threshold]
-    crossing = f"stays above {threshold} up to ‖E‖₂ = {above.index.max():g}" if len(above) else f"is below {threshold}"
-    ax.set_title(f"Alignment under interference: trained mean |cos| {crossing}")
+    trained, _ = report.anisotropy_curves(table)
+    ax.set_title(
+        f"Alignment under interference: trained mean |cos| crosses {threshold} at ‖E‖₂ "
+        f"{report.crossing_text(trained, threshold)}"
+    )
     return figure
 
 

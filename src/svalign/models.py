@@ -34,18 +34,21 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from svalign.tables import HEAD_WEIGHTS
+from svalign.io import tensor
 
 __all__ = [
-    "BUILTIN_SOURCES",
-    "HEAD_WEIGHTS",
     "HeadWeights",
+    "ModelFamily",
     "ModelNotAvailableError",
     "RotarySpec",
     "convert_smollm2",
     "extract_head_weights",
+    "family_of",
     "head_weights_table",
     "load_bridge",
+    "load_head_weights",
+    "load_model",
+    "minilm_dir",
     "read_head_weights",
     "resolve_model_dir",
 ]
@@ -198,6 +201,68 @@ def _hub_snapshot(name: str, revision: str | None, key: str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
+# Model families: what differs between a post-LN encoder (BERT) and a pre-norm decoder, decided once
+# --------------------------------------------------------------------------------------------------
+
+ENCODER_ARCHITECTURES = frozenset({"bert"})
+"""HF ``model_type`` values read as post-LN encoders; every other architecture is a pre-norm causal decoder."""
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """How the pipeline reads one architecture (HF ``model_type``); build it with :func:`family_of`.
+
+    Two families: post-LN bidirectional encoders (BERT, e.g. MiniLM) and pre-norm causal decoders (Llama/SmolLM2,
+    GPT-2, GPT-NeoX/Pythia). Every architecture-dependent choice is a property here, so none is spelt as a
+    ``"bert"`` comparison elsewhere. Torch-free.
+    """
+
+    architecture: str
+
+    @property
+    def is_encoder(self) -> bool:
+        """Post-LN bidirectional encoder (BERT)."""
+        return self.architecture in ENCODER_ARCHITECTURES
+
+    @property
+    def causal(self) -> bool:
+        """Causal (decoder) attention mask; encoders attend to every key."""
+        return not self.is_encoder
+
+    @property
+    def folds_norm(self) -> bool:
+        """``enable_compatibility_mode()`` folds the pre-norm gain (and LayerNorm bias) into W_Q/W_K/b_Q/b_K.
+
+        TransformerLens does not support folding for post-LN BERT, whose W_Q/W_K stay as in the checkpoint.
+        """
+        return not self.is_encoder
+
+    @property
+    def processing(self) -> str:
+        """How W_Q/W_K relate to the checkpoint, as stated in provenance and the README."""
+        if self.folds_norm:
+            return "norm gain folded into W_Q/W_K (TransformerBridge.enable_compatibility_mode)"
+        return "none (post-LN encoder: W_Q/W_K as in the checkpoint)"
+
+    @property
+    def head_input_hook(self) -> str:
+        """The hook (``{layer}`` to fill in) whose output W_Q/W_K act on: the normalised residual after folding,
+        else the previous LayerNorm's output, i.e. the residual stream itself."""
+        return "blocks.{layer}.ln1.hook_normalized" if self.folds_norm else "blocks.{layer}.attn.q.hook_in"
+
+    @property
+    def scores_from_qk(self) -> bool:
+        """The model's own pre-softmax scores are ``hook_q · hook_k``: the bridge's BERT ``hook_attn_scores`` holds
+        the pattern instead (decoders: ``hook_attn_scores`` × attn_scale)."""
+        return self.is_encoder
+
+
+def family_of(architecture: str) -> ModelFamily:
+    """The :class:`ModelFamily` of a HF ``model_type`` (as stored in ``HeadWeights.architecture``)."""
+    return ModelFamily(architecture.lower())
+
+
+# --------------------------------------------------------------------------------------------------
 # Loading through TransformerBridge
 # --------------------------------------------------------------------------------------------------
 
@@ -208,7 +273,7 @@ def load_bridge(model_dir: Path, variant: str = "trained", seed: int = 0, device
     The random twin has the same architecture config and freshly initialised weights (the HF model class's own
     init, ``from_config``), drawn under a forked RNG seeded with ``seed`` so the caller's RNG is untouched and
     the twin is the same on every run. Pre-norm models get ``enable_compatibility_mode()`` (norm folding); BERT
-    does not support it and is left as is.
+    does not support it and is left as is (:attr:`ModelFamily.folds_norm`).
     """
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -222,12 +287,13 @@ def load_bridge(model_dir: Path, variant: str = "trained", seed: int = 0, device
             str(model_dir), device=device, dtype=torch.float32, load_weights=variant == "trained"
         )
     bridge.eval()  # from_config leaves modules in training mode (dropout on)
-    if _architecture(bridge) != "bert":
+    if family_of(_architecture(bridge)).folds_norm:
         bridge.enable_compatibility_mode(disable_warnings=True)
     return bridge
 
 
 def _architecture(bridge: Any) -> str:
+    """The HF ``model_type`` of the bridged model, lower-case."""
     model_type = getattr(bridge.original_model.config, "model_type", "") or ""
     return model_type.lower()
 
@@ -280,6 +346,11 @@ class HeadWeights:
     architecture: str
     processing: str
     head_input_hook: str
+
+    @property
+    def family(self) -> ModelFamily:
+        """The architecture's :class:`ModelFamily` (what to do differently for an encoder)."""
+        return family_of(self.architecture)
 
     @property
     def n_layers(self) -> int:
@@ -345,7 +416,7 @@ def extract_head_weights(bridge: Any) -> HeadWeights:
     if b_K is not None and b_K.shape[1] != n_heads:
         b_K = b_K[:, kv_head]
     architecture = _architecture(bridge)
-    folded = architecture != "bert"
+    family = family_of(architecture)
     return HeadWeights(
         W_Q=W_Q,
         W_K=W_K[:, kv_head],
@@ -354,14 +425,10 @@ def extract_head_weights(bridge: Any) -> HeadWeights:
         kv_head=kv_head,
         rotary=_rotary_spec(bridge, W_Q.shape[-1]),
         attn_scale=_attention_scale(cfg, W_Q.shape[-1]),
-        causal=architecture != "bert",
+        causal=family.causal,
         architecture=architecture,
-        processing=(
-            "norm gain folded into W_Q/W_K (TransformerBridge.enable_compatibility_mode)"
-            if folded
-            else "none (post-LN encoder: W_Q/W_K as in the checkpoint)"
-        ),
-        head_input_hook="blocks.{layer}.ln1.hook_normalized" if folded else "blocks.{layer}.attn.q.hook_in",
+        processing=family.processing,
+        head_input_hook=family.head_input_hook,
     )
 
 
@@ -369,11 +436,9 @@ def extract_head_weights(bridge: Any) -> HeadWeights:
 # Table
 # --------------------------------------------------------------------------------------------------
 
-_STR, _I64, _F64, _F32, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.float32(), pa.bool_()
-
 
 def head_weights_table(weights: HeadWeights, model: str, variant: str) -> dict[str, Any]:
-    """Column data for :data:`HEAD_WEIGHTS` (rows ordered by layer, then head)."""
+    """Column data for ``tables.HEAD_WEIGHTS`` (rows ordered by layer, then head)."""
     L, H, _, dh = weights.W_Q.shape
     rows = L * H
     zeros = torch.zeros(L, H, dh)
@@ -401,9 +466,7 @@ def head_weights_table(weights: HeadWeights, model: str, variant: str) -> dict[s
 
 
 def read_head_weights(table: pa.Table) -> HeadWeights:
-    """Rebuild :class:`HeadWeights` from a :data:`HEAD_WEIGHTS` table (rows in layer, head order)."""
-    from svalign.io import tensor
-
+    """Rebuild :class:`HeadWeights` from a ``tables.HEAD_WEIGHTS`` table (rows in layer, head order)."""
     layers = table.column("layer").to_numpy()
     heads = table.column("head").to_numpy()
     L, H = int(layers.max()) + 1, int(heads.max()) + 1

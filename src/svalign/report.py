@@ -20,18 +20,22 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from svalign import io
-from svalign.config import enabled_models
 from svalign.tables import RESULTS_CLAIMS, schema
 
 __all__ = [
+    "PAPER_ALIGNMENT_LEVEL",
+    "PAPER_ANISOTROPY_NORM",
+    "PAPER_SAE_INTERFERENCE",
     "RESULTS_CLAIMS",
     "Claim",
     "Measured",
     "anisotropy_claim",
-    "claim_inputs",
+    "anisotropy_crossing",
+    "anisotropy_curves",
     "claims_from_inputs",
     "claims_markdown",
     "claims_table",
+    "crossing_text",
     "dynamics_claim",
     "multi_pair_claim",
     "nrecon_claim",
@@ -41,6 +45,10 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
+# The paper's numbers that verdicts, captions and figures compare against: defined here only.
+PAPER_ALIGNMENT_LEVEL = 0.75  # Fig 4: mean matched |cos| stays above this ...
+PAPER_ANISOTROPY_NORM = 55.0  # ... up to this interference ‖E_X‖₂
+PAPER_SAE_INTERFERENCE = (10.0, 55.0)  # the paper's ‖E_X‖₂ estimate from GPT-2 SAE decoder directions
 MOST_HEADS = 0.5  # "most heads": strictly more than half
 OFTEN = 0.2  # "often": at least a fifth of the firing pairs (our reading of the paper's Fig 8)
 NULL_GAP = 0.1  # "absent under the null" over training: S at least this fraction below the null's S
@@ -142,9 +150,10 @@ def multi_pair_claim(metrics_path: PathLike) -> Claim:
     )
 
 
-def anisotropy_crossing(mean_by_norm, threshold: float = 0.75) -> float | None:
+def anisotropy_crossing(mean_by_norm, threshold: float = PAPER_ALIGNMENT_LEVEL) -> float | None:
     """Where a decreasing curve (Series: ‖E_X‖₂ → mean |cos|) first drops below ``threshold``, by linear
-    interpolation; None if it never does."""
+    interpolation; None if it never does. The one definition of "the crossing" (results table, caption, figure).
+    """
     norms, values = list(mean_by_norm.index), list(mean_by_norm.values)
     for (x0, y0), (x1, y1) in zip(
         zip(norms, values, strict=True), zip(norms[1:], values[1:], strict=True), strict=False
@@ -154,18 +163,33 @@ def anisotropy_crossing(mean_by_norm, threshold: float = 0.75) -> float | None:
     return None if values[0] >= threshold else float(norms[0])
 
 
-def anisotropy_claim(anisotropy_path: PathLike, threshold: float = 0.75, paper_norm: float = 55.0) -> Claim:
+def anisotropy_curves(table) -> tuple[Any, Any]:
+    """Mean matched |cos| over feature seeds by interference norm (sorted): trained head, closed form Ω*."""
+    by_norm = table.groupby("interference_norm")
+    return (
+        by_norm["mean_matched_cos"].mean().sort_index(),
+        by_norm["closed_form_mean_matched_cos"].mean().sort_index(),
+    )
+
+
+def crossing_text(curve, threshold: float = PAPER_ALIGNMENT_LEVEL) -> str:
+    """Where ``curve`` crosses ``threshold``, as prose: "≈ 43", or "never (up to 60)"."""
+    value = anisotropy_crossing(curve, threshold)
+    return f"≈ {value:.0f}" if value is not None else f"never (up to {curve.index.max():g})"
+
+
+def anisotropy_claim(
+    anisotropy_path: PathLike, threshold: float = PAPER_ALIGNMENT_LEVEL, paper_norm: float = PAPER_ANISOTROPY_NORM
+) -> Claim:
     """Paper Fig 4 / Theorem 2: mean matched |cos| stays above 0.75 up to ‖E_X‖₂ ≈ 55."""
     table = _frame(anisotropy_path, "toy_anisotropy")
-    trained = table.groupby("interference_norm")["mean_matched_cos"].mean().sort_index()
-    closed = table.groupby("interference_norm")["closed_form_mean_matched_cos"].mean().sort_index()
-    crossing, closed_crossing = anisotropy_crossing(trained, threshold), anisotropy_crossing(closed, threshold)
-
-    def where(value: float | None) -> str:
-        return f"≈ {value:.0f}" if value is not None else f"never (up to {trained.index.max():g})"
-
+    trained, closed = anisotropy_curves(table)
+    crossing = anisotropy_crossing(trained, threshold)
     at_paper = float(trained.loc[trained.index >= paper_norm].iloc[0]) if (trained.index >= paper_norm).any() else None
-    ours = f"trained curve crosses {threshold} at ‖E_X‖₂ {where(crossing)}, closed form {where(closed_crossing)}"
+    ours = (
+        f"trained curve crosses {threshold} at ‖E_X‖₂ {crossing_text(trained, threshold)}, "
+        f"closed form {crossing_text(closed, threshold)}"
+    )
     if at_paper is not None:
         ours += f"; mean |cos| {at_paper:.3f} at {paper_norm:g}"
     return Claim(
@@ -326,7 +350,11 @@ def claims_markdown(claims: Iterable[Claim], header: str = "") -> str:
 
 
 def claims_from_inputs(inputs: Mapping[str, PathLike]) -> list[Claim]:
-    """Every claim the given tables support, in the table's order (inputs named as :func:`claim_inputs`)."""
+    """Every claim the given tables support, in the table's order.
+
+    ``inputs`` names tables as rule ``results_table`` does (workflow/rules/report.smk): ``single_pair``,
+    ``multi_pair`` (toy metrics), ``anisotropy``, ``sad_<model>`` (IOI summary of the trained variant), ``dynamics``.
+    """
     claims = []
     for name in ("single_pair", "multi_pair", "anisotropy"):
         if name in inputs:
@@ -337,19 +365,3 @@ def claims_from_inputs(inputs: Mapping[str, PathLike]) -> list[Claim]:
     if "dynamics" in inputs:
         claims.append(dynamics_claim(inputs["dynamics"]))
     return claims
-
-
-def claim_inputs(config: Mapping[str, Any]) -> dict[str, str]:
-    """Tables the results table reads, by claim input name, for what ``config`` runs."""
-    inputs: dict[str, str] = {}
-    experiments = config["toy"]["experiments"]
-    for name in ("single_pair", "multi_pair"):
-        if name in experiments:
-            inputs[name] = f"results/toy/{name}/metrics.parquet"
-    if config["toy"]["anisotropy"]["enabled"]:
-        inputs["anisotropy"] = "results/toy/anisotropy/anisotropy.parquet"
-    for model in enabled_models(config):
-        inputs[f"sad_{model}"] = f"results/sad/{model}/trained/ioi/summary.parquet"
-    if config.get("dynamics", {}).get("enabled", False):
-        inputs["dynamics"] = "results/dynamics/sad.parquet"
-    return inputs

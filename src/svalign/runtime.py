@@ -1,4 +1,8 @@
-"""Runtime plumbing shared by every stage: devices, seeds, threads, determinism and rule logging."""
+"""Runtime plumbing shared by every stage: devices, seeds, threads, determinism, rule logging, shared errors.
+
+Torch is imported inside the functions that need it: figure, table and report scripts log through
+:func:`rule_logging` without paying for a torch import.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["TrainingDivergedError", "configure_torch", "derive_seed", "resolve_device", "rule_logging"]
 
@@ -27,6 +33,8 @@ def resolve_device(requested: str = "auto") -> torch.device:
 
     Honours ``CUDA_VISIBLE_DEVICES`` (set by SLURM for ``--gpus``): "cuda" is the first *visible* device.
     """
+    import torch
+
     if requested not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {requested!r}")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
@@ -43,6 +51,8 @@ def configure_torch(threads: int | None = None) -> None:
 
     CPU denormals slow the toy's training about 8× near convergence without changing results.
     """
+    import torch
+
     if threads:
         torch.set_num_threads(max(1, int(threads)))
     torch.use_deterministic_algorithms(True, warn_only=True)

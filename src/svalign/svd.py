@@ -24,19 +24,19 @@ import pyarrow as pa
 import torch
 
 from svalign.io import tensor
-from svalign.tables import HEAD_SVD, HEAD_SVD_BASES
 
 if TYPE_CHECKING:
     from svalign.models import HeadWeights
 
 __all__ = [
-    "HEAD_SVD",
-    "HEAD_SVD_BASES",
     "FactoredSVD",
     "HeadSVD",
     "ModelSVD",
     "canonicalize_signs",
+    "check_reconstruction",
     "factored_svd",
+    "head_factors",
+    "model_offsets",
     "model_svd",
     "qk_svd",
     "read_model_svd",
@@ -80,8 +80,45 @@ def _sign_of(values: torch.Tensor) -> torch.Tensor:
     return torch.where(values < 0, -1.0, 1.0).to(values.dtype)
 
 
+class _UnsignedSVD(NamedTuple):
+    """Thin-QR bases and the SVD of the core, before the signs are fixed (see :func:`_qr_core_svd`)."""
+
+    basis_a: torch.Tensor
+    basis_b: torch.Tensor
+    core_u: torch.Tensor
+    S: torch.Tensor
+    core_v: torch.Tensor
+
+
+def _qr_core_svd(A: torch.Tensor, B: torch.Tensor, rotations: torch.Tensor | None) -> _UnsignedSVD:
+    """The factored route shared by :func:`factored_svd` and :func:`qk_svd`: thin QR of each factor, SVD of the core.
+
+    ``A = Q_A R_A``, ``B = Q_B R_B``; the core is ``R_A R_Bᵀ`` without ``rotations`` and ``R_A R_δ R_Bᵀ`` per offset
+    with them. Signs are left as LAPACK returns them: the callers fix them.
+
+    Args:
+        A: ``[..., d_a, h]``; B: ``[..., d_b, h]``, broadcastable with ``A`` in the leading dimensions.
+        rotations: ``R_δ [n_offsets, h, h]`` (adds an offset axis before the two matrix axes), or None.
+
+    Returns:
+        ``basis_a`` Q_A ``[..., d_a, k_a]``, ``basis_b`` Q_B ``[..., d_b, k_b]`` (``k = min(d, h)``) and the core's
+        ``core_u [..., (n_offsets,) k_a, k]``, ``S [..., (n_offsets,) k]``, ``core_v [..., (n_offsets,) k_b, k]``
+        (``k = min(k_a, k_b)``; ``core_v`` is V_c, not V_cᵀ).
+    """
+    Q_A, R_A = torch.linalg.qr(A, mode="reduced")  # [..., d_a, k_a], [..., k_a, h]
+    Q_B, R_B = torch.linalg.qr(B, mode="reduced")
+    if rotations is not None:  # an offset axis: R_A R_δ, [..., n_offsets, k_a, h], against R_B [..., 1, k_b, h]
+        R_A, R_B = R_A.unsqueeze(-3) @ rotations.to(A.dtype), R_B.unsqueeze(-3)
+    core = R_A @ R_B.mT  # [..., (n_offsets,) k_a, k_b]
+    core_u, S, core_vh = torch.linalg.svd(core, full_matrices=False)
+    return _UnsignedSVD(Q_A, Q_B, core_u, S, core_vh.mT)
+
+
 def factored_svd(A: torch.Tensor, B: torch.Tensor) -> FactoredSVD:
     """SVD of ``A Bᵀ`` from its factors, batched over leading dimensions, with canonical signs.
+
+    The singular vectors are materialised (``U = Q_A U_c``) and their signs fixed by :func:`canonicalize_signs`;
+    :func:`qk_svd` keeps them factored instead.
 
     Args:
         A: ``[..., d_a, h]`` (e.g. W_Q ``[layer, head, d_model, d_head]``).
@@ -92,13 +129,10 @@ def factored_svd(A: torch.Tensor, B: torch.Tensor) -> FactoredSVD:
     """
     if A.shape[-1] != B.shape[-1]:
         raise ValueError(f"inner dimensions differ: A {tuple(A.shape)}, B {tuple(B.shape)}")
-    Q_A, R_A = torch.linalg.qr(A, mode="reduced")  # [..., d_a, k_a], [..., k_a, h]
-    Q_B, R_B = torch.linalg.qr(B, mode="reduced")
-    core = R_A @ R_B.mT  # [..., k_a, k_b]
-    U_c, S, Vh_c = torch.linalg.svd(core, full_matrices=False)
-    U, V = canonicalize_signs(Q_A @ U_c, Q_B @ Vh_c.mT)
+    parts = _qr_core_svd(A, B, rotations=None)
+    U, V = canonicalize_signs(parts.basis_a @ parts.core_u, parts.basis_b @ parts.core_v)
     rank = min(A.shape[-2], B.shape[-2], A.shape[-1])
-    return FactoredSVD(U[..., :rank], S[..., :rank], V[..., :rank])
+    return FactoredSVD(U[..., :rank], parts.S[..., :rank], V[..., :rank])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -106,7 +140,7 @@ def factored_svd(A: torch.Tensor, B: torch.Tensor) -> FactoredSVD:
 # --------------------------------------------------------------------------------------------------
 
 
-def augment_with_bias(W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+def _augment_with_bias(W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     """``[W; b]``: the factor of the bias-augmented form over ``x̃ = [x, 1]``.
 
     Args:
@@ -197,17 +231,13 @@ def qk_svd(A: torch.Tensor, B: torch.Tensor, rotations: torch.Tensor | None = No
     """
     if A.shape != B.shape:
         raise ValueError(f"A and B must have the same shape, got {tuple(A.shape)} and {tuple(B.shape)}")
-    Q_A, R_A = torch.linalg.qr(A, mode="reduced")  # [..., d, r], [..., r, h]
-    Q_B, R_B = torch.linalg.qr(B, mode="reduced")
-    if rotations is None:
+    if rotations is None:  # one offset axis of length 1, so every model's HeadSVD has the same layout
         rotations = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device).unsqueeze(0)
-    core = R_A.unsqueeze(-3) @ rotations.to(A.dtype) @ R_B.unsqueeze(-3).mT  # [..., n_offsets, r, r]
-    core_u, S, core_vh = torch.linalg.svd(core, full_matrices=False)
-    core_v = core_vh.mT
+    parts = _qr_core_svd(A, B, rotations)  # core_u, core_v: [..., n_offsets, r, r]
     # Canonical signs (see canonicalize_signs): the entries of u_k = Q_A U_c[:, k] sum to (1ᵀQ_A) U_c[:, k].
-    column_sums = Q_A.sum(dim=-2, keepdim=True).unsqueeze(-3) @ core_u  # [..., n_offsets, 1, r]
+    column_sums = parts.basis_a.sum(dim=-2, keepdim=True).unsqueeze(-3) @ parts.core_u  # [..., n_offsets, 1, r]
     sign = _sign_of(column_sums)
-    return HeadSVD(Q_A, Q_B, S, core_u * sign, core_v * sign)
+    return HeadSVD(parts.basis_a, parts.basis_b, parts.S, parts.core_u * sign, parts.core_v * sign)
 
 
 def reconstruction_error(
@@ -257,22 +287,51 @@ def head_factors(weights: HeadWeights) -> tuple[torch.Tensor, torch.Tensor]:
     zeros = torch.zeros_like(weights.W_Q[..., 0, :])
     b_Q = weights.b_Q if weights.b_Q is not None else zeros
     b_K = weights.b_K if weights.b_K is not None else zeros
-    return augment_with_bias(weights.W_Q, b_Q), augment_with_bias(weights.W_K, b_K)
+    return _augment_with_bias(weights.W_Q, b_Q), _augment_with_bias(weights.W_K, b_K)
 
 
 def model_offsets(weights: HeadWeights, max_offset: int) -> torch.Tensor:
-    """Query − key offsets δ needing their own Ω_δ: ``0..max_offset`` under RoPE, else just ``[0]``."""
+    """Query − key offsets δ needing their own Ω_δ: ``0..max_offset`` under RoPE, else just ``[0]``.
+
+    The one place that decides whether a model's QK form depends on the offset; everything downstream reads the
+    result from :attr:`ModelSVD.offsets` (or :attr:`ModelSVD.uses_offsets`), not from the model's weights again.
+
+    Returns:
+        ``[n_offsets]`` int64.
+    """
     return torch.arange(max_offset + 1) if weights.rotary is not None else torch.zeros(1, dtype=torch.long)
 
 
 @dataclass
 class ModelSVD:
-    """SVD of every head of one model variant (``[L, H, n_offsets, …]``, see :class:`HeadSVD`) plus checks."""
+    """SVD of every head of one model variant (``[L, H, n_offsets, …]``, see :class:`HeadSVD`) plus checks.
+
+    Attributes:
+        svd: the heads' factored SVDs, offsets on axis 2 (``S [L, H, n_offsets, r]``).
+        offsets: ``[n_offsets]`` int64, the offset δ = t − j of each entry of that axis, ascending, as decided by
+            :func:`model_offsets`: ``0..max_offset`` for a RoPE model (a pair (t, j) reads the SVD of Ω_{t−j}),
+            ``[0]`` for a model without RoPE (one Ω for every pair). :attr:`uses_offsets` says which.
+        recon_error: ``[L, H, n_offsets]`` relative Frobenius reconstruction errors (float64).
+        augmented: the factors carry the bias row (``d = d_model + 1``; inputs need a trailing 1).
+    """
 
     svd: HeadSVD
     offsets: torch.Tensor
     recon_error: torch.Tensor
     augmented: bool
+
+    @property
+    def uses_offsets(self) -> bool:
+        """Whether pairs (t, j) read the SVD of their own offset δ = t − j (RoPE), i.e. more than one offset.
+
+        The config schema requires ``svd.max_offset >= 1``, so a RoPE model always has more than one offset.
+        """
+        return self.offsets.numel() > 1
+
+    @property
+    def max_offset(self) -> int:
+        """The largest offset δ covered (0 without RoPE)."""
+        return int(self.offsets.max())
 
 
 def model_svd(
@@ -304,11 +363,8 @@ def model_svd(
     return ModelSVD(cpu, offsets, error.cpu(), augmented=A.shape[-2] == weights.d_model + 1)
 
 
-_STR, _I64, _F64, _F32, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.float32(), pa.bool_()
-
-
 def svd_tables(result: ModelSVD, model: str, variant: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Column data for :data:`HEAD_SVD` (rows by layer, head, offset) and :data:`HEAD_SVD_BASES`."""
+    """Column data for ``tables.HEAD_SVD`` (rows by layer, head, offset) and ``tables.HEAD_SVD_BASES``."""
     L, H, n_off, r = result.svd.S.shape
     per_head = {"model": [model] * (L * H), "variant": [variant] * (L * H)}
     layer, head = np.repeat(np.arange(L), H), np.tile(np.arange(H), L)

@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from svalign.config import ConfigError, check_config
-from svalign.toy import ToyConfig
+from svalign.toy.config import ToyConfig
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_grid_too_large_for_memory_fails_naming_the_experiment(default_config):
 
 def test_dynamics_schema_defaults_equal_library_defaults(repo):
     """The schema documents dynamics.train's defaults; DynamicsConfig must use the same ones."""
-    from svalign.dynamics_config import DynamicsConfig
+    from svalign.dynamics.config import DynamicsConfig
 
     schema = yaml.safe_load((repo / "workflow" / "schemas" / "config.schema.yaml").read_text())
     properties = schema["$defs"]["dynamics_train"]["properties"]

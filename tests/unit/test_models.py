@@ -33,6 +33,7 @@ def test_minilm_weights_equal_the_raw_checkpoint(minilm):
             assert torch.equal(minilm.b_Q[layer, head], raw[f"{prefix}.query.bias"][columns])
             assert torch.equal(minilm.b_K[layer, head], raw[f"{prefix}.key.bias"][columns])
     assert minilm.rotary is None and not minilm.causal and minilm.architecture == "bert"
+    assert minilm.family == models.family_of("bert") and minilm.family.is_encoder
     assert minilm.attn_scale == pytest.approx(32**0.5)
     assert minilm.kv_head.tolist() == list(range(12))
     assert minilm.processing.startswith("none")
@@ -70,7 +71,7 @@ def test_smollm2_gqa_mapping_and_rotary_parameters(smollm2_dir, smollm2):
     assert smollm2.W_Q.shape == smollm2.W_K.shape == (30, 9, 576, 64)
     assert smollm2.kv_head.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert smollm2.rotary == models.RotarySpec(dim=64, base=100000.0, style="rotate_half")
-    assert smollm2.b_Q is None and smollm2.causal
+    assert smollm2.b_Q is None and smollm2.causal and not smollm2.family.is_encoder
     layer = 4
     gain = raw[f"model.layers.{layer}.input_layernorm.weight"]  # folded into W_Q/W_K (compatibility mode)
     k_proj = raw[f"model.layers.{layer}.self_attn.k_proj.weight"].T  # [576, 3 * 64]
@@ -103,6 +104,16 @@ def test_smollm2_rope_omega_reproduces_the_models_scores(smollm2_bridge, smollm2
     assert (off - scores[:, t, j]).abs().max() > 1e-2
 
 
+def test_model_family_decides_every_architecture_dependent_choice():
+    """One predicate for BERT-like encoders versus pre-norm decoders, instead of "bert" comparisons."""
+    bert, llama = models.family_of("BERT"), models.family_of("llama")
+    assert bert.is_encoder and not bert.causal and not bert.folds_norm and bert.scores_from_qk
+    assert bert.head_input_hook == "blocks.{layer}.attn.q.hook_in" and bert.processing.startswith("none")
+    assert not llama.is_encoder and llama.causal and llama.folds_norm and not llama.scores_from_qk
+    assert llama.head_input_hook == "blocks.{layer}.ln1.hook_normalized" and "folded" in llama.processing
+    assert models.family_of("gpt_neox") == models.family_of("GPT_NEOX") != llama
+
+
 def test_hub_name_without_network_fails_fast_with_instructions(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(models, "HUB_HOST", ("127.0.0.1", 9))  # nothing listens: like a machine without network
@@ -133,22 +144,22 @@ def test_unknown_name_and_directory_without_weights_fail_clearly(tmp_path):
 
 
 def test_head_weights_table_roundtrip(minilm, tmp_path):
-    from svalign import io
+    from svalign import io, tables
 
     path = io.write_table(
         tmp_path / "w.parquet",
-        models.HEAD_WEIGHTS,
+        tables.HEAD_WEIGHTS,
         models.head_weights_table(minilm, "minilm", "trained"),
         io.provenance("test"),
     )
-    back = models.read_head_weights(io.read_table(path, models.HEAD_WEIGHTS))
+    back = models.read_head_weights(io.read_table(path, tables.HEAD_WEIGHTS))
     assert torch.equal(back.W_Q, minilm.W_Q) and torch.equal(back.b_K, minilm.b_K)
     assert back.rotary is None and back.attn_scale == minilm.attn_scale and back.processing == minilm.processing
 
 
 def test_external_dynamics_checkpoint_fails_fast_naming_its_config_key(monkeypatch):
     """A Pythia revision listed in dynamics.checkpoints goes through the same fail-fast path, naming that key."""
-    from svalign.dynamics_config import dynamics_models
+    from svalign.dynamics.config import dynamics_models
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     checkpoints = dynamics_models(

@@ -10,7 +10,8 @@ import pytest
 
 from svalign import io, report
 from svalign.tables import schema
-from svalign.toy import ToyConfig, train_toy, write_run
+from svalign.toy.config import ToyConfig
+from svalign.toy.train import run_columns, train_toy
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +19,10 @@ def single_pair_metrics(tmp_path_factory) -> str:
     """A short single-pair run (head and λ = 0 control) written as the toy stage writes it."""
     config = ToyConfig(seeds=(0, 1), steps=200, batch_size=256, log_every=200, eval_batch_size=512)
     out = tmp_path_factory.mktemp("toy")
-    paths = {name: str(out / f"{name}.parquet") for name in ("weights", "metrics", "trajectory")}
-    write_run(train_toy(config, progress=False), "single_pair", **paths)
-    return paths["metrics"]
+    path = str(out / "metrics.parquet")
+    columns = run_columns(train_toy(config, progress=False), "single_pair")["metrics"]
+    io.write_table(path, schema("toy_metrics"), columns, io.provenance("toy", {"experiment": "single_pair"}))
+    return path
 
 
 def test_single_pair_claim_reads_the_head_instances(single_pair_metrics):
@@ -61,15 +63,26 @@ def test_measured_is_inert_for_snakemake_and_picklable():
         measured.nope  # noqa: B018
 
 
-def test_claim_inputs_follow_the_config():
-    config = {
-        "toy": {"experiments": {"single_pair": {}, "other": {}}, "anisotropy": {"enabled": False}},
-        "models": {"a": {"source": "x", "enabled": True}, "b": {"source": "y", "enabled": False}},
-    }
-    assert report.claim_inputs(config) == {
-        "single_pair": "results/toy/single_pair/metrics.parquet",
-        "sad_a": "results/sad/a/trained/ioi/summary.parquet",
-    }
+def test_figure_title_and_results_table_quote_the_same_crossing():
+    """One definition of the anisotropy crossing: the claim, the caption and the figure title agree."""
+    import pandas as pd
+
+    from svalign import figures
+
+    table = pd.DataFrame(
+        {
+            "interference_norm": [0.0, 40.0, 50.0, 0.0, 40.0, 50.0],
+            "feature_seed": [0, 0, 0, 1, 1, 1],
+            "mean_matched_cos": [0.99, 0.80, 0.70, 0.97, 0.78, 0.68],
+            "closed_form_mean_matched_cos": [1.0, 0.81, 0.71, 1.0, 0.79, 0.69],
+        }
+    )
+    trained, _ = report.anisotropy_curves(table)
+    # mean curve 0.98, 0.79, 0.69: crosses 0.75 at 40 + 0.04 / 0.10 * 10 = 44
+    assert report.anisotropy_crossing(trained) == pytest.approx(44.0)
+    assert report.crossing_text(trained) == "≈ 44"
+    title = figures.anisotropy_figure(table).axes[0].get_title()
+    assert "crosses 0.75 at ‖E‖₂ ≈ 44" in title, title
 
 
 def test_missing_table_fails_clearly(tmp_path):

@@ -1,13 +1,46 @@
-"""SAD: hand-made statistics, the null, rank-one heads, prompt handling, and the decomposition of real models."""
+"""SAD: hand-made statistics, the null, rank-one heads, prompt handling, the config, and the decomposition of real
+models against the per-pair oracle."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import sad_oracle
 import torch
+import yaml
 
-from svalign import prompts, sad
+from svalign.config import ConfigError
+from svalign.sad import decompose, prompts, run
+from svalign.sad.config import SADConfig
 from svalign.svd import HeadSVD, model_svd, qk_svd
+
+PROMPT_KEYS = {"prompt_sets", "n_ioi_prompts", "prompt_seed"}  # the sad section's keys that choose prompts
+
+
+def test_schema_defaults_equal_library_defaults(repo):
+    """The schema documents the defaults; SADConfig must use the same ones (prompt-set keys aside)."""
+    schema = yaml.safe_load((repo / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    properties = schema["properties"]["sad"]["properties"]
+    library = {f.name: f.default for f in dataclasses.fields(SADConfig)}
+    assert set(properties) == set(library) | PROMPT_KEYS and not set(library) & PROMPT_KEYS
+    for name, expected in library.items():
+        assert properties[name]["default"] == expected, name
+
+
+def test_config_from_mapping_rejects_unknown_keys():
+    assert SADConfig.from_mapping({"null_draws": 2}) == SADConfig(null_draws=2)
+    with pytest.raises(ValueError, match=r"unknown keys \['n_ioi_prompts'\]"):
+        SADConfig.from_mapping({"threshold": 0.5, "n_ioi_prompts": 8})
+
+
+def test_allowed_keys_and_their_counts():
+    causal = decompose.allowed_keys(3, causal=True)
+    assert causal.tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+    assert decompose.key_counts(causal, torch.float32).tolist() == [1.0, 2.0, 3.0]
+    assert decompose.allowed_keys(3, causal=False).all()
+    assert decompose.key_counts(decompose.allowed_keys(3, causal=False), torch.int64).tolist() == [3, 3, 3]
 
 
 def test_n_recon_counts_the_largest_terms_needed():
@@ -20,12 +53,12 @@ def test_n_recon_counts_the_largest_terms_needed():
             [1.0, -2.0, 0.0, 0.0],  # ℓ̃ = −1: undefined
         ]
     )
-    assert sad.n_recon(c, c.sum(-1)).tolist() == [1, 2, 1, 4, -1]
+    assert decompose.n_recon(c, c.sum(-1)).tolist() == [1, 2, 1, 4, -1]
 
 
 def test_n_recon_rounding_absorbs_float_noise():
     c = torch.tensor([[0.7, 0.3 - 1e-7, 1e-7]], dtype=torch.float64)
-    assert sad.n_recon(c, c.sum(-1)).tolist() == [2]
+    assert decompose.n_recon(c, c.sum(-1)).tolist() == [2]
 
 
 def test_rolls_tovee_sparseness_bounds():
@@ -34,17 +67,17 @@ def test_rolls_tovee_sparseness_bounds():
     one_hot[0, 3] = 5.0
     flat = torch.full((1, r), -2.0)
     half = torch.tensor([[1.0, -1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]])
-    torch.testing.assert_close(sad.rolls_tovee(one_hot), torch.tensor([1 / r]))
-    torch.testing.assert_close(sad.rolls_tovee(flat), torch.tensor([1.0]))
-    torch.testing.assert_close(sad.rolls_tovee(half), torch.tensor([0.5]))
+    torch.testing.assert_close(decompose.rolls_tovee(one_hot), torch.tensor([1 / r]))
+    torch.testing.assert_close(decompose.rolls_tovee(flat), torch.tensor([1.0]))
+    torch.testing.assert_close(decompose.rolls_tovee(half), torch.tensor([0.5]))
 
 
 def test_relative_attention_subtracts_the_mean_of_the_other_allowed_keys():
     scores = torch.tensor([[1.0, 0.0, 0.0], [2.0, 4.0, 0.0], [3.0, 0.0, 6.0]]).view(1, 1, 3, 3)
-    rel = sad.relative(scores, causal=True)[0, 0]
+    rel = decompose.relative(scores, causal=True)[0, 0]
     assert rel[1, 0] == pytest.approx(2.0 - 4.0) and rel[1, 1] == pytest.approx(4.0 - 2.0)
     assert rel[2, 2] == pytest.approx(6.0 - 1.5) and rel[2, 1] == pytest.approx(0.0 - 4.5)
-    bidirectional = sad.relative(torch.tensor([[1.0, 2.0, 6.0]]).view(1, 1, 1, 3), causal=False)[0, 0, 0]
+    bidirectional = decompose.relative(torch.tensor([[1.0, 2.0, 6.0]]).view(1, 1, 1, 3), causal=False)[0, 0, 0]
     torch.testing.assert_close(bidirectional, torch.tensor([1.0 - 4.0, 2.0 - 3.5, 6.0 - 1.5]))
 
 
@@ -52,9 +85,9 @@ def test_rotation_null_preserves_the_spectrum_and_orthonormality():
     generator = torch.Generator().manual_seed(0)
     A, B = torch.randn(2, 3, 20, 4, generator=generator), torch.randn(2, 3, 20, 4, generator=generator)
     svd = qk_svd(A, B)
-    Q_U, Q_V = sad.haar_orthogonal(20, generator), sad.haar_orthogonal(20, generator)
+    Q_U, Q_V = decompose.haar_orthogonal(20, generator), decompose.haar_orthogonal(20, generator)
     torch.testing.assert_close(Q_U @ Q_U.T, torch.eye(20), atol=1e-6, rtol=0)
-    null = sad.rotate_svd(svd, Q_U, Q_V)
+    null = decompose.rotate_svd(svd, Q_U, Q_V)
     assert torch.equal(null.S, svd.S)
     U = null.U()
     torch.testing.assert_close(U.mT @ U, torch.eye(4).expand_as(U.mT @ U), atol=1e-5, rtol=0)
@@ -74,11 +107,11 @@ def test_rank_one_head_on_aligned_inputs_needs_one_term():
     layer = HeadSVD(*(t for t in svd))  # [head=1, …]
     tokens = torch.stack([eye[1] * 2, eye[3], eye[5], eye[0] * 2 + 0.1 * eye[2]])  # last token queries along u
     x = tokens.unsqueeze(0)  # [1, pos, d]
-    terms = sad.decompose(x, layer, causal=True, offsets_used=False)
+    terms = decompose.decompose(x, layer, causal=True, offsets_used=False)
     scores = torch.einsum("btd,de,fe,bsf->bts", x, W_Q, W_K, x)
-    assert sad.check_scores(terms, scores.unsqueeze(1), True, 1e-6, layer=0) < 1e-6
+    assert decompose.check_scores(terms, scores.unsqueeze(1), True, 1e-6, layer=0) < 1e-6
     pattern = torch.softmax(scores.masked_fill(~torch.ones(4, 4, dtype=torch.bool).tril(), -1e9), -1).unsqueeze(1)
-    stats = sad.pair_statistics(terms, pattern, causal=True, threshold=None, skip_first_key=False)
+    stats = decompose.pair_statistics(terms, pattern, causal=True, threshold=None, skip_first_key=False)
     fired = (stats.t == 3) & (stats.j == 0)
     assert fired.sum() == 1  # the query attends to the key along v
     assert stats.n_recon[fired].item() == 1 and stats.top_rank[fired].item() == 0
@@ -97,21 +130,39 @@ def test_ioi_prompts_alternate_orders_and_cover_templates():
     assert len(prompts.PLAIN_TEXT) >= 64
 
 
+def test_prompt_sets_take_the_repeated_texts_from_the_caller():
+    texts, answers = prompts.prompt_set("repeated", repeated=["t1 t2 t1 t2", "t3 t4 t3 t4"])
+    assert texts == ["t1 t2 t1 t2", "t3 t4 t3 t4"] and answers is None
+    assert prompts.prompt_set("plain", **{}) == (list(prompts.PLAIN_TEXT), None)
+    ioi = prompts.prompt_set("ioi", **{"n_ioi_prompts": 4, "prompt_seed": 2})
+    assert ioi[0] == [p.text for p in prompts.ioi_prompts(4, 2)] and len(ioi[1]) == 4
+    with pytest.raises(ValueError, match="dynamics series only"):
+        prompts.prompt_set("repeated")
+    with pytest.raises(ValueError, match="unknown prompt set 'ioj'"):
+        prompts.prompt_set("ioj")
+
+
+def test_ioi_logit_difference_reads_the_answer_tokens():
+    last_logits = torch.tensor([[0.0, 1.0, 3.0], [2.0, 0.5, -1.0]])
+    diff = run.ioi_logit_diff(last_logits, torch.tensor([2, 0]), torch.tensor([1, 2]))
+    assert diff == [2.0, 3.0]
+
+
 def test_prompt_errors_are_clear(minilm_bridge):
     tokenizer = minilm_bridge.tokenizer
     with pytest.raises(ValueError, match="empty"):
-        sad.tokenize_prompts(tokenizer, [], False, 512)
+        run.tokenize_prompts(tokenizer, [], False, 512)
     with pytest.raises(ValueError, match="more than the model's context of 8"):
-        sad.tokenize_prompts(tokenizer, ["a sentence that is far too long for a tiny context"], False, 8)
+        run.tokenize_prompts(tokenizer, ["a sentence that is far too long for a tiny context"], False, 8)
     with pytest.raises(ValueError, match="split into several tokens"):
-        sad.tokenize_prompts(tokenizer, ["When Xqzzyx and Wbrrg met"], False, 512, [("Xqzzyx", "Wbrrg")])
+        run.tokenize_prompts(tokenizer, ["When Xqzzyx and Wbrrg met"], False, 512, [("Xqzzyx", "Wbrrg")])
 
 
 def _run(bridge, weights, max_offset, n=6):
     texts, answers = prompts.prompt_set("ioi", n, 0)
-    batches, kept = sad.tokenize_prompts(bridge.tokenizer, texts, weights.causal, bridge.cfg.n_ctx, answers)
+    batches, kept = run.tokenize_prompts(bridge.tokenizer, texts, weights.causal, bridge.cfg.n_ctx, answers)
     result = model_svd(weights, max_offset=max_offset)
-    pairs, diagnostics = sad.run_sad(bridge, weights, result, batches, sad.SADConfig(null_draws=2))
+    pairs, diagnostics = run.run_sad(bridge, weights, result, batches, SADConfig(null_draws=2))
     return pairs, diagnostics, kept
 
 
@@ -133,25 +184,33 @@ def test_smollm2_rope_decomposition_sums_to_model_scores(smollm2_bridge, smollm2
     assert len(pairs["layer"]) > 1000
 
 
-def test_too_few_rope_offsets_fail_with_the_key(smollm2_bridge, smollm2):
-    with pytest.raises(ValueError, match=r"svd\.max_offset"):
-        _run(smollm2_bridge, smollm2, 3, n=1)
+def test_offsets_come_from_the_svd(minilm_weights, smollm2):
+    assert not model_svd(minilm_weights, max_offset=5).uses_offsets  # no RoPE: δ = 0 only
+    assert model_svd(smollm2, max_offset=2).uses_offsets
+
+
+def test_too_few_rope_offsets_fail_with_the_key_before_any_computation(smollm2_bridge, smollm2):
+    texts, _ = prompts.prompt_set("plain")
+    batches, _ = run.tokenize_prompts(smollm2_bridge.tokenizer, texts[:2], True, smollm2_bridge.cfg.n_ctx)
+    result = model_svd(smollm2, max_offset=3)
+    with pytest.raises(ConfigError, match=r"svd\.max_offset: 3 is below"):
+        run.run_sad(None, smollm2, result, batches, SADConfig())  # no model: it fails before the forward pass
 
 
 def test_vectorised_statistics_equal_the_per_pair_reference_loop(minilm_bridge, minilm_weights):
     texts, answers = prompts.prompt_set("ioi", 3, 1)
-    batches, _ = sad.tokenize_prompts(minilm_bridge.tokenizer, texts, False, minilm_bridge.cfg.n_ctx, answers)
+    batches, _ = run.tokenize_prompts(minilm_bridge.tokenizer, texts, False, minilm_bridge.cfg.n_ctx, answers)
     result = model_svd(minilm_weights)
-    cache, _ = sad.layer_activations(minilm_bridge, batches[0].tokens, minilm_weights)
+    cache, _ = run.layer_activations(minilm_bridge, batches[0].tokens, minilm_weights)
     layer = 3
-    x = sad.augment_inputs(cache[minilm_weights.head_input_hook.format(layer=layer)], result.augmented)
-    terms = sad.decompose(x, sad.layer_svd(result, layer), False, False)
-    stats = sad.pair_statistics(terms, cache[f"blocks.{layer}.attn.hook_pattern"], False, None, False)
+    x = decompose.augment_inputs(cache[minilm_weights.head_input_hook.format(layer=layer)], result.augmented)
+    terms = decompose.decompose(x, decompose.layer_svd(result, layer), False, False)
+    stats = decompose.pair_statistics(terms, cache[f"blocks.{layer}.attn.hook_pattern"], False, None, False)
     U, V, S = result.svd.U()[layer, :, 0].numpy(), result.svd.V()[layer, :, 0].numpy(), result.svd.S[layer, :, 0]
     keys = list(range(x.shape[1]))
     for index in np.random.default_rng(0).choice(len(stats.head), size=200, replace=False):
         prompt, head, t, j = (int(getattr(stats, n)[index]) for n in ("prompt", "head", "t", "j"))
-        n, s, top = sad.reference_pair(x[prompt].numpy(), U[head], S[head].numpy(), V[head], t, j, keys)
+        n, s, top = sad_oracle.reference_pair(x[prompt].numpy(), U[head], S[head].numpy(), V[head], t, j, keys)
         assert n == stats.n_recon[index].item()
         assert s == pytest.approx(stats.sparseness[index].item(), abs=1e-5)
         assert top == stats.top_rank[index].item()

@@ -1,7 +1,19 @@
 import pytest
 import torch
+from transformer_lens import FactoredMatrix
 
-from svalign.svd import canonicalize_signs, factored_svd
+from svalign import io
+from svalign.svd import (
+    canonicalize_signs,
+    check_reconstruction,
+    factored_svd,
+    qk_svd,
+    read_model_svd,
+    reconstruction_error,
+    rotary_matrices,
+    svd_tables,
+)
+from svalign.tables import HEAD_SVD, HEAD_SVD_BASES
 
 
 @pytest.mark.parametrize(("d_a", "d_b", "h"), [(48, 48, 8), (30, 20, 6), (10, 10, 16)])
@@ -23,6 +35,19 @@ def test_factored_svd_matches_dense_svd(device, d_a, d_b, h):
     torch.testing.assert_close(U.mT @ U, eye.expand_as(U.mT @ U), rtol=0, atol=1e-10)
 
 
+def test_factored_svd_agrees_with_qk_svd_without_rotations():
+    """Both go through the same thin-QR / core-SVD route; qk_svd keeps U factored and adds an offset axis."""
+    generator = torch.Generator().manual_seed(4)
+    A = torch.randn(2, 3, 20, 5, generator=generator, dtype=torch.float64)
+    B = torch.randn(2, 3, 20, 5, generator=generator, dtype=torch.float64)
+    U, S, V = factored_svd(A, B)
+    result = qk_svd(A, B)
+    assert result.S.shape == (2, 3, 1, 5)
+    torch.testing.assert_close(result.S[..., 0, :], S, rtol=0, atol=1e-12)
+    torch.testing.assert_close(result.U()[..., 0, :, :], U, rtol=0, atol=1e-12)
+    torch.testing.assert_close(result.V()[..., 0, :, :], V, rtol=0, atol=1e-12)
+
+
 def test_canonical_signs_make_column_sums_positive():
     U = torch.tensor([[0.1, 0.9], [-0.8, 0.2]])
     V = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
@@ -40,20 +65,6 @@ def test_mismatched_inner_dimensions_fail():
 # --------------------------------------------------------------------------------------------------
 # Rotary matrices, per-head QK SVD with offsets, checks against dense SVD and FactoredMatrix
 # --------------------------------------------------------------------------------------------------
-
-from transformer_lens import FactoredMatrix  # noqa: E402
-
-from svalign import io  # noqa: E402
-from svalign.svd import (  # noqa: E402
-    HEAD_SVD,
-    HEAD_SVD_BASES,
-    check_reconstruction,
-    qk_svd,
-    read_model_svd,
-    reconstruction_error,
-    rotary_matrices,
-    svd_tables,
-)
 
 
 def test_rotary_matrices_compose_by_offset_and_leave_non_rotary_dims():
@@ -129,6 +140,31 @@ def test_offsets_and_biases_agree_with_dense_svd():
     assert (result.U().sum(-2) > 0).all()
 
 
+def test_model_svd_offsets_follow_rope_and_say_whether_pairs_use_them():
+    """svd.model_offsets decides the offsets once: 0..max_offset under RoPE, [0] without; ModelSVD carries them."""
+    from svalign.models import HeadWeights, RotarySpec
+    from svalign.svd import model_svd
+
+    generator = torch.Generator().manual_seed(3)
+    W_Q, W_K = (torch.randn(2, 3, 16, 8, generator=generator) for _ in range(2))
+    common = {
+        "b_Q": None,
+        "b_K": None,
+        "kv_head": torch.arange(3),
+        "attn_scale": 8**0.5,
+        "causal": True,
+        "architecture": "llama",
+        "processing": "",
+        "head_input_hook": "",
+    }
+    rope = model_svd(HeadWeights(W_Q, W_K, rotary=RotarySpec(8, 10000.0), **common), max_offset=4)
+    assert rope.uses_offsets and rope.max_offset == 4 and rope.offsets.tolist() == [0, 1, 2, 3, 4]
+    assert rope.svd.S.shape == (2, 3, 5, 8) and not rope.augmented
+    plain = model_svd(HeadWeights(W_Q, W_K, rotary=None, **common), max_offset=4)
+    assert not plain.uses_offsets and plain.max_offset == 0 and plain.offsets.tolist() == [0]
+    torch.testing.assert_close(rope.svd.S[:, :, 0], plain.svd.S[:, :, 0])  # R_0 = I
+
+
 def test_minilm_model_svd_float32_matches_float64_reference(minilm_weights):
     from svalign.svd import head_factors, model_svd
 
@@ -156,6 +192,7 @@ def test_svd_tables_roundtrip_and_reconstruction_check(minilm_weights, tmp_path)
     back = read_model_svd(io.read_table(svd_path, HEAD_SVD), io.read_table(bases_path, HEAD_SVD_BASES))
     for name in ("basis_q", "basis_k", "S", "core_u", "core_v"):
         torch.testing.assert_close(getattr(back.svd, name), getattr(result.svd, name).float())
+    assert not back.uses_offsets and back.offsets.tolist() == [0] and back.augmented
     check_reconstruction(back, 1e-5)
     with pytest.raises(ArithmeticError, match="max_recon_error"):
         check_reconstruction(back, 1e-12)

@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from svalign import io, toy
-from svalign.toy import ToyConfig, ToyParams, head_feature_metrics, make_template, train_toy
+from svalign import io, runtime
+from svalign.tables import TOY_METRICS, TOY_TRAJECTORY, TOY_WEIGHTS
+from svalign.toy import sweeps, theory
+from svalign.toy.config import ToyConfig, make_template, points_of_shape, sweep_config, sweep_groups, sweep_points
+from svalign.toy.metrics import head_feature_metrics, match_pairs
+from svalign.toy.train import ToyParams, init_params, run_columns, train_toy
+
+SCHEMAS = {"weights": TOY_WEIGHTS, "metrics": TOY_METRICS, "trajectory": TOY_TRAJECTORY}
 
 
 def test_multi_pair_template_decays_linearly():
@@ -96,7 +102,7 @@ def test_orthonormal_features_head_alone_aligns_and_matches_template(device):
         eval_batch_size=512,
         train_features=False,
     )
-    start = toy.init_params(config, config.seeds, torch.device("cpu"))
+    start = init_params(config, config.seeds, torch.device("cpu"))
     start.W = _orthonormal_features(3, 6, 6)
     run = train_toy(config, device, initial=start, progress=False)
     torch.testing.assert_close(run.params.W.cpu(), start.W)  # frozen
@@ -119,16 +125,16 @@ def test_closed_form_solves_the_normal_equations():
     X = torch.randn(D, N, generator=generator, dtype=torch.float64)
     Y = torch.randn(D, N, generator=generator, dtype=torch.float64)
     T = torch.from_numpy(make_template("multi_pair", N, n_pairs=3, pair_offset=4).matrix()).double() * 3
-    M = torch.from_numpy(toy.activation_second_moment(N, 0.7))
-    omega = toy.closed_form_omega(X, Y, T, M, M)
+    M = torch.from_numpy(theory.activation_second_moment(N, 0.7))
+    omega = theory.closed_form_omega(X, Y, T, M, M)
     torch.testing.assert_close((X @ M @ X.T) @ omega @ (Y @ M @ Y.T), X @ M @ T @ M @ Y.T)
     # isotropic statistics and orthonormal features: Ω* = T exactly (the paper's corollary)
     eye = torch.eye(N, dtype=torch.float64)
-    torch.testing.assert_close(toy.closed_form_omega(eye, eye, T), T)
+    torch.testing.assert_close(theory.closed_form_omega(eye, eye, T), T)
     # the second-moment matrix of sparse U[0, 1] activations, checked by sampling
     u = torch.rand(200_000, 4, generator=generator, dtype=torch.float64)
     f = torch.where(u < 0.7, 0.0, (u - 0.7) / 0.3)
-    np.testing.assert_allclose((f.T @ f / len(f)).numpy(), toy.activation_second_moment(4, 0.7), atol=2e-3)
+    np.testing.assert_allclose((f.T @ f / len(f)).numpy(), theory.activation_second_moment(4, 0.7), atol=2e-3)
 
 
 def _tiny_config(**overrides) -> ToyConfig:
@@ -154,7 +160,7 @@ def test_an_instance_does_not_depend_on_its_batch_neighbours():
 
 def test_control_instance_shares_init_and_data_but_head_is_not_trained():
     run = train_toy(_tiny_config(seeds=(0,), lambdas=(1.0, 0.0)), progress=False)
-    start = toy.init_params(run.config, [0, 0], torch.device("cpu"))
+    start = init_params(run.config, [0, 0], torch.device("cpu"))
     torch.testing.assert_close(start.W[0], start.W[1])
     torch.testing.assert_close(run.params.W_Q[1], start.W_Q[1])  # λ = 0: no gradient reaches the head
     assert not torch.allclose(run.params.W_Q[0], start.W_Q[0])
@@ -163,7 +169,7 @@ def test_control_instance_shares_init_and_data_but_head_is_not_trained():
 def test_divergence_stops_with_a_clear_error():
     config = _tiny_config(attention_loss="mse", target_scale=1e30, context_len=1)
     with pytest.raises(
-        toy.TrainingDivergedError, match=r"step 0: instance \d \(seed=\d, sparsity=0.9, lam=1.0\) has loss inf"
+        runtime.TrainingDivergedError, match=r"step 0: instance \d \(seed=\d, sparsity=0.9, lam=1.0\) has loss inf"
     ):
         train_toy(config, progress=False)
 
@@ -173,15 +179,17 @@ def test_tables_roundtrip_and_are_deterministic(tmp_path):
     for name in ("a", "b"):
         run = train_toy(_tiny_config(), progress=False)
         outputs = {k: tmp_path / name / f"{k}.parquet" for k in ("weights", "metrics", "trajectory")}
-        toy.write_run(run, "tiny", **outputs)
+        record = io.provenance("toy", {"experiment": "tiny", **run.config.to_dict()}, seed=list(run.config.seeds))
+        for name, columns in run_columns(run, "tiny").items():  # as scripts/toy_train.py writes them
+            io.write_table(outputs[name], SCHEMAS[name], columns, record)
         paths.append(outputs)
     for key in ("weights", "metrics", "trajectory"):
         assert paths[0][key].read_bytes() == paths[1][key].read_bytes(), key
-    metrics = io.to_frame(io.read_table(paths[0]["metrics"], toy.TOY_METRICS))
+    metrics = io.to_frame(io.read_table(paths[0]["metrics"], TOY_METRICS))
     assert len(metrics) == 4 and metrics["cos_u"].iloc[0].shape == (20, 10)
-    trajectory = io.read_table(paths[0]["trajectory"], toy.TOY_TRAJECTORY)
+    trajectory = io.read_table(paths[0]["trajectory"], TOY_TRAJECTORY)
     assert sorted(set(trajectory.column("step").to_pylist())) == [0, 20, 40, 60]
-    weights = io.read_table(paths[0]["weights"], toy.TOY_WEIGHTS)
+    weights = io.read_table(paths[0]["weights"], TOY_WEIGHTS)
     np.testing.assert_array_equal(io.tensor(weights, "W_Q"), run.params.W_Q.numpy())
     assert io.read_provenance(paths[0]["weights"])["config"]["experiment"] == "tiny"
 
@@ -193,12 +201,12 @@ def test_params_numpy_is_float32():
 
 @pytest.mark.parametrize("norm", [0.0, 12.5, 60.0])
 def test_anisotropic_features_have_the_requested_interference(norm):
-    X = toy.anisotropic_features(n_features=100, d_model=101, interference_norm=norm, seed=4).double()
+    X = theory.anisotropic_features(n_features=100, d_model=101, interference_norm=norm, seed=4).double()
     torch.testing.assert_close(X.norm(dim=0), torch.ones(100, dtype=torch.float64), atol=1e-6, rtol=0)
     E = X.T @ X - torch.eye(100, dtype=torch.float64)
     assert torch.linalg.matrix_norm(E, ord=2).item() == pytest.approx(norm, abs=1e-4)
     with pytest.raises(ValueError, match="out of reach"):
-        toy.anisotropic_features(n_features=10, d_model=11, interference_norm=9.0, seed=0)
+        theory.anisotropic_features(n_features=10, d_model=11, interference_norm=9.0, seed=0)
 
 
 def test_anisotropy_sweep_degrades_alignment_like_the_closed_form():
@@ -218,7 +226,7 @@ def test_anisotropy_sweep_degrades_alignment_like_the_closed_form():
         log_every=400,
         eval_batch_size=512,
     )
-    data = toy.run_anisotropy(config, [0.0, 30.0], [0], "cpu")
+    data = sweeps.run_anisotropy(config, [0.0, 30.0], [0], "cpu")
     np.testing.assert_allclose(data["measured_norm"], [0.0, 30.0], atol=1e-4)
     trained, closed = data["mean_matched_cos"], data["closed_form_mean_matched_cos"]
     assert closed[0] == pytest.approx(1.0, abs=1e-6) and trained[0] > 0.97
@@ -241,7 +249,7 @@ def test_frozen_rank_one_head_orthogonalises_the_attended_features():
         eval_batch_size=1024,
     )
     run = train_toy(config, progress=False)
-    start = toy.init_params(config, [1, 1], torch.device("cpu"))
+    start = init_params(config, [1, 1], torch.device("cpu"))
     torch.testing.assert_close(run.params.W_Q, start.W_Q)  # the head never moved
     assert run.final["sigma"][0, 0] == pytest.approx(config.target_scale, rel=1e-5)
     head, control = run.final["attended_span_energy"]
@@ -261,24 +269,24 @@ def test_sweep_points_vary_one_parameter_at_a_time():
         "n_pairs": 4,
         "pair_offset": 4,
     }
-    points = toy.sweep_points(base, {"lam": [0.5, 1.0], "d_head": [2]})
+    points = sweep_points(base, {"lam": [0.5, 1.0], "d_head": [2]})
     assert points == [
         {"lam": 1.0, "sparsity": 0.9, "n_features": 20, "context_len": 8, "d_head": 10},
         {"lam": 0.5, "sparsity": 0.9, "n_features": 20, "context_len": 8, "d_head": 10},
         {"lam": 1.0, "sparsity": 0.9, "n_features": 20, "context_len": 8, "d_head": 2},
     ]
-    config = toy.sweep_config(base, [points[2]], seeds=[0, 1])
+    config = sweep_config(base, [points[2]], seeds=[0, 1])
     assert config.d_head == 2 and config.lambdas == (1.0,) and config.seeds == (0, 1)
     with pytest.raises(ValueError, match="cannot sweep"):
-        toy.sweep_points(base, {"lr": [0.1]})
+        sweep_points(base, {"lr": [0.1]})
     # Points that share (N, m, H) form one group; the group's config zips their (λ, S) with the seeds.
-    assert toy.sweep_groups(points) == [
+    assert sweep_groups(points) == [
         {"n_features": 20, "context_len": 8, "d_head": 10},
         {"n_features": 20, "context_len": 8, "d_head": 2},
     ]
-    group = toy.points_of_shape(points, toy.sweep_groups(points)[0])
+    group = points_of_shape(points, sweep_groups(points)[0])
     assert group == points[:2]
-    config = toy.sweep_config(base, group, seeds=[0, 1])
+    config = sweep_config(base, group, seeds=[0, 1])
     assert [(r["lam"], r["sparsity"], r["seed"]) for r in config.instances()] == [
         (1.0, 0.9, 0),
         (1.0, 0.9, 1),
@@ -286,7 +294,7 @@ def test_sweep_points_vary_one_parameter_at_a_time():
         (0.5, 0.9, 1),
     ]
     with pytest.raises(ValueError, match="share"):
-        toy.sweep_config(base, points, seeds=[0])
+        sweep_config(base, points, seeds=[0])
 
 
 def test_zip_grid_pairs_lambdas_with_sparsities():
@@ -316,9 +324,9 @@ def test_batched_sweep_group_reproduces_one_run_per_point():
         "log_every": 60,
         "eval_batch_size": 128,
     }
-    points = toy.sweep_points(base, {"lam": [4.0], "sparsity": [0.8]})
-    grouped = toy.sweep_rows(train_toy(toy.sweep_config(base, points, seeds=[0, 1]), progress=False))
-    alone = [toy.sweep_rows(train_toy(toy.sweep_config(base, [p], seeds=[0, 1]), progress=False)) for p in points]
+    points = sweep_points(base, {"lam": [4.0], "sparsity": [0.8]})
+    grouped = sweeps.sweep_rows(train_toy(sweep_config(base, points, seeds=[0, 1]), progress=False))
+    alone = [sweeps.sweep_rows(train_toy(sweep_config(base, [p], seeds=[0, 1]), progress=False)) for p in points]
     for name, column in grouped.items():
         expected = np.concatenate([rows[name] for rows in alone])
         np.testing.assert_allclose(column, expected, rtol=1e-4, atol=1e-5, err_msg=name)
@@ -343,9 +351,14 @@ def test_head_smaller_than_the_number_of_pairs_makes_pairs_share():
         "log_every": 300,
         "eval_batch_size": 512,
     }
-    point = toy.sweep_points(base, {})[0]
-    run = train_toy(toy.sweep_config(base, [point], seeds=[0]), progress=False)
-    rows = toy.sweep_rows(run)
+    point = sweep_points(base, {})[0]
+    run = train_toy(sweep_config(base, [point], seeds=[0]), progress=False)
+    rows = sweeps.sweep_rows(run)
     assert rows["n_matched"].tolist() == [2]
     assert rows["n_distinct_best"][0] <= 2
     assert np.isnan(run.final["matched_cos_u"][0]).sum() == 2
+
+
+def test_match_pairs_leaves_surplus_pairs_unmatched():
+    score = np.array([[[0.9, 0.1], [0.8, 0.7], [0.2, 0.3]]])  # 3 pairs, 2 singular pairs
+    assert match_pairs(score).tolist() == [[0, 1, -1]]

@@ -40,11 +40,11 @@ def test_forcerun_of_figure_rules_reruns_only_figures(small_run):
     tables_before = _mtimes(results, "*.parquet")
     figures_before = _mtimes(results / "figures", "*.png")
     out = run_snakemake(
-        small_run, *SMALL_TARGETS, "--forcerun", "figure_spectra", "toy_figure_geometry", *SMALL_CONFIG
+        small_run, *SMALL_TARGETS, "--forcerun", "svd_figure_spectra", "toy_figure_geometry", *SMALL_CONFIG
     ).stdout
     counts = job_counts(out)
     # `toy` is the stage's target rule (no outputs, no command): it follows any of its inputs.
-    assert counts == {"figure_spectra": 1, "toy_figure_geometry": 3, "toy": 1}, out
+    assert counts == {"svd_figure_spectra": 1, "toy_figure_geometry": 3, "toy": 1}, out
     assert _mtimes(results, "*.parquet") == tables_before
     changed = {p.name for p, t in _mtimes(results / "figures", "*.png").items() if t != figures_before[p]}
     assert changed == {
@@ -71,12 +71,19 @@ def test_changing_the_sad_threshold_reruns_sad_only(small_run):
     # upstream: no training, weights or SVD.
     assert counts == {
         "sad": 2 + 4,
-        "figure_sad": 1,
+        "sad_figures": 1,
         "dynamics_sad": 1,
-        "figure_dynamics": 1,
+        "dynamics_figure": 1,
         "dynamics": 1,
         "results_table": 1,
     }
+
+
+def test_changing_the_ioi_prompt_count_reruns_only_ioi_sad_jobs(small_run):
+    counts = _plan_with_override(small_run, "n_ioi.yaml", "sad:\n  n_ioi_prompts: 6\n")
+    # MiniLM's IOI jobs (trained and random) and what reads them; the checkpoints' repeated-prompt SAD jobs and the
+    # dynamics stage do not read the key, so they do not rerun.
+    assert counts == {"sad": 2, "sad_figures": 1, "results_table": 1}
 
 
 def test_killed_run_resumes_to_the_same_tables_as_an_uninterrupted_run(workdir, small_run):

@@ -6,8 +6,7 @@ import pytest
 from workflow_helpers import SMALL_CONFIG, SMALL_TARGETS, job_counts
 from workflow_helpers import run_snakemake as snakemake
 
-from svalign import dynamics, io, models, report, sad, toy
-from svalign import svd as svd_stage
+from svalign import io, report, tables
 
 pytestmark = pytest.mark.workflow
 
@@ -59,32 +58,32 @@ def test_unknown_config_key_is_rejected(workdir):
 def test_small_run_produces_tables_figures_and_report(small_run):
     workdir = small_run
     results = workdir / "results"
-    metrics = io.read_table(results / "toy" / "single_pair" / "metrics.parquet", toy.TOY_METRICS)
+    metrics = io.read_table(results / "toy" / "single_pair" / "metrics.parquet", tables.TOY_METRICS)
     assert metrics.num_rows == 4  # 2 seeds x (head, control)
     assert io.read_provenance(results / "toy" / "single_pair" / "weights.parquet")["config"]["steps"] == 40
     for figure in ("geometry", "alignment", "dynamics"):
         for experiment in ("single_pair", "multi_pair", "orthogonalisation"):
             png = results / "figures" / "toy" / f"{figure}_{experiment}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-    anisotropy = io.read_table(results / "toy" / "anisotropy" / "anisotropy.parquet", toy.TOY_ANISOTROPY)
+    anisotropy = io.read_table(results / "toy" / "anisotropy" / "anisotropy.parquet", tables.TOY_ANISOTROPY)
     assert anisotropy.num_rows == 2 and (results / "figures" / "toy" / "anisotropy.png").exists()
-    sweep = io.read_table(results / "toy" / "sweeps" / "sweep.parquet", toy.TOY_SWEEP)
+    sweep = io.read_table(results / "toy" / "sweeps" / "sweep.parquet", tables.TOY_SWEEP)
     assert sweep.num_rows == 3 and sorted(sweep.column("d_head").to_pylist()) == [2, 10, 10]
     assert (results / "toy" / "sweeps" / "lam~0.5" / "sparsity~0.9").is_dir()  # one directory per point
     assert (results / "figures" / "toy" / "sweeps.png").exists()
     assert (results / "logs" / "toy_train" / "single_pair.log").stat().st_size > 0
     assert (results / "benchmarks" / "toy_train" / "single_pair.tsv").exists()
     for variant in ("trained", "random"):
-        svd = io.read_table(results / "svd" / "minilm" / f"{variant}.parquet", svd_stage.HEAD_SVD)
+        svd = io.read_table(results / "svd" / "minilm" / f"{variant}.parquet", tables.HEAD_SVD)
         assert svd.num_rows == 72 and max(svd.column("recon_error").to_pylist()) < 1e-5
-        weights = io.read_table(results / "weights" / "minilm" / f"{variant}.parquet", models.HEAD_WEIGHTS)
+        weights = io.read_table(results / "weights" / "minilm" / f"{variant}.parquet", tables.HEAD_WEIGHTS)
         assert weights.num_rows == 72
     assert (results / "figures" / "svd" / "spectra_minilm.png").stat().st_size > 10_000
-    summary = io.read_table(results / "sad" / "minilm" / "trained" / "ioi" / "summary.parquet", sad.SAD_SUMMARY)
+    summary = io.read_table(results / "sad" / "minilm" / "trained" / "ioi" / "summary.parquet", tables.SAD_SUMMARY)
     assert summary.num_rows == 72
     record = io.read_provenance(results / "sad" / "minilm" / "trained" / "ioi" / "pairs.parquet")
     assert record["config"]["max_score_error"] < 1e-4 and record["config"]["prompts_kept"] == 8
-    prompt_table = io.read_table(results / "sad" / "minilm" / "trained" / "ioi" / "prompts.parquet", sad.SAD_PROMPTS)
+    prompt_table = io.read_table(results / "sad" / "minilm" / "trained" / "ioi" / "prompts.parquet", tables.SAD_PROMPTS)
     assert prompt_table.num_rows == 8 and all(prompt_table.column("kept").to_pylist())
     assert (results / "figures" / "sad" / "ranks_minilm.png").exists()
     assert (results / "figures" / "sad" / "nrecon_minilm.png").exists()
@@ -102,7 +101,7 @@ def test_small_run_produces_tables_figures_and_report(small_run):
     markdown = (results / "report" / "claims.md").read_text()
     assert markdown.count("\n| ") == 1 + 7 and "do not edit" in markdown  # header + one row per claim
     # Dynamics: 4 checkpoints (steps 0, 1, 2, 4) x 8 heads through the model stages, one head tracked.
-    dynamics_table = io.to_frame(io.read_table(results / "dynamics" / "sad.parquet", dynamics.DYNAMICS_SAD))
+    dynamics_table = io.to_frame(io.read_table(results / "dynamics" / "sad.parquet", tables.DYNAMICS_SAD))
     assert sorted(set(dynamics_table["step"])) == [0, 1, 2, 4] and len(dynamics_table) == 4 * 8
     assert dynamics_table.groupby("step")["chosen"].sum().tolist() == [1, 1, 1, 1]
     assert dynamics_table["induction_score"].notna().all()

@@ -28,9 +28,31 @@ rule dynamics_train:
         "../../scripts/dynamics_train.py"
 
 
+# The SAD stage's `repeated` prompt set for our series: sequences of the training task, from their own stream.
+rule dynamics_prompts:
+    output:
+        "results/dynamics/train/sad_prompts.parquet",
+    log:
+        f"{LOGS}/dynamics_prompts.log",
+    benchmark:
+        f"{BENCHMARKS}/dynamics_prompts.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        train=DYNAMICS["train"],
+        n_prompts=DYNAMICS["n_prompts"],
+        seed=config["sad"]["prompt_seed"],
+    script:
+        "../../scripts/dynamics_prompts.py"
+
+
 rule dynamics_scores:
     input:
-        DYNAMICS_MANIFEST,
+        rules.dynamics_train.output.manifest,
     output:
         "results/dynamics/train/head_scores.parquet",
     log:
@@ -71,9 +93,9 @@ rule dynamics_sad:
         "../../scripts/dynamics_sad.py"
 
 
-rule figure_dynamics:
+rule dynamics_figure:
     input:
-        sad="results/dynamics/sad.parquet",
+        sad=rules.dynamics_sad.output[0],
     output:
         png=report(
             "results/figures/dynamics/sad_over_training.png",
@@ -83,9 +105,9 @@ rule figure_dynamics:
         ),
         pdf="results/figures/dynamics/sad_over_training.pdf",
     log:
-        f"{LOGS}/figure_dynamics.log",
+        f"{LOGS}/dynamics_figure.log",
     benchmark:
-        f"{BENCHMARKS}/figure_dynamics.tsv"
+        f"{BENCHMARKS}/dynamics_figure.tsv"
     conda:
         ENV
     threads: 1
@@ -95,7 +117,7 @@ rule figure_dynamics:
     params:
         measured=MEASURED,
     script:
-        "../../scripts/figure_dynamics.py"
+        "../../scripts/dynamics_figure.py"
 
 
 rule dynamics:

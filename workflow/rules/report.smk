@@ -3,7 +3,7 @@
 
 rule results_table:
     input:
-        unpack(lambda wildcards: claim_inputs(config)),
+        unpack(results_table_inputs),
     output:
         table="results/report/claims.parquet",
         markdown="results/report/claims.md",

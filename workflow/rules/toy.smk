@@ -1,4 +1,5 @@
-# Toy model stage (SPEC section 1): batched training of autoencoder + bilinear head, metrics, figures.
+# Toy model stage (SPEC section 1): batched training of autoencoder + bilinear head, metrics, figures; the
+# anisotropy sweep (Theorem 2) and the one-at-a-time robustness sweeps (App. A/E).
 
 
 rule toy_train:
@@ -29,7 +30,7 @@ rule toy_train:
 # The three figure rules share one script, which dispatches on the rule name.
 rule toy_figure_geometry:
     input:
-        metrics="results/toy/{experiment}/metrics.parquet",
+        metrics=rules.toy_train.output.metrics,
     output:
         png=report(
             "results/figures/toy/geometry_{experiment}.png",
@@ -77,7 +78,7 @@ use rule toy_figure_geometry as toy_figure_alignment with:
 
 use rule toy_figure_geometry as toy_figure_dynamics with:
     input:
-        trajectory="results/toy/{experiment}/trajectory.parquet",
+        trajectory=rules.toy_train.output.trajectory,
     output:
         png=report(
             "results/figures/toy/dynamics_{experiment}.png",
@@ -116,7 +117,7 @@ rule toy_anisotropy:
 
 rule toy_figure_anisotropy:
     input:
-        "results/toy/anisotropy/anisotropy.parquet",
+        rules.toy_anisotropy.output[0],
     output:
         png=report(
             "results/figures/toy/anisotropy.png",
@@ -202,7 +203,7 @@ rule toy_sweep:
 
 rule toy_figure_sweeps:
     input:
-        "results/toy/sweeps/sweep.parquet",
+        rules.toy_sweep.output[0],
     output:
         png=report(
             "results/figures/toy/sweeps.png",

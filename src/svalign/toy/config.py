@@ -1,7 +1,7 @@
 """Toy-model configuration: templates, the experiment config and the sweep grid (no torch).
 
-Kept apart from :mod:`svalign.toy` so that config validation (every ``snakemake`` call, dry runs included)
-does not import torch. :mod:`svalign.toy` re-exports everything here.
+Kept apart from the torch modules of :mod:`svalign.toy` so that config validation (every ``snakemake`` call, dry
+runs included) and the table schemas do not import torch.
 """
 
 from __future__ import annotations
@@ -12,6 +12,22 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
+
+from svalign.mappings import known_fields
+
+__all__ = [
+    "SIGNIFICANT_SIGMA_RATIO",
+    "SWEEP_PARAMETERS",
+    "SWEEP_SHAPE",
+    "AttentionLoss",
+    "Template",
+    "ToyConfig",
+    "make_template",
+    "points_of_shape",
+    "sweep_config",
+    "sweep_groups",
+    "sweep_points",
+]
 
 AttentionLoss = Literal["cross_entropy", "mse"]
 
@@ -143,11 +159,7 @@ class ToyConfig:
     @classmethod
     def from_mapping(cls, mapping: dict) -> ToyConfig:
         """Build from a (schema-validated) config mapping; lists become tuples, unknown keys fail."""
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(mapping) - known)
-        if unknown:
-            raise ValueError(f"toy config: unknown keys {unknown}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in mapping.items()}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in known_fields(cls, mapping, "toy").items()}
         return cls(**values)
 
     def to_dict(self) -> dict:

@@ -1,4 +1,6 @@
-"""Prompt sets for the SAD stage: IOI prompts from our own templates, and plain-text control sentences.
+"""Prompt sets for the SAD stage: IOI prompts from our own templates, plain-text control sentences, and the
+repeated-segment sequences of our dynamics series (written by that stage's rule ``dynamics_prompts``, read here as
+a list of texts).
 
 IOI ("indirect object identification"): "When Mary and John went to the store, John gave a drink to" → Mary.
 The two names appear in the order ABBA (IO first) or BABA (subject first); the subject is repeated before the
@@ -8,10 +10,20 @@ final "to", and the model should complete the indirect object (IO). All lists ar
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-__all__ = ["IOI_TEMPLATES", "NAMES", "OBJECTS", "PLACES", "PLAIN_TEXT", "IOIPrompt", "ioi_prompts"]
+__all__ = [
+    "IOI_TEMPLATES",
+    "NAMES",
+    "OBJECTS",
+    "PLACES",
+    "PLAIN_TEXT",
+    "PROMPT_SETS",
+    "IOIPrompt",
+    "ioi_prompts",
+    "prompt_set",
+]
 
 # {A} is the first-mentioned name of the pair clause, {B} the second; the subject S is repeated after the comma.
 IOI_TEMPLATES = (
@@ -210,23 +222,33 @@ PLAIN_TEXT = (
 )
 
 
+PROMPT_SETS = ("ioi", "plain", "repeated")
+"""Names of the prompt sets; ``repeated`` exists for the checkpoints of our dynamics series only."""
+
+
 def prompt_set(
-    name: str, n_ioi: int = 128, seed: int = 0, repeated: dict[str, Any] | None = None
+    name: str, n_ioi_prompts: int = 128, prompt_seed: int = 0, repeated: Sequence[str] | None = None
 ) -> tuple[list[str], list[tuple[str, str]] | None]:
     """Texts of a named prompt set and, for IOI, the (IO, S) names of each prompt.
 
-    ``repeated`` (sequences of the dynamics task: a random segment and its copy, in the word-level vocabulary of
-    our trained series) needs ``repeated = {"train": <dynamics.train config>, "n_prompts": n}``.
+    Args:
+        name: one of :data:`PROMPT_SETS`.
+        n_ioi_prompts, prompt_seed: size and seed of the IOI set (config keys ``sad.n_ioi_prompts``,
+            ``sad.prompt_seed``); the other sets ignore them.
+        repeated: the texts of the ``repeated`` set, in order (column ``text`` of the dynamics stage's
+            :data:`svalign.tables.DYNAMICS_PROMPTS` table: sequences of the dynamics task, a random segment and
+            its copy, in the word-level vocabulary of our trained series).
     """
     if name == "ioi":
-        prompts = ioi_prompts(n_ioi, seed)
+        prompts = ioi_prompts(n_ioi_prompts, prompt_seed)
         return [p.text for p in prompts], [(p.io_name, p.s_name) for p in prompts]
     if name == "plain":
         return list(PLAIN_TEXT), None
     if name == "repeated":
-        if not repeated:
-            raise ValueError("prompt set repeated is made for the dynamics series only (dynamics.train)")
-        from svalign.dynamics import DynamicsConfig, sad_prompts  # torch: only for this prompt set
-
-        return sad_prompts(DynamicsConfig.from_mapping(repeated["train"]), repeated["n_prompts"], seed), None
-    raise ValueError(f"unknown prompt set {name!r} (expected ioi, plain or repeated)")
+        if repeated is None:
+            raise ValueError(
+                "prompt set repeated is made for the dynamics series only: it needs the texts of the dynamics "
+                "stage's prompts table (rule dynamics_prompts)"
+            )
+        return list(repeated), None
+    raise ValueError(f"unknown prompt set {name!r} (expected one of {', '.join(PROMPT_SETS)})")

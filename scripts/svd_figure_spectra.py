@@ -1,11 +1,12 @@
-"""Rule figure_spectra: σ_k/σ_1 heatmaps per layer × head, trained model beside its random-init twin."""
+"""Rule svd_figure_spectra: σ_k/σ_1 heatmaps per layer × head, trained model beside its random-init twin."""
 
-from svalign import figures, io, svd
+from svalign import figures, io
 from svalign.runtime import rule_logging
+from svalign.tables import HEAD_SVD
 
 with rule_logging(snakemake.log[0]):
     tables = {
-        variant: io.to_frame(io.read_table(path, svd.HEAD_SVD, columns=["layer", "head", "offset", "sigma"]))
+        variant: io.to_frame(io.read_table(path, HEAD_SVD, columns=["layer", "head", "offset", "sigma"]))
         for variant, path in snakemake.input.items()
     }
     figure = figures.spectra_figure(tables, model=snakemake.wildcards.model)

@@ -1,12 +1,11 @@
-"""Rule figure_sad: per-head SAD heatmaps and contributions by singular-value rank, from the summary Parquet."""
+"""Rule sad_figures: per-head SAD heatmaps and contributions by singular-value rank, from the summary Parquet."""
 
-from svalign import figures, io, sad
+from svalign import figures, io
 from svalign.runtime import rule_logging
+from svalign.tables import SAD_SUMMARY
 
 with rule_logging(snakemake.log[0]):
-    summaries = {
-        variant: io.to_frame(io.read_table(path, sad.SAD_SUMMARY)) for variant, path in snakemake.input.items()
-    }
+    summaries = {variant: io.to_frame(io.read_table(path, SAD_SUMMARY)) for variant, path in snakemake.input.items()}
     model = snakemake.wildcards.model
     out = snakemake.output
     figures.save_figure(figures.sad_heads_figure(summaries, model), out.heatmap, out.heatmap_pdf)

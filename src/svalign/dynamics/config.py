@@ -1,6 +1,6 @@
-"""Configuration of the training-dynamics stage, without torch: the run, its checkpoint schedule, and the
-checkpoint list the workflow turns into models (the Snakefile imports this on every call, dry runs included).
-:mod:`svalign.dynamics` re-exports :class:`DynamicsConfig` and :func:`checkpoint_steps`.
+"""Configuration of the training-dynamics stage, without torch: the run, its checkpoint schedule, the checkpoint
+names, and the checkpoint list the workflow turns into models (the Snakefile imports this on every call, dry runs
+included).
 """
 
 from __future__ import annotations
@@ -8,17 +8,28 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SPECIAL_TOKENS", "DynamicsConfig", "checkpoint_steps", "dynamics_models"]
+from svalign.mappings import known_fields
+
+__all__ = [
+    "N_SPECIAL",
+    "SPECIAL_TOKENS",
+    "DynamicsConfig",
+    "checkpoint_name",
+    "checkpoint_step",
+    "checkpoint_steps",
+    "dynamics_models",
+]
 
 SPECIAL_TOKENS = ("<unk>", "<pad>", "<bos>")
 """Special tokens, ids 0, 1, 2. Training never uses them (no BOS: the SAD stage feeds causal models without one);
 they exist so the tokenizer behaves like any other Hugging Face tokenizer (unknown words, padding)."""
 N_SPECIAL = len(SPECIAL_TOKENS)
+"""Number of special tokens: ordinary token ``t{i}`` has model id ``i + N_SPECIAL``."""
 
 
 @dataclass(frozen=True)
@@ -119,11 +130,7 @@ class DynamicsConfig:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> DynamicsConfig:
         """Build from a config mapping; unknown keys fail with their names."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - known)
-        if unknown:
-            raise ValueError(f"dynamics config: unknown keys {unknown} (known: {sorted(known)})")
-        return cls(**dict(mapping))
+        return cls(**known_fields(cls, mapping, "dynamics"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,15 +183,32 @@ def checkpoint_steps(total_steps: int, n_checkpoints: int = 40) -> list[int]:
     return list(range(total_steps + 1))  # not reached: n_even = total_steps gives every step
 
 
-_STEP = re.compile(r"step(\d+)")
+def checkpoint_name(step: int) -> str:
+    """Name of the checkpoint after ``step`` updates: its directory under the run's checkpoint directory, and
+    (prefixed ``dyn_``) its model name in the workflow. The one place this format is written."""
+    return f"step{step:06d}"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step of a checkpoint named by :func:`checkpoint_name`, None for any other name (temporary directories,
+    other files)."""
+    match = re.fullmatch(r"step(\d{6,})", name)
+    if match is None or checkpoint_name(int(match.group(1))) != name:
+        return None
+    return int(match.group(1))
+
+
+# Pythia's revisions (``step1000``, not zero-padded) and paths named after them: the step of an external checkpoint.
+_EXTERNAL_STEP = re.compile(r"step(\d+)")
 
 
 def dynamics_models(dynamics: Mapping[str, Any], checkpoint_dir: str) -> dict[str, dict[str, Any]]:
     """The checkpoints of the dynamics stage as models for the extract_weights -> svd -> sad rules.
 
-    Our series (``checkpoints`` empty): ``dyn_stepNNNNNN`` -> ``{checkpoint_dir}/stepNNNNNN``, one per scheduled
-    step. External checkpoints: ``dyn_cNNN`` in the listed order, ``"name@revision"`` or a local directory; the
-    step is read from a ``stepN`` in the revision or path (Pythia's convention), else the list index.
+    Our series (``checkpoints`` empty): ``dyn_stepNNNNNN`` -> ``{checkpoint_dir}/stepNNNNNN``
+    (:func:`checkpoint_name`), one per scheduled step. External checkpoints: ``dyn_cNNN`` in the listed order,
+    ``"name@revision"`` or a local directory; the step is read from a ``stepN`` in the revision or path (Pythia's
+    convention), else the list index.
 
     Returns:
         name -> ``{"source", "revision", "step", "config_key", "ours"}`` in training order.
@@ -193,8 +217,8 @@ def dynamics_models(dynamics: Mapping[str, Any], checkpoint_dir: str) -> dict[st
     if not external:
         config = DynamicsConfig.from_mapping(dynamics.get("train") or {})
         return {
-            f"dyn_step{step:06d}": {
-                "source": f"{checkpoint_dir}/step{step:06d}",
+            f"dyn_{checkpoint_name(step)}": {
+                "source": f"{checkpoint_dir}/{checkpoint_name(step)}",
                 "revision": None,
                 "step": step,
                 "config_key": "dynamics.train",
@@ -205,7 +229,7 @@ def dynamics_models(dynamics: Mapping[str, Any], checkpoint_dir: str) -> dict[st
     models = {}
     for index, item in enumerate(external):
         source, _, revision = item.partition("@")
-        found = _STEP.search(revision or source)
+        found = _EXTERNAL_STEP.search(revision or source)
         models[f"dyn_c{index:03d}"] = {
             "source": source,
             "revision": revision or None,

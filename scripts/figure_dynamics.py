@@ -1,8 +1,0 @@
-"""Rule figure_dynamics: SAD of the tracked head across training checkpoints (paper Fig 7b analogue)."""
-
-from svalign import dynamics, figures, io
-from svalign.runtime import rule_logging
-
-with rule_logging(snakemake.log[0]):
-    table = io.to_frame(io.read_table(snakemake.input.sad, dynamics.DYNAMICS_SAD))
-    figures.save_figure(figures.dynamics_figure(table), snakemake.output.png, snakemake.output.pdf)

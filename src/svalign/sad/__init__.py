@@ -1,0 +1,14 @@
+"""The SAD stage (SPEC §4): sparse attention decomposition of every head's attention logits over the
+singular-vector terms of its QK form, real and under the spectrum-preserving rotation null.
+
+Submodules (imported one by one; this package imports nothing, so :mod:`svalign.sad.config` stays torch-free):
+
+* :mod:`~svalign.sad.config`: the stage's options :class:`~svalign.sad.config.SADConfig` (no torch);
+* :mod:`~svalign.sad.decompose`: the math: terms a_k(t, j), relative terms, N_recon, Rolls–Tovée sparseness, the
+  allowed keys K(t), firing pairs, the rotation null and the check against the model's own scores;
+* :mod:`~svalign.sad.run`: prompts to tokens, model activations, the whole stage over prompt chunks and layers,
+  and the columns of the ``sad_pairs``, ``sad_summary`` and ``sad_prompts`` tables;
+* :mod:`~svalign.sad.prompts`: the prompt sets (IOI, plain text; ``repeated`` comes from the dynamics stage).
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,268 @@
+"""Sparse attention decomposition (SAD): attention logits split over singular-vector terms.
+
+For a head with singular triplets (σ_k, u_k, v_k) of its QK form (per RoPE offset δ = t − j), input rows x̃_t
+(the normalised residual the head's W_Q/W_K read, bias-augmented when the model has q/k biases), the score of
+query t on key j splits exactly as
+
+    ℓ(t, j) = Σ_k a_k(t, j),    a_k(t, j) = σ_k (x̃_t · u_k)(v_k · x̃_j).
+
+Relative terms c_k(t, j) = a_k(t, j) − mean_{i ∈ K(t), i ≠ j} a_k(t, i) sum to the relative attention
+ℓ̃(t, j) = ℓ(t, j) − mean_{i ≠ j} ℓ(t, i), where K(t) are the keys query t may attend to (:func:`allowed_keys`).
+For every *firing* pair (attention A(t, j) above a threshold):
+
+* N_recon: the smallest n such that the n largest c_k (descending) sum to at least ℓ̃ (ratio rounded to 5
+  decimals); undefined (−1) when ℓ̃ ≤ 0.
+* Rolls–Tovée sparseness S(c) = (mean |c_k|)² / mean(c_k²) ∈ [1/r, 1]; lower = sparser.
+* the σ rank of the largest |c_k| (0 = largest singular value).
+
+The null replaces U, V by Q_U U, Q_V V with Haar-random orthogonal Q_U, Q_V in input space (σ kept). Everything is
+vectorised over prompts × heads × query positions × keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from svalign.svd import HeadSVD, ModelSVD
+
+__all__ = [
+    "RATIO_DECIMALS",
+    "PairStatistics",
+    "allowed_keys",
+    "augment_inputs",
+    "check_scores",
+    "decompose",
+    "firing_mask",
+    "haar_orthogonal",
+    "key_counts",
+    "layer_svd",
+    "n_recon",
+    "pair_statistics",
+    "relative",
+    "rolls_tovee",
+    "rotate_svd",
+]
+
+RATIO_DECIMALS = 5
+"""N_recon compares the running sum with ℓ̃ after rounding their ratio to this many decimals (float noise)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The allowed keys K(t)
+# --------------------------------------------------------------------------------------------------
+
+
+def allowed_keys(n_pos: int, causal: bool, device: torch.device | str | None = None) -> torch.Tensor:
+    """The keys each query may attend to: ``[t, j]`` bool, j ≤ t under a causal mask, every key otherwise."""
+    allowed = torch.ones(n_pos, n_pos, dtype=torch.bool, device=device)
+    return allowed.tril() if causal else allowed
+
+
+def key_counts(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """|K(t)| ``[t]`` in ``dtype`` from :func:`allowed_keys` (t + 1 under a causal mask, else the length)."""
+    return allowed.sum(-1).to(dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# Decomposition
+# --------------------------------------------------------------------------------------------------
+
+
+def layer_svd(model_svd: ModelSVD, layer: int) -> HeadSVD:
+    """The SVD of one layer's heads (tensors ``[head, n_offsets, …]``, bases ``[head, d_in, r]``)."""
+    return HeadSVD(*(t[layer] for t in model_svd.svd))
+
+
+def augment_inputs(x: torch.Tensor, augmented: bool) -> torch.Tensor:
+    """Append the constant coordinate 1 to ``[…, d_model]`` when the SVD is over bias-augmented inputs."""
+    return torch.cat([x, torch.ones_like(x[..., :1])], -1) if augmented else x
+
+
+def decompose(x: torch.Tensor, svd: HeadSVD, causal: bool, offsets_used: bool) -> torch.Tensor:
+    """Terms a_k(t, j) of every head of one layer.
+
+    Args:
+        x: head inputs ``[batch, pos, d_in]`` (``d_in`` = d_model, +1 with the bias coordinate set to 1).
+        svd: the layer's SVD, tensors ``[head, n_offsets, …]`` (bases ``[head, d_in, r]``).
+        causal: keys j > t are masked (their terms are 0).
+        offsets_used: RoPE model: pair (t, j) uses the SVD of offset δ = t − j (needs n_offsets ≥ pos; the SAD
+            stage checks this with :func:`svalign.config.check_offset_coverage` before any computation).
+
+    Returns:
+        ``[batch, head, query, key, r]`` terms; masked entries are 0.
+    """
+    n_pos = x.shape[1]
+    p = torch.einsum("btd,hdr->bhtr", x, svd.basis_q)  # x̃_t in the query basis
+    q = torch.einsum("btd,hdr->bhtr", x, svd.basis_k)
+    if not offsets_used:
+        alpha = p @ svd.core_u[:, 0].unsqueeze(0)  # [b, h, t, r]: x̃_t · u_k
+        beta = q @ svd.core_v[:, 0].unsqueeze(0)  # [b, h, j, r]: v_k · x̃_j
+        terms = alpha.unsqueeze(3) * beta.unsqueeze(2) * svd.S[:, 0][None, :, None, None, :]
+    else:
+        if svd.S.shape[1] < n_pos:
+            raise ValueError(
+                f"prompts of {n_pos} tokens need RoPE offsets up to {n_pos - 1}, but the SVD has "
+                f"{svd.S.shape[1]} offsets: raise svd.max_offset to at least {n_pos - 1}"
+            )
+        offsets = svd.S.shape[1] if not causal else n_pos
+        core_u, core_v, sigma = svd.core_u[:, :offsets], svd.core_v[:, :offsets], svd.S[:, :offsets]
+        alpha = torch.einsum("bhtr,hdrk->bhtdk", p, core_u)  # [b, h, t, δ, r]
+        beta = torch.einsum("bhjr,hdrk->bhjdk", q, core_v)
+        t_index = torch.arange(n_pos).view(-1, 1).expand(n_pos, n_pos)
+        j_index = t_index.T
+        delta = (t_index - j_index).clamp(min=0)  # masked pairs (j > t) read δ = 0 and are zeroed below
+        terms = alpha[:, :, t_index, delta] * beta[:, :, j_index, delta] * sigma[:, delta].unsqueeze(0)
+    if causal:
+        terms = terms * allowed_keys(n_pos, causal, x.device)[None, None, :, :, None]
+    return terms
+
+
+def relative(values: torch.Tensor, causal: bool) -> torch.Tensor:
+    """``v(t, j) − mean_{i ∈ K(t), i ≠ j} v(t, i)`` along the key axis (axis 3 of ``[b, h, t, j, …]``).
+
+    Works for scores ``[b, h, t, j]`` and terms ``[b, h, t, j, r]``. Masked keys must hold 0. Entries with a
+    single allowed key (t = 0 under a causal mask) are NaN.
+    """
+    n_pos = values.shape[3]
+    extra = values.dim() - 4
+    n_keys = key_counts(allowed_keys(n_pos, causal, values.device), values.dtype)
+    n_keys = n_keys.view(1, 1, n_pos, 1, *([1] * extra))
+    total = values.sum(dim=3, keepdim=True)
+    others = (total - values) / (n_keys - 1)
+    return values - others
+
+
+def check_scores(terms: torch.Tensor, scores: torch.Tensor, causal: bool, tolerance: float, layer: int) -> float:
+    """Assert Σ_k a_k(t, j) equals the model's own (unscaled) scores; returns the worst relative error.
+
+    Args:
+        terms: ``[b, h, t, j, r]`` from :func:`decompose`.
+        scores: the model's scores ``[b, h, t, j]``.
+
+    The error of each head is relative to that head's largest |score| over the allowed pairs of the batch.
+    """
+    allowed = allowed_keys(scores.shape[-1], causal, scores.device)
+    reconstructed = terms.sum(-1)
+    difference = ((reconstructed - scores) * allowed).abs().amax(dim=(0, 2, 3))
+    scale = (scores * allowed).abs().amax(dim=(0, 2, 3)).clamp_min(1e-12)
+    worst = float((difference / scale).max())
+    if not worst <= tolerance:
+        head = int((difference / scale).argmax())
+        raise ArithmeticError(
+            f"layer {layer}, head {head}: the SVD terms sum to the model's scores only to {worst:.2e} (relative), "
+            f"tolerance {tolerance:g}: the weights, SVD and head inputs disagree (processing or RoPE convention)"
+        )
+    return worst
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics of the firing pairs
+# --------------------------------------------------------------------------------------------------
+
+
+def n_recon(contributions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Smallest n whose n largest contributions reach ``target`` (ratio rounded to 5 decimals); −1 if target ≤ 0.
+
+    Args:
+        contributions: ``[pairs, r]`` relative terms c_k (they sum to ``target``).
+        target: ``[pairs]`` relative attention ℓ̃.
+    """
+    ordered = contributions.sort(dim=-1, descending=True).values
+    ratio = ordered.cumsum(-1) / target.unsqueeze(-1)
+    reached = torch.round(ratio * 10**RATIO_DECIMALS) >= 10**RATIO_DECIMALS
+    reached[..., -1] = True  # the full sum equals ℓ̃ by construction
+    count = reached.float().argmax(-1) + 1
+    return torch.where(target > 0, count, torch.full_like(count, -1))
+
+
+def rolls_tovee(contributions: torch.Tensor) -> torch.Tensor:
+    """Rolls–Tovée sparseness ``(mean |c|)² / mean(c²)`` ∈ [1/r, 1] of each row of ``[pairs, r]``."""
+    return contributions.abs().mean(-1).square() / contributions.square().mean(-1).clamp_min(1e-30)
+
+
+@dataclass
+class PairStatistics:
+    """Statistics of the firing pairs of one layer, flat over (prompt, head, t, j): tensors ``[pairs]``.
+
+    ``prompt`` indexes the prompts of the batch (not of the prompt set).
+    """
+
+    prompt: torch.Tensor
+    head: torch.Tensor
+    t: torch.Tensor
+    j: torch.Tensor
+    attention: torch.Tensor
+    ltilde: torch.Tensor
+    n_recon: torch.Tensor
+    sparseness: torch.Tensor
+    top_rank: torch.Tensor
+    share_by_rank: torch.Tensor  # [head, r]: sum over firing pairs of |c_k| / Σ_k |c_k|
+
+
+def firing_mask(pattern: torch.Tensor, causal: bool, threshold: float | None, skip_first_key: bool) -> torch.Tensor:
+    """Pairs (t, j) with A(t, j) ≥ threshold (default 1/|K(t)|), j ∈ K(t) and at least two allowed keys.
+
+    Args:
+        pattern: attention weights ``[b, h, t, j]``.
+
+    Returns:
+        ``[b, h, t, j]`` bool.
+    """
+    n_pos = pattern.shape[-1]
+    allowed = allowed_keys(n_pos, causal, pattern.device)
+    n_keys = key_counts(allowed, torch.float32)
+    limit = (1.0 / n_keys).view(1, 1, n_pos, 1) if threshold is None else torch.tensor(threshold)
+    mask = pattern >= limit
+    mask &= allowed
+    mask &= (n_keys >= 2).view(1, 1, n_pos, 1)
+    if skip_first_key:
+        mask[..., 0] = False
+    return mask
+
+
+def pair_statistics(
+    terms: torch.Tensor, pattern: torch.Tensor, causal: bool, threshold: float | None, skip_first_key: bool
+) -> PairStatistics:
+    """N_recon, S and the top rank of every firing pair of one layer.
+
+    Args:
+        terms: ``[b, h, t, j, r]`` from :func:`decompose`.
+        pattern: attention weights ``[b, h, t, j]`` of the real model (fixes the firing pairs).
+    """
+    mask = firing_mask(pattern, causal, threshold, skip_first_key)
+    index = mask.nonzero(as_tuple=True)
+    contributions = relative(terms, causal)[index]  # [pairs, r]
+    ltilde = contributions.sum(-1)
+    share = contributions.abs() / contributions.abs().sum(-1, keepdim=True).clamp_min(1e-30)
+    share_by_rank = torch.zeros(terms.shape[1], terms.shape[-1], dtype=share.dtype).index_add_(0, index[1], share)
+    return PairStatistics(
+        prompt=index[0],
+        head=index[1],
+        t=index[2],
+        j=index[3],
+        attention=pattern[index],
+        ltilde=ltilde,
+        n_recon=n_recon(contributions, ltilde),
+        sparseness=rolls_tovee(contributions),
+        top_rank=contributions.abs().argmax(-1),
+        share_by_rank=share_by_rank,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The rotation null
+# --------------------------------------------------------------------------------------------------
+
+
+def haar_orthogonal(dim: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A Haar-distributed random orthogonal ``[dim, dim]`` matrix (QR of a Gaussian with sign correction)."""
+    gaussian = torch.randn(dim, dim, generator=generator, dtype=torch.float64)
+    Q, R = torch.linalg.qr(gaussian)
+    return (Q * torch.sign(torch.diagonal(R)).unsqueeze(0)).to(dtype)
+
+
+def rotate_svd(svd: HeadSVD, Q_U: torch.Tensor, Q_V: torch.Tensor) -> HeadSVD:
+    """The spectrum-preserving null: U → Q_U U, V → Q_V V (σ and the cores kept), via the bases."""
+    return HeadSVD(Q_U @ svd.basis_q, Q_V @ svd.basis_k, svd.S, svd.core_u, svd.core_v)

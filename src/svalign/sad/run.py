@@ -1,0 +1,481 @@
+"""The SAD stage over a prompt set: prompts to tokens, one forward pass per chunk of prompts, the decomposition of
+every layer, real and under the rotation null, and the columns of the ``sad_pairs``, ``sad_summary`` and
+``sad_prompts`` tables (:mod:`svalign.tables`; scripts write them).
+
+:func:`run_sad` is a sequence of named steps: :func:`null_bases` (the seeded rotations, drawn before any data is
+seen) → per prompt chunk :func:`process_chunk` (forward pass, :func:`ioi_logit_diff`, then :func:`layer_pairs` per
+layer) → :func:`assemble_pairs` (sorted columns, mean shares) and the diagnostics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from svalign.config import check_offset_coverage
+from svalign.models import HeadWeights
+from svalign.sad.config import SADConfig
+from svalign.sad.decompose import (
+    PairStatistics,
+    allowed_keys,
+    augment_inputs,
+    check_scores,
+    decompose,
+    haar_orthogonal,
+    layer_svd,
+    pair_statistics,
+    rotate_svd,
+)
+from svalign.svd import HeadSVD, ModelSVD
+from svalign.tables import SAD_PAIRS, SAD_SUMMARY
+
+__all__ = [
+    "PAIR_COLUMNS",
+    "SCORE_TOLERANCE",
+    "Accumulator",
+    "LayerPairs",
+    "PromptBatch",
+    "assemble_pairs",
+    "check_offsets",
+    "ioi_logit_diff",
+    "layer_activations",
+    "layer_pairs",
+    "model_scores",
+    "null_bases",
+    "pairs_table",
+    "process_chunk",
+    "prompt_chunks",
+    "prompts_table",
+    "run_sad",
+    "summarize",
+    "tokenize_prompts",
+]
+
+SCORE_TOLERANCE = 1e-4
+"""Largest relative error allowed between Σ_k a_k(t, j) and the model's own scores (per head)."""
+
+PAIR_COLUMNS = (
+    "layer",
+    "head",
+    "prompt",
+    "t",
+    "j",
+    "attention",
+    "ltilde",
+    "n_recon",
+    "sparseness",
+    "top_rank",
+    "null_n_recon",
+    "null_sparseness",
+)
+"""Per-pair columns that :func:`run_sad` returns (those of :data:`SAD_PAIRS` without the run keys)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Prompts → tokens
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PromptBatch:
+    """Prompts of one token length (padding-free), with their indices in the prompt set.
+
+    Attributes:
+        tokens: ``[n, pos]`` token ids.
+        prompt: ``[n]`` prompt indices.
+        io_token, s_token: ``[n]`` IOI answer tokens (−1 for plain text).
+    """
+
+    tokens: torch.Tensor
+    prompt: torch.Tensor
+    io_token: torch.Tensor
+    s_token: torch.Tensor
+
+
+def _single_token(tokenizer: Any, name: str, causal: bool) -> int | None:
+    if causal:
+        ids = tokenizer(" " + name, add_special_tokens=False)["input_ids"]
+    else:
+        ids = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(name))
+    return int(ids[0]) if len(ids) == 1 else None
+
+
+def tokenize_prompts(
+    tokenizer: Any, texts: list[str], causal: bool, n_ctx: int, answers: list[tuple[str, str]] | None = None
+) -> tuple[list[PromptBatch], list[int]]:
+    """Tokenise and group prompts by length; IOI prompts whose names are not single tokens are dropped.
+
+    Causal models get no BOS (recorded in provenance); BERT gets its usual [CLS] … [SEP].
+
+    Returns:
+        (batches sorted by length, kept prompt indices).
+
+    Raises:
+        ValueError: empty prompt set, no prompt left after filtering, or a prompt longer than the context.
+    """
+    if not texts:
+        raise ValueError("the prompt set is empty")
+    by_length: dict[int, list[tuple[int, list[int], int, int]]] = {}
+    kept = []
+    for index, text in enumerate(texts):
+        ids = tokenizer(text, add_special_tokens=not causal)["input_ids"]
+        if len(ids) > n_ctx:
+            raise ValueError(f"prompt {index} has {len(ids)} tokens, more than the model's context of {n_ctx}")
+        io_token = s_token = -1
+        if answers is not None:
+            io_id, s_id = (_single_token(tokenizer, name, causal) for name in answers[index])
+            if io_id is None or s_id is None:
+                continue
+            io_token, s_token = io_id, s_id
+        kept.append(index)
+        by_length.setdefault(len(ids), []).append((index, ids, io_token, s_token))
+    if not kept:
+        raise ValueError("no prompt is left: every IOI name is split into several tokens by this tokenizer")
+    batches = [
+        PromptBatch(
+            tokens=torch.tensor([r[1] for r in rows]),
+            prompt=torch.tensor([r[0] for r in rows]),
+            io_token=torch.tensor([r[2] for r in rows]),
+            s_token=torch.tensor([r[3] for r in rows]),
+        )
+        for _, rows in sorted(by_length.items())
+    ]
+    return batches, kept
+
+
+def check_offsets(model_svd: ModelSVD, batches: list[PromptBatch]) -> None:
+    """Fail (naming ``svd.max_offset``) unless a RoPE model's offsets cover the longest prompt of ``batches``."""
+    if model_svd.uses_offsets:
+        longest = max(batch.tokens.shape[1] for batch in batches)
+        check_offset_coverage(model_svd.max_offset, longest, "the longest prompt of this prompt set")
+
+
+# --------------------------------------------------------------------------------------------------
+# Model activations
+# --------------------------------------------------------------------------------------------------
+
+
+def layer_activations(bridge: Any, tokens: torch.Tensor, weights: HeadWeights) -> tuple[dict, torch.Tensor]:
+    """One forward pass caching each layer's head input, attention pattern and the model's unscaled scores.
+
+    Returns:
+        (the cache, last-position logits ``[n, vocab]``).
+    """
+    names = set()
+    for layer in range(weights.n_layers):
+        names.add(weights.head_input_hook.format(layer=layer))
+        names.add(f"blocks.{layer}.attn.hook_pattern")
+        names.update(
+            [f"blocks.{layer}.attn.hook_q", f"blocks.{layer}.attn.hook_k"]
+            if weights.family.scores_from_qk
+            else [f"blocks.{layer}.attn.hook_attn_scores"]
+        )
+    with torch.no_grad():
+        logits, cache = bridge.run_with_cache(tokens, names_filter=names.__contains__)
+    return cache, logits[:, -1]
+
+
+def model_scores(cache: dict, layer: int, weights: HeadWeights) -> torch.Tensor:
+    """The model's own pre-softmax scores ``[b, h, t, j]`` before the 1/√d_head scale (masked entries 0)."""
+    if weights.family.scores_from_qk:
+        q, k = cache[f"blocks.{layer}.attn.hook_q"], cache[f"blocks.{layer}.attn.hook_k"]
+        return torch.einsum("bthe,bshe->bhts", q, k)
+    scores = cache[f"blocks.{layer}.attn.hook_attn_scores"] * weights.attn_scale
+    allowed = allowed_keys(scores.shape[-1], weights.causal, scores.device)
+    return torch.where(allowed, scores, torch.zeros((), dtype=scores.dtype))  # select before arithmetic on -inf
+
+
+def ioi_logit_diff(last_logits: torch.Tensor, io_token: torch.Tensor, s_token: torch.Tensor) -> list[float]:
+    """logit(IO) − logit(S) of each prompt, from last-position logits ``[n, vocab]`` and answers ``[n]``."""
+    rows = torch.arange(len(last_logits))
+    return (last_logits[rows, io_token] - last_logits[rows, s_token]).tolist()
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage: null bases, prompt chunks, per-layer statistics, assembled columns
+# --------------------------------------------------------------------------------------------------
+
+
+def null_bases(model_svd: ModelSVD, n_layers: int, config: SADConfig) -> list[list[HeadSVD]]:
+    """The rotated SVDs of the null: ``[layer][draw]``, each a layer's :class:`HeadSVD` under one (Q_U, Q_V).
+
+    One (Q_U, Q_V) per layer and draw, shared by the layer's heads and drawn from ``config.null_seed`` before any
+    data is seen (layer by layer, draw by draw, Q_U before Q_V). The rotated bases are built once here, not per
+    prompt chunk (they cost as much memory as the rotations).
+    """
+    d_in = model_svd.svd.basis_q.shape[-2]
+    generator = torch.Generator().manual_seed(config.null_seed)
+    bases = []
+    for layer in range(n_layers):
+        svd = layer_svd(model_svd, layer)
+        bases.append(
+            [
+                rotate_svd(svd, haar_orthogonal(d_in, generator), haar_orthogonal(d_in, generator))
+                for _ in range(config.null_draws)
+            ]
+        )
+    return bases
+
+
+def prompt_chunks(
+    batches: list[PromptBatch], chunk_prompts: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Consecutive chunks of at most ``chunk_prompts`` prompts of each batch, in order.
+
+    Yields:
+        (tokens ``[n, pos]``, prompt indices ``[n]``, IO tokens ``[n]``, S tokens ``[n]``).
+    """
+    for batch in batches:
+        for start in range(0, len(batch.tokens), chunk_prompts):
+            stop = start + chunk_prompts
+            yield (
+                batch.tokens[start:stop],
+                batch.prompt[start:stop],
+                batch.io_token[start:stop],
+                batch.s_token[start:stop],
+            )
+
+
+@dataclass
+class LayerPairs:
+    """One layer's firing pairs of one prompt chunk, real and under each null draw.
+
+    Attributes:
+        real: statistics of the real model's terms.
+        null_n_recon, null_sparseness: ``[pairs, draws]`` the same pairs under each draw.
+        null_shares: per draw, ``[head, r]`` sums of |c_k| / Σ|c| over the pairs.
+        score_error: worst relative error of Σ_k a_k against the model's scores (see :func:`check_scores`).
+    """
+
+    real: PairStatistics
+    null_n_recon: torch.Tensor
+    null_sparseness: torch.Tensor
+    null_shares: list[torch.Tensor]
+    score_error: float
+
+
+def layer_pairs(
+    x: torch.Tensor,
+    scores: torch.Tensor,
+    pattern: torch.Tensor,
+    svd: HeadSVD,
+    nulls: list[HeadSVD],
+    *,
+    causal: bool,
+    offsets_used: bool,
+    config: SADConfig,
+    layer: int,
+) -> LayerPairs:
+    """Decompose one layer's scores, check them against the model's, and score its firing pairs, real and null.
+
+    Args:
+        x: head inputs ``[b, pos, d_in]``.
+        scores: the model's unscaled scores ``[b, h, t, j]`` (:func:`model_scores`).
+        pattern: the real model's attention ``[b, h, t, j]``; it fixes the firing pairs of every draw.
+        svd: the layer's SVD; nulls: its rotated SVDs, one per draw (:func:`null_bases`).
+    """
+    terms = decompose(x, svd, causal, offsets_used)  # [b, h, t, j, r]
+    score_error = check_scores(terms, scores, causal, SCORE_TOLERANCE, layer)
+    real = pair_statistics(terms, pattern, causal, config.threshold, config.skip_first_key)
+    del terms  # one [b, h, t, j, r] tensor at a time
+    null_n_recon, null_sparseness, null_shares = [], [], []
+    for null_svd in nulls:
+        null_terms = decompose(x, null_svd, causal, offsets_used)
+        null = pair_statistics(null_terms, pattern, causal, config.threshold, config.skip_first_key)
+        null_n_recon.append(null.n_recon)
+        null_sparseness.append(null.sparseness)
+        null_shares.append(null.share_by_rank)
+    return LayerPairs(real, torch.stack(null_n_recon, -1), torch.stack(null_sparseness, -1), null_shares, score_error)
+
+
+@dataclass
+class Accumulator:
+    """What :func:`run_sad` gathers over prompt chunks and layers, in processing order.
+
+    Attributes:
+        columns: per :data:`PAIR_COLUMNS`, one array per (chunk, layer).
+        share, null_share: ``[layer, head, r]`` sums over firing pairs of |c_k| / Σ|c| (null: mean over draws).
+        worst: worst relative score error so far.
+        logit_diff: {prompt: logit(IO) − logit(S)} (IOI on causal models).
+    """
+
+    columns: dict[str, list[np.ndarray]]
+    share: torch.Tensor
+    null_share: torch.Tensor
+    worst: float = 0.0
+    logit_diff: dict[int, float] = field(default_factory=dict)
+
+    def add(self, layer: int, prompts: torch.Tensor, pairs: LayerPairs, null_draws: int) -> None:
+        """Append one layer's pairs of one chunk (``prompts``: the chunk's prompt indices ``[n]``)."""
+        self.worst = max(self.worst, pairs.score_error)
+        for share in pairs.null_shares:  # draw by draw, as the accumulated float sums require
+            self.null_share[layer] += share / null_draws
+        real = pairs.real
+        self.share[layer] += real.share_by_rank
+        n = len(real.head)
+        self.columns["layer"].append(np.full(n, layer))
+        self.columns["prompt"].append(prompts[real.prompt].numpy())
+        for name in ("head", "t", "j", "attention", "ltilde", "n_recon", "sparseness", "top_rank"):
+            self.columns[name].append(getattr(real, name).numpy())
+        self.columns["null_n_recon"].append(pairs.null_n_recon.numpy().reshape(n, -1))
+        self.columns["null_sparseness"].append(pairs.null_sparseness.numpy().reshape(n, -1))
+
+
+def process_chunk(
+    bridge: Any,
+    weights: HeadWeights,
+    model_svd: ModelSVD,
+    nulls: list[list[HeadSVD]],
+    chunk: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    config: SADConfig,
+    collected: Accumulator,
+) -> None:
+    """One forward pass over a chunk of prompts (:func:`prompt_chunks`), then every layer's pairs into ``collected``."""
+    tokens, prompts, io_token, s_token = chunk
+    cache, last_logits = layer_activations(bridge, tokens, weights)
+    if weights.causal and (io_token >= 0).all():
+        diff = ioi_logit_diff(last_logits, io_token, s_token)
+        collected.logit_diff.update(zip(prompts.tolist(), diff, strict=True))
+    offsets_used = model_svd.uses_offsets
+    for layer in range(weights.n_layers):
+        x = augment_inputs(cache[weights.head_input_hook.format(layer=layer)].float(), model_svd.augmented)
+        pairs = layer_pairs(
+            x,
+            model_scores(cache, layer, weights).float(),
+            cache[f"blocks.{layer}.attn.hook_pattern"].float(),
+            layer_svd(model_svd, layer),
+            nulls[layer],
+            causal=weights.causal,
+            offsets_used=offsets_used,
+            config=config,
+            layer=layer,
+        )
+        collected.add(layer, prompts, pairs, config.null_draws)
+
+
+def assemble_pairs(collected: Accumulator, n_layers: int, n_heads: int) -> dict[str, Any]:
+    """The pair columns sorted by (layer, head, prompt, t, j), the mean shares by rank and the logit differences.
+
+    Returns:
+        :data:`PAIR_COLUMNS` arrays ``[pairs]`` (null ones ``[pairs, draws]``), ``share_by_rank`` and
+        ``null_share_by_rank`` ``[layer, head, r]`` (means over each head's firing pairs) and ``logit_diff``.
+    """
+    pairs = {k: np.concatenate(v) for k, v in collected.columns.items()}
+    order = np.lexsort((pairs["j"], pairs["t"], pairs["prompt"], pairs["head"], pairs["layer"]))
+    pairs = {k: v[order] for k, v in pairs.items()}
+    counts = torch.zeros(n_layers, n_heads)
+    counts.index_put_(
+        (torch.from_numpy(pairs["layer"]), torch.from_numpy(pairs["head"])),
+        torch.ones(len(pairs["layer"])),
+        accumulate=True,
+    )
+    pairs["share_by_rank"] = (collected.share / counts.clamp_min(1).unsqueeze(-1)).numpy()
+    pairs["null_share_by_rank"] = (collected.null_share / counts.clamp_min(1).unsqueeze(-1)).numpy()
+    pairs["logit_diff"] = collected.logit_diff
+    return pairs
+
+
+def run_sad(
+    bridge: Any, weights: HeadWeights, model_svd: ModelSVD, batches: list[PromptBatch], config: SADConfig
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """SAD statistics of every firing pair of every head, real and under the rotation null.
+
+    Fails before any computation when a RoPE model's SVD lacks offsets for the longest prompt.
+
+    Returns:
+        (pair columns of :func:`assemble_pairs`; diagnostics: worst score error ``max_score_error`` and, for IOI on
+        causal models, the mean logit difference ``ioi_logit_diff_mean`` and accuracy ``ioi_accuracy``).
+    """
+    check_offsets(model_svd, batches)
+    nulls = null_bases(model_svd, weights.n_layers, config)
+    rank = model_svd.svd.S.shape[-1]
+    collected = Accumulator(
+        columns={name: [] for name in PAIR_COLUMNS},
+        share=torch.zeros(weights.n_layers, weights.n_heads, rank),
+        null_share=torch.zeros(weights.n_layers, weights.n_heads, rank),
+    )
+    for chunk in prompt_chunks(batches, config.chunk_prompts):
+        process_chunk(bridge, weights, model_svd, nulls, chunk, config, collected)
+    diagnostics: dict[str, Any] = {"max_score_error": collected.worst}
+    if collected.logit_diff:
+        values = np.array(list(collected.logit_diff.values()))
+        diagnostics.update(ioi_logit_diff_mean=float(values.mean()), ioi_accuracy=float((values > 0).mean()))
+    return assemble_pairs(collected, weights.n_layers, weights.n_heads), diagnostics
+
+
+# --------------------------------------------------------------------------------------------------
+# Table columns
+# --------------------------------------------------------------------------------------------------
+
+
+def _median_or_nan(values: np.ndarray) -> float:
+    return float(np.median(values)) if len(values) else math.nan
+
+
+def _fraction_or_nan(condition: np.ndarray) -> float:
+    return float(condition.mean()) if len(condition) else math.nan
+
+
+def summarize(pairs: dict[str, Any], rank: int, keys: dict[str, Any]) -> dict[str, list]:
+    """Per-(layer, head) rows of :data:`SAD_SUMMARY` from :func:`run_sad`'s pair columns and the key columns."""
+    out: dict[str, list] = {c.name: [] for c in SAD_SUMMARY.columns}
+    n_layers, n_heads = pairs["share_by_rank"].shape[:2]
+    heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
+    for layer, head in heads:
+        sel = (pairs["layer"] == layer) & (pairs["head"] == head)
+        nr, s, top = pairs["n_recon"][sel], pairs["sparseness"][sel], pairs["top_rank"][sel]
+        null_nr, null_s = pairs["null_n_recon"][sel].ravel(), pairs["null_sparseness"][sel].ravel()
+        defined, null_defined = nr[nr > 0], null_nr[null_nr > 0]
+        for name, value in keys.items():
+            out[name].append(value)
+        out["layer"].append(int(layer))
+        out["head"].append(int(head))
+        out["rank"].append(rank)
+        out["n_pairs"].append(int(sel.sum()))
+        out["n_nonpositive"].append(int((nr <= 0).sum()))
+        out["n_recon_hist"].append(np.bincount(defined - 1, minlength=rank)[:rank])
+        out["median_n_recon"].append(_median_or_nan(defined))
+        out["frac_n_recon_le4"].append(_fraction_or_nan(defined <= 4))
+        out["median_sparseness"].append(_median_or_nan(s))
+        out["frac_top_lower_half"].append(_fraction_or_nan(top >= rank / 2))
+        out["null_median_n_recon"].append(_median_or_nan(null_defined))
+        out["null_frac_n_recon_le4"].append(_fraction_or_nan(null_defined <= 4))
+        out["null_median_sparseness"].append(_median_or_nan(null_s))
+        out["share_by_rank"].append(pairs["share_by_rank"][layer, head])
+        out["null_share_by_rank"].append(pairs["null_share_by_rank"][layer, head])
+    return out
+
+
+def pairs_table(pairs: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
+    """Column data for :data:`SAD_PAIRS` from :func:`run_sad`'s pair arrays and the key columns."""
+    n = len(pairs["layer"])
+    data = {name: [value] * n for name, value in keys.items()}
+    data.update({c.name: pairs[c.name] for c in SAD_PAIRS.columns if c.name not in keys})
+    return data
+
+
+def prompts_table(
+    texts: list[str],
+    answers: list[tuple[str, str]] | None,
+    batches: list[PromptBatch],
+    logit_diff: dict[int, float],
+    keys: dict[str, str],
+) -> dict[str, Any]:
+    """Column data for :data:`svalign.tables.SAD_PROMPTS`: every prompt of the set, kept or not."""
+    n_tokens = {int(p): b.tokens.shape[1] for b in batches for p in b.prompt}
+    n = len(texts)
+    return {
+        **{name: [value] * n for name, value in keys.items()},
+        "prompt": np.arange(n),
+        "text": texts,
+        "kept": [i in n_tokens for i in range(n)],
+        "n_tokens": [n_tokens.get(i, -1) for i in range(n)],
+        "io_name": [a[0] for a in answers] if answers else [""] * n,
+        "s_name": [a[1] for a in answers] if answers else [""] * n,
+        "logit_diff": [logit_diff.get(i, math.nan) for i in range(n)],
+    }

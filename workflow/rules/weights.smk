@@ -1,0 +1,40 @@
+# Real-model weights (SPEC section 2): per-head W_Q/W_K (+ biases, RoPE, GQA) of every model variant.
+
+
+rule convert_smollm2:
+    output:
+        directory("results/models/smollm2-hf"),
+    log:
+        f"{LOGS}/convert_smollm2.log",
+    benchmark:
+        f"{BENCHMARKS}/convert_smollm2.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=20,
+    script:
+        "../../scripts/convert_smollm2.py"
+
+
+rule extract_weights:
+    input:
+        unpack(model_inputs),
+    output:
+        "results/weights/{model}/{variant}.parquet",
+    log:
+        f"{LOGS}/extract_weights/{{model}}_{{variant}}.log",
+    benchmark:
+        f"{BENCHMARKS}/extract_weights/{{model}}_{{variant}}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        model=model_params,
+        seed=config["random_init"]["seed"],
+    script:
+        "../../scripts/extract_weights.py"
