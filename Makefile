@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CORES ?= 8  # `make run CORES=N` to change
+CORES ?= $(shell nproc)  # every core of this machine; `make run CORES=N` to change
 SNAKEMAKE_ARGS ?=
 
 .PHONY: run test lint format unit venv dry-run report readme-assets clean
@@ -42,7 +42,7 @@ lint: venv
 	$(BIN)/snakemake --lint --cores 1
 
 unit: venv
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=10
 
 test: lint unit
 

@@ -20,7 +20,32 @@ include: "workflow/rules/weights.smk"
 include: "workflow/rules/svd.smk"
 include: "workflow/rules/sad.smk"
 include: "workflow/rules/dynamics.smk"
+include: "workflow/rules/explorer.smk"
 include: "workflow/rules/report.smk"
+
+
+# Light jobs (figures, tables, targets) run inside the main Snakemake process on a cluster, not as submissions.
+localrules:
+    all,
+    toy,
+    toy_figure_geometry,
+    toy_figure_alignment,
+    toy_figure_dynamics,
+    toy_figure_anisotropy,
+    toy_sweep,
+    toy_figure_sweeps,
+    svd_figure_spectra,
+    svd_all,
+    sad_figures,
+    sad_all,
+    dynamics_prompts,
+    dynamics_sad,
+    dynamics_figure,
+    dynamics,
+    explorer_spectra,
+    explorer_page,
+    explorer_all,
+    results_table,
 
 
 rule all:

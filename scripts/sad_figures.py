@@ -5,7 +5,11 @@ from svalign.runtime import rule_logging
 from svalign.tables import SAD_SUMMARY
 
 with rule_logging(snakemake.log[0]):
-    summaries = {variant: io.to_frame(io.read_table(path, SAD_SUMMARY)) for variant, path in snakemake.input.items()}
+    summaries = {  # input `pairs` is for the captions' intervals
+        variant: io.to_frame(io.read_table(path, SAD_SUMMARY))
+        for variant, path in snakemake.input.items()
+        if variant != "pairs"
+    }
     model = snakemake.wildcards.model
     out = snakemake.output
     figures.save_figure(figures.sad_heads_figure(summaries, model), out.heatmap, out.heatmap_pdf)

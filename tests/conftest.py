@@ -1,7 +1,14 @@
-"""Shared fixtures: fixed seeds for every test and a device parameter (CPU always, CUDA when present)."""
+"""Shared fixtures: fixed seeds for every test and a device parameter (CPU always, CUDA when present).
+
+`make test` runs pytest with pytest-xdist (``-n auto --dist loadgroup``): the Snakemake end-to-end tests share one
+finished run, so they form one group on one worker, as do the tests that need the converted SmolLM2 (a session
+fixture of ~20 s); the rest spread over the other workers. Each worker then uses one torch thread, so the workers
+together never ask for more cores than the machine has.
+"""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -10,7 +17,22 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# One thread per xdist worker (``-n auto`` starts one worker per core), two in a plain ``pytest`` run.
+TORCH_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+SMOLLM2_FIXTURES = {"smollm2_dir", "smollm2_bridge", "smollm2"}
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def pytest_collection_modifyitems(config, items):
+    """xdist groups: the workflow tests (one shared run) on one worker, the SmolLM2 tests (one conversion) on one;
+    the SLURM test (its own cluster and workflow) is a group of its own, free to run beside the shared run."""
+    for item in items:
+        if item.path.name == "test_slurm.py":
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif "workflow" in item.path.parts:
+            item.add_marker(pytest.mark.xdist_group("workflow"))
+        elif SMOLLM2_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("smollm2"))
 
 
 @pytest.fixture(autouse=True)
@@ -18,7 +40,7 @@ def _fixed_seeds():
     random.seed(0)
     np.random.seed(0)  # noqa: NPY002 - seeds legacy global-state users too
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(TORCH_THREADS)
     yield
 
 
@@ -67,3 +89,20 @@ def smollm2(smollm2_bridge):
     from svalign import models
 
     return models.extract_head_weights(smollm2_bridge)
+
+
+ORACLE_ERROR = "oracle_max_relative_error"
+"""User property of tests/unit/test_families.py: a family's max relative error of the SAD sum against the oracle."""
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per model family with its max relative error against the attention oracle (also under xdist)."""
+    rows = [
+        (report.nodeid.rpartition("[")[2].rstrip("]"), dict(report.user_properties)[ORACLE_ERROR])
+        for report in terminalreporter.getreports("passed")
+        if report.when == "call" and ORACLE_ERROR in dict(report.user_properties)
+    ]
+    if rows:
+        terminalreporter.section("SAD terms vs the attention oracle: max relative error per family")
+        for family, error in sorted(rows):
+            terminalreporter.write_line(f"{family:>14}  {error:.1e}")

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from svalign import report
+from svalign import definitions, report
 from svalign.io import atomic_file
 
 __all__ = [
@@ -308,9 +308,11 @@ def sad_heads_figure(summaries: dict[str, pd.DataFrame], model: str) -> plt.Figu
             ax.set_title(f"{title}: {label} (median over heads {value:.2f})")
             if col == len(panels) - 1:
                 figure.colorbar(image, ax=axes[row, :], label=label, shrink=0.8)
-    le4 = (trained["median_n_recon"] <= 4).mean()
+    le4, limit = definitions.share_at_most(trained["median_n_recon"]), definitions.N_RECON_LIMIT
+    order = trained["n_recon_order"].iloc[0]
     figure.suptitle(
-        f"{model}, IOI prompts: {le4:.0%} of heads have median N_recon <= 4; lower S = sparser decomposition"
+        f"{model}, IOI prompts: {le4:.1%} of heads have median N_recon ≤ {limit} ({order} ordering); "
+        "lower S = sparser decomposition"
     )
     return figure
 
@@ -339,7 +341,7 @@ def sad_ranks_figure(summaries: dict[str, pd.DataFrame], model: str) -> plt.Figu
     sns.barplot(hist, x="N_recon", y="fraction of pairs", hue="model", ax=axes[1])
     axes[1].set_title("N_recon of firing pairs with ℓ̃ > 0 (first 16)")
     trained = summaries["trained"]
-    lower = (trained["frac_top_lower_half"] * trained["n_pairs"]).sum() / max(trained["n_pairs"].sum(), 1)
+    lower = definitions.pooled_share(trained["frac_top_lower_half"], trained["n_pairs"])
     figure.suptitle(
         f"{model}, IOI prompts: the largest term comes from the lower half of the spectrum in {lower:.0%} of pairs"
     )
@@ -372,8 +374,10 @@ def sad_nrecon_figure(summaries: dict[str, pd.DataFrame], model: str, max_n: int
         ax.set_xlabel("N_recon (terms to reconstruct ℓ̃)")
         ax.set_ylabel(f"layer ({n_heads} heads each)")
         ax.grid(False)
-        within = fraction[:, :4].sum(1)
-        ax.set_title(f"{variant}: median head has {np.median(within):.0%} of pairs with N_recon ≤ 4")
+        within = fraction[:, : definitions.N_RECON_LIMIT].sum(1)
+        ax.set_title(
+            f"{variant}: median head has {np.median(within):.0%} of pairs with N_recon ≤ {definitions.N_RECON_LIMIT}"
+        )
     figure.colorbar(image, ax=axes[0], label="fraction of the head's firing pairs", shrink=0.8)
     figure.suptitle(f"{model}, IOI prompts: N_recon per head")
     return figure

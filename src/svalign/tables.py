@@ -18,6 +18,10 @@ __all__ = [
     "DYNAMICS_PROMPTS",
     "DYNAMICS_SAD",
     "DYNAMICS_TRAINING_LOG",
+    "EXPLORER_EXAMPLES",
+    "EXPLORER_READOUTS",
+    "EXPLORER_TOKENS",
+    "HEAD_SPECTRUM_BLOCKS",
     "HEAD_SVD",
     "HEAD_SVD_BASES",
     "HEAD_WEIGHTS",
@@ -166,14 +170,18 @@ HEAD_WEIGHTS = TableSchema(
         Column("b_K", _F32, "key bias (zeros when the model has none)", ("d_head",)),
         Column("has_bias", _BOOL, "the model has q/k biases (the SVD stage then augments x̃ = [x, 1])"),
         Column("rotary_dim", _I64, "rotated dimensions per head (0: no RoPE)"),
-        Column("rotary_base", _F64, "RoPE θ base (0: no RoPE)"),
-        Column("rotary_style", _STR, "RoPE convention: rotate_half, or empty"),
+        Column("rotary_base", _F64, "RoPE θ base of the row's layer (0: no RoPE)"),
+        Column("rotary_style", _STR, "RoPE convention: rotate_half, interleaved (GPT-J), or empty"),
         Column("attn_scale", _F64, "divisor of q·k before the softmax"),
         Column("causal", _BOOL, "causal (decoder) attention"),
         Column("architecture", _STR, "Hugging Face model_type"),
         Column("processing", _STR, "how W_Q/W_K relate to the checkpoint (norm folding)"),
-        Column("head_input_hook", _STR, "TransformerLens hook whose output W_Q/W_K act on ({layer} filled in)"),
+        Column("head_input_hook", _STR, "hook whose output W_Q/W_K act on ({layer} filled in)"),
+        Column("sliding_window", _I64, "the row's layer attends to keys t − w < j ≤ t (0: the whole causal prefix)"),
+        Column("attn_softcap", _F64, "attention-logit soft-cap c, ℓ → c·tanh(ℓ/c) (0: none); SAD decomposes pre-cap ℓ"),
+        Column("qk_norm", _STR, "RMSNorm of q and k: per_head, all_heads or empty; SAD carries per-token 1/ρ"),
     ),
+    version=2,
 )
 
 
@@ -221,13 +229,36 @@ SAD_PAIRS = TableSchema(
         Column("j", _I64, "key position"),
         Column("attention", _F32, "attention weight A(t, j)"),
         Column("ltilde", _F32, "relative attention ℓ̃(t, j) (unscaled logit units)"),
-        Column("n_recon", _I64, "terms needed to reconstruct ℓ̃ (−1: ℓ̃ ≤ 0)"),
+        Column(
+            "n_recon",
+            _I64,
+            "terms needed to reconstruct ℓ̃ (−1: ℓ̃ ≤ 0), in the ordering sad.n_recon_order (provenance): equal to "
+            "n_recon_signed or n_recon_magnitude",
+        ),
+        Column("n_recon_signed", _I64, "N_recon taking the largest c_k first (the authors' rule; −1: ℓ̃ ≤ 0)"),
+        Column("n_recon_magnitude", _I64, "N_recon taking the largest |c_k| first (−1: ℓ̃ ≤ 0)"),
         Column("sparseness", _F32, "Rolls–Tovée S of the relative terms (lower = sparser)"),
         Column("top_rank", _I64, "σ rank (0 = largest) of the largest |c_k|"),
-        Column("null_n_recon", _I64, "N_recon under each rotation-null draw", ("n_null",)),
+        Column("null_n_recon", _I64, "N_recon (ordering sad.n_recon_order) under each rotation-null draw", ("n_null",)),
+        Column("null_n_recon_signed", _I64, "n_recon_signed under each rotation-null draw", ("n_null",)),
+        Column("null_n_recon_magnitude", _I64, "n_recon_magnitude under each rotation-null draw", ("n_null",)),
         Column("null_sparseness", _F32, "S under each rotation-null draw", ("n_null",)),
     ),
+    version=2,
 )
+_N_RECON_ORDER_COLUMNS = tuple(
+    column
+    for order in ("signed", "magnitude")
+    for column in (
+        Column(f"median_n_recon_{order}", _F64, f"median N_recon, {order} ordering"),
+        Column(
+            f"frac_n_recon_le4_{order}", _F64, f"fraction of the pairs with ℓ̃ > 0 with N_recon ≤ 4, {order} ordering"
+        ),
+        Column(f"null_median_n_recon_{order}", _F64, f"median N_recon, {order} ordering, rotation null (draws pooled)"),
+        Column(f"null_frac_n_recon_le4_{order}", _F64, f"frac_n_recon_le4_{order} under the rotation null"),
+    )
+)
+"""The summary's N_recon columns under each ordering by name, whatever sad.n_recon_order says."""
 SAD_SUMMARY = TableSchema(
     "sad_summary",
     "Per-head summary of the SAD statistics, real and under the rotation null.",
@@ -235,19 +266,22 @@ SAD_SUMMARY = TableSchema(
         *HEAD_KEYS,
         Column("prompt_set", _STR, "ioi or plain"),
         Column("rank", _I64, "number of singular values r"),
+        Column("n_recon_order", _STR, "sad.n_recon_order: the ordering of the plain N_recon columns"),
         Column("n_pairs", _I64, "firing pairs"),
         Column("n_nonpositive", _I64, "firing pairs with ℓ̃ ≤ 0 (N_recon undefined)"),
-        Column("n_recon_hist", _I64, "count of firing pairs with N_recon = 1..r", ("rank",)),
-        Column("median_n_recon", _F64, "median N_recon over pairs with ℓ̃ > 0"),
-        Column("frac_n_recon_le4", _F64, "fraction of pairs with ℓ̃ > 0 and N_recon ≤ 4"),
+        Column("n_recon_hist", _I64, "count of firing pairs with N_recon = 1..r (ordering n_recon_order)", ("rank",)),
+        Column("median_n_recon", _F64, "median N_recon over pairs with ℓ̃ > 0 (ordering n_recon_order)"),
+        Column("frac_n_recon_le4", _F64, "fraction of the pairs with ℓ̃ > 0 that have N_recon ≤ 4 (n_recon_order)"),
+        *_N_RECON_ORDER_COLUMNS,
         Column("median_sparseness", _F64, "median Rolls–Tovée S"),
         Column("frac_top_lower_half", _F64, "fraction of pairs whose largest |c_k| has rank ≥ r/2"),
-        Column("null_median_n_recon", _F64, "the same under the rotation null (all draws pooled)"),
-        Column("null_frac_n_recon_le4", _F64, "the same under the rotation null"),
-        Column("null_median_sparseness", _F64, "the same under the rotation null"),
+        Column("null_median_n_recon", _F64, "median_n_recon under the rotation null (all draws pooled)"),
+        Column("null_frac_n_recon_le4", _F64, "frac_n_recon_le4 under the rotation null (all draws pooled)"),
+        Column("null_median_sparseness", _F64, "median_sparseness under the rotation null (all draws pooled)"),
         Column("share_by_rank", _F64, "mean over firing pairs of |c_k| / Σ|c| at each σ rank k", ("rank",)),
         Column("null_share_by_rank", _F64, "the same under the rotation null", ("rank",)),
     ),
+    version=2,
 )
 SAD_PROMPTS = TableSchema(
     "sad_prompts",
@@ -338,6 +372,86 @@ DYNAMICS_SAD = TableSchema(
 
 
 # --------------------------------------------------------------------------------------------------
+# Head explorer (stage explorer)
+# --------------------------------------------------------------------------------------------------
+HEAD_SPECTRUM_BLOCKS = TableSchema(
+    "head_spectrum_blocks",
+    "Degeneracy-aware spectrum of every head and offset (rule explorer_spectra, svalign.degeneracy): adjacent "
+    "singular values whose relative gap is below explorer.degeneracy_gap form one block, inside which only the "
+    "subspace is defined; directions below the numerical rank form one last block.",
+    (
+        *HEAD_KEYS,
+        Column("offset", _I64, "query − key position offset δ of Ω_δ (0 without RoPE)"),
+        Column("sigma", _F32, "singular values, descending (as in head_svd)", ("rank",)),
+        Column("block", _I64, "block of each direction (0, 1, …; the below-rank ones share the last)", ("rank",)),
+        Column("numerical_rank", _I64, "directions with σ_k > explorer.rank_rtol · σ_1 (the rest are not resolved)"),
+        Column("n_blocks", _I64, "number of blocks (the below-rank block included)"),
+        Column("degenerate_top", _BOOL, "a direction k < explorer.top_directions lies in a block of ≥ 2 resolved ones"),
+        Column("first_degenerate", _I64, "first direction in a block of ≥ 2 resolved directions (−1: none)"),
+        Column("min_gap_top", _F64, "smallest relative gap (σ_k − σ_{k+1}) / σ_k for k < explorer.top_directions"),
+    ),
+)
+EXPLORER_TOKENS = TableSchema(
+    "explorer_tokens",
+    "The tokens of every kept prompt the head explorer read (rule explorer_readouts), so that read-outs and "
+    "examples can be shown in context.",
+    (
+        *HEAD_KEYS[:2],  # model, variant
+        Column("prompt_set", _STR, "ioi or plain"),
+        Column("prompt", _I64, "prompt index in the prompt set (as in sad_prompts)"),
+        Column("tokens", _STR, "each token as the tokenizer decodes it alone", ("n_tokens",), ragged=True),
+        Column("token_ids", _I64, "token ids", ("n_tokens",), ragged=True),
+    ),
+)
+EXPLORER_READOUTS = TableSchema(
+    "explorer_readouts",
+    "Token read-outs of every head's leading singular directions (rule explorer_readouts; δ = 0 under RoPE): the "
+    "prompt positions whose head input x̃ projects most on u_k (query side) or v_k (key side), and the vocabulary "
+    "tokens whose embedding, through the head's input normalisation at layer 0, does. One row per (head, "
+    "direction, side, pole, source, place).",
+    (
+        *HEAD_KEYS,
+        Column("rank", _I64, "direction k (σ rank at offset 0, 0 = largest)"),
+        Column("side", _STR, "query (x̃_t · u_k) or key (v_k · x̃_j)"),
+        Column("pole", _STR, "high (the largest projections) or low (the smallest, most negative)"),
+        Column("source", _STR, "context (prompt positions) or embedding (vocabulary through the normalisation)"),
+        Column("order", _I64, "place in the list (0 = strongest)"),
+        Column("value", _F32, "the projection (q/k-norm models: times the per-token 1/ρ)"),
+        Column("token", _STR, "the token as decoded alone"),
+        Column("token_id", _I64, "its id"),
+        Column("prompt_set", _STR, "prompt set of a context read-out (empty for embedding)"),
+        Column("prompt", _I64, "prompt index (−1 for embedding)"),
+        Column("position", _I64, "token position in the prompt (−1 for embedding)"),
+        Column("context", _STR, "the surrounding tokens with the token in ⟦ ⟧ (empty for embedding)"),
+    ),
+)
+EXPLORER_EXAMPLES = TableSchema(
+    "explorer_examples",
+    "SAD examples of every head (rule explorer_readouts): its firing pairs with the largest attention (at most "
+    "explorer.examples_per_key_token per key token) from sad_pairs, with every relative term c_k recomputed.",
+    (
+        *HEAD_KEYS,
+        Column("example", _I64, "place among the head's examples (0 = largest attention)"),
+        Column("prompt_set", _STR, "ioi or plain"),
+        Column("prompt", _I64, "prompt index in the prompt set"),
+        Column("t", _I64, "query position"),
+        Column("j", _I64, "key position"),
+        Column("offset", _I64, "the SVD offset the pair reads (t − j under RoPE, else 0)"),
+        Column("query_token", _STR, "token at t"),
+        Column("key_token", _STR, "token at j"),
+        Column("attention", _F32, "A(t, j)"),
+        Column("ltilde", _F32, "relative attention ℓ̃(t, j) (from sad_pairs; Σ_k c_k equals it)"),
+        Column("n_recon", _I64, "N_recon in the ordering sad.n_recon_order (−1: ℓ̃ ≤ 0)"),
+        Column("sparseness", _F32, "Rolls–Tovée S of the relative terms"),
+        Column("top_rank", _I64, "σ rank of the largest |c_k|"),
+        Column("null_n_recon", _F64, "median over the rotation-null draws of N_recon"),
+        Column("null_sparseness", _F64, "median over the rotation-null draws of S"),
+        Column("contributions", _F32, "relative terms c_k(t, j) by σ rank at the pair's offset", ("rank",)),
+    ),
+)
+
+
+# --------------------------------------------------------------------------------------------------
 # Results table (stage results_table)
 # --------------------------------------------------------------------------------------------------
 RESULTS_CLAIMS = TableSchema(
@@ -349,9 +463,23 @@ RESULTS_CLAIMS = TableSchema(
         Column("paper", pa.string(), "the paper's number or qualitative result"),
         Column("ours", pa.string(), "our measured value(s)"),
         Column("setting", pa.string(), "model / config the number comes from"),
-        Column("verdict", pa.string(), "pass or differs"),
+        Column(
+            "verdict",
+            pa.string(),
+            "pass (the whole interval meets the criterion), differs (none of it does) or inconclusive (it straddles)",
+        ),
         Column("criterion", pa.string(), "the acceptance level the verdict applies"),
+        Column("statistic", pa.string(), "the number that sets the verdict (of several: the first with that verdict)"),
+        Column("estimate", _F64, "its value on our data (inf: a curve that never crosses its level)"),
+        Column("ci_low", _F64, "lower end of its bootstrap percentile interval"),
+        Column("ci_high", _F64, "upper end of its bootstrap percentile interval"),
+        Column("confidence", _F64, "coverage of the intervals (config report.confidence)"),
+        Column("intervals", pa.string(), "every number the verdict uses: estimate [interval] (criterion: verdict)"),
+        Column("resampled", pa.string(), "what the intervals resample (prompts, null draws, seeds) and how often"),
+        Column("reading", pa.string(), "the reading of a definition the verdict uses (empty: none has another)"),
+        Column("other_readings", pa.string(), "the tested numbers and verdicts under the other readings"),
     ),
+    version=2,
 )
 
 
@@ -365,6 +493,7 @@ TABLES: dict[str, tuple[TableSchema, ...]] = {
     "svd": (HEAD_SVD, HEAD_SVD_BASES),
     "sad": (SAD_PAIRS, SAD_SUMMARY, SAD_PROMPTS),
     "dynamics": (DYNAMICS_TRAINING_LOG, DYNAMICS_PROMPTS, DYNAMICS_HEAD_SCORES, DYNAMICS_SAD),
+    "explorer": (HEAD_SPECTRUM_BLOCKS, EXPLORER_TOKENS, EXPLORER_READOUTS, EXPLORER_EXAMPLES),
     "results_table": (RESULTS_CLAIMS,),
 }
 

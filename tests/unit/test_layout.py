@@ -15,6 +15,7 @@ TORCH_FREE = [
     "svalign.io",
     "svalign.tables",
     "svalign.mappings",
+    "svalign.families",
     "svalign.config",
     "svalign.toy.config",
     "svalign.sad.config",

@@ -56,6 +56,55 @@ def test_n_recon_counts_the_largest_terms_needed():
     assert decompose.n_recon(c, c.sum(-1)).tolist() == [1, 2, 1, 4, -1]
 
 
+def test_n_recon_orderings_differ_where_large_terms_cancel():
+    """signed takes the largest c_k first (the authors' rule), magnitude the largest |c_k| with their signs."""
+    c = torch.tensor(
+        [
+            [1.0, -1.5, 1.2, 0.8],  # ℓ̃ = 1.5: signed 1.2 + 1.0; magnitude −1.5 + 1.2 + 1.0 + 0.8
+            [2.0, -3.0, 2.5, 0.5],  # ℓ̃ = 2: signed 2.5; magnitude −3 + 2.5 + 2 + 0.5
+            [3.0, 0.5, -0.5, 0.0],  # ℓ̃ = 3: the largest term alone either way
+            [0.4, -2.0, 1.5, 1.0],  # ℓ̃ = 0.9: signed 1.5; magnitude −2 + 1.5 + 1 + 0.4 (last term)
+            [1.0, -1.0, 0.5, 0.0],  # |c| tie: the larger σ (rank 0) first, so magnitude needs one term
+            [1.0, -2.0, 0.0, 0.0],  # ℓ̃ = −1: undefined in both
+        ]
+    )
+    target = c.sum(-1)
+    assert decompose.n_recon(c, target, "signed").tolist() == [2, 1, 1, 1, 1, -1]
+    assert decompose.n_recon(c, target, "magnitude").tolist() == [4, 4, 1, 4, 1, -1]
+    assert decompose.n_recon(c, target).tolist() == decompose.n_recon(c, target, "signed").tolist()
+    with pytest.raises(ValueError, match="unknown N_recon order 'abs'"):
+        decompose.n_recon(c, target, "abs")
+
+
+def test_summary_fills_the_plain_n_recon_columns_from_the_configured_ordering():
+    pairs = {
+        "layer": np.zeros(4, int),
+        "head": np.zeros(4, int),
+        "sparseness": np.full(4, 0.5, np.float32),
+        "top_rank": np.array([0, 1, 2, 3]),
+        "null_sparseness": np.full((4, 2), 0.6, np.float32),
+        "share_by_rank": np.zeros((1, 1, 4)),
+        "null_share_by_rank": np.zeros((1, 1, 4)),
+    }
+    signed, magnitude = np.array([1, 1, 2, -1]), np.array([4, 3, 4, -1])
+    for order, plain in (("signed", signed), ("magnitude", magnitude)):
+        pairs.update(n_recon_signed=signed, n_recon_magnitude=magnitude, n_recon_order=order, n_recon=plain)
+        pairs.update(null_n_recon_signed=np.ones((4, 2), int), null_n_recon_magnitude=np.full((4, 2), 2))
+        pairs["null_n_recon"] = pairs[f"null_n_recon_{order}"]
+        summary = run.summarize(pairs, 4, {"model": "m", "variant": "trained", "prompt_set": "ioi"})
+        assert summary["n_recon_order"] == [order]
+        assert summary["median_n_recon"] == [float(np.median(plain[:3]))]
+        assert summary["median_n_recon_signed"] == [1.0] and summary["median_n_recon_magnitude"] == [4.0]
+        assert summary["frac_n_recon_le4_magnitude"] == [1.0] and summary["null_median_n_recon_magnitude"] == [2.0]
+        assert summary["frac_top_lower_half"] == [0.5] and summary["n_nonpositive"] == [1]
+
+
+def test_config_checks_the_n_recon_order():
+    assert SADConfig().n_recon_order == "signed"
+    with pytest.raises(ValueError, match=r"sad\.n_recon_order: 'abs'"):
+        SADConfig(n_recon_order="abs")
+
+
 def test_n_recon_rounding_absorbs_float_noise():
     c = torch.tensor([[0.7, 0.3 - 1e-7, 1e-7]], dtype=torch.float64)
     assert decompose.n_recon(c, c.sum(-1)).tolist() == [2]
@@ -162,7 +211,9 @@ def _run(bridge, weights, max_offset, n=6):
     texts, answers = prompts.prompt_set("ioi", n, 0)
     batches, kept = run.tokenize_prompts(bridge.tokenizer, texts, weights.causal, bridge.cfg.n_ctx, answers)
     result = model_svd(weights, max_offset=max_offset)
-    pairs, diagnostics = run.run_sad(bridge, weights, result, batches, SADConfig(null_draws=2))
+    pairs, diagnostics = run.run_sad(
+        bridge, weights, result, batches, SADConfig(null_draws=2, n_recon_order="magnitude")
+    )
     return pairs, diagnostics, kept
 
 
@@ -175,6 +226,10 @@ def test_minilm_decomposition_sums_to_model_scores(minilm_bridge, minilm_weights
     assert ((pairs["n_recon"][defined] >= 1) & (pairs["n_recon"][defined] <= 32)).all()
     assert ((pairs["sparseness"] >= 1 / 32 - 1e-6) & (pairs["sparseness"] <= 1 + 1e-6)).all()
     assert (pairs["ltilde"][~defined] <= 0).all()
+    # both orderings in every run; the configured one (magnitude here) fills the plain columns
+    assert pairs["n_recon"] is pairs["n_recon_magnitude"] and pairs["null_n_recon"] is pairs["null_n_recon_magnitude"]
+    assert ((pairs["n_recon_signed"] > 0) == defined).all()
+    assert (pairs["n_recon_signed"] <= pairs["n_recon_magnitude"]).all()  # the n largest c_k: the largest n-sum
 
 
 def test_smollm2_rope_decomposition_sums_to_model_scores(smollm2_bridge, smollm2):

@@ -4,6 +4,7 @@ from transformer_lens import FactoredMatrix
 
 from svalign import io
 from svalign.svd import (
+    METHODS,
     canonicalize_signs,
     check_reconstruction,
     factored_svd,
@@ -16,12 +17,13 @@ from svalign.svd import (
 from svalign.tables import HEAD_SVD, HEAD_SVD_BASES
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(("d_a", "d_b", "h"), [(48, 48, 8), (30, 20, 6), (10, 10, 16)])
-def test_factored_svd_matches_dense_svd(device, d_a, d_b, h):
+def test_factored_svd_matches_dense_svd(device, d_a, d_b, h, method):
     generator = torch.Generator().manual_seed(0)
     A = torch.randn(3, 4, d_a, h, generator=generator, dtype=torch.float64).to(device)
     B = torch.randn(3, 4, d_b, h, generator=generator, dtype=torch.float64).to(device)
-    U, S, V = factored_svd(A, B)
+    U, S, V = factored_svd(A, B, method)
     rank = min(d_a, d_b, h)
     assert U.shape == (3, 4, d_a, rank) and S.shape == (3, 4, rank) and V.shape == (3, 4, d_b, rank)
     omega = A @ B.mT

@@ -67,15 +67,19 @@ def test_changing_a_toy_parameter_reruns_only_that_experiment_and_its_consumers(
 
 def test_changing_the_sad_threshold_reruns_sad_only(small_run):
     counts = _plan_with_override(small_run, "threshold.yaml", "sad:\n  threshold: 0.5\n")
-    # The IOI set of MiniLM's two variants and the 4 training checkpoints' prompts, what reads them, and nothing
-    # upstream: no training, weights or SVD.
+    # Both prompt sets of MiniLM's two variants (the results table reads every SAD run) and the 4 training
+    # checkpoints (each one job: weights -> SVD -> SAD), what reads them, and nothing upstream: no training, no MiniLM
+    # weights or SVD.
     assert counts == {
-        "sad": 2 + 4,
+        "sad": 4,
+        "dynamics_checkpoint": 4,
         "sad_figures": 1,
         "dynamics_sad": 1,
         "dynamics_figure": 1,
         "dynamics": 1,
         "results_table": 1,
+        "explorer_readouts": 1,  # the head explorer's examples come from the trained pairs
+        "explorer_page": 1,
     }
 
 
@@ -83,7 +87,22 @@ def test_changing_the_ioi_prompt_count_reruns_only_ioi_sad_jobs(small_run):
     counts = _plan_with_override(small_run, "n_ioi.yaml", "sad:\n  n_ioi_prompts: 6\n")
     # MiniLM's IOI jobs (trained and random) and what reads them; the checkpoints' repeated-prompt SAD jobs and the
     # dynamics stage do not read the key, so they do not rerun.
-    assert counts == {"sad": 2, "sad_figures": 1, "results_table": 1}
+    assert counts == {"sad": 2, "sad_figures": 1, "results_table": 1, "explorer_readouts": 1, "explorer_page": 1}
+
+
+# The resume test's run: a toy experiment, MiniLM's weights -> SVD -> SAD (trained and random) and two training
+# checkpoints' chains — every kind of job that writes tables, a third of the small run's jobs.
+RESUME_TARGETS = [
+    "results/toy/single_pair/metrics.parquet",
+    "results/toy/multi_pair/metrics.parquet",
+    "results/sad/minilm/trained/ioi/summary.parquet",
+    "results/sad/minilm/random/ioi/summary.parquet",
+    "results/sad/dyn_step000000/trained/repeated/summary.parquet",
+    "results/sad/dyn_step000004/trained/repeated/summary.parquet",
+]
+# Their tables: 2 toy experiments x 3; MiniLM 2 variants x (weights, SVD, bases, 3 SAD); the training log, the
+# repeated prompts and 2 checkpoints x 6.
+RESUME_TABLES = 2 * 3 + 2 * 6 + 2 + 2 * 6
 
 
 def test_killed_run_resumes_to_the_same_tables_as_an_uninterrupted_run(workdir, small_run):
@@ -94,7 +113,7 @@ def test_killed_run_resumes_to_the_same_tables_as_an_uninterrupted_run(workdir, 
     results = workdir / "results"
     first_output = results / "toy" / "single_pair" / "metrics.parquet"
     process = subprocess.Popen(
-        [*SNAKEMAKE, "--cores", "2", *SMALL_TARGETS, *SMALL_CONFIG],
+        [*SNAKEMAKE, "--cores", "2", *RESUME_TARGETS, *SMALL_CONFIG],
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -107,24 +126,24 @@ def test_killed_run_resumes_to_the_same_tables_as_an_uninterrupted_run(workdir, 
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     killed_tables = set(parquet_contents(results))
-    assert first_output.exists() and len(killed_tables) < len(parquet_contents(small_run / "results"))
+    assert first_output.exists() and len(killed_tables) < RESUME_TABLES
 
     # A plain rerun refuses (outputs of killed jobs are marked incomplete, the lock is left behind) and says
     # what to do; no finished output is lost.
-    refused = run_snakemake(workdir, *SMALL_TARGETS, *SMALL_CONFIG, check=False)
+    refused = run_snakemake(workdir, *RESUME_TARGETS, *SMALL_CONFIG, check=False)
     assert refused.returncode != 0, refused.stdout
     assert "--rerun-incomplete" in refused.stdout or "--unlock" in refused.stdout, refused.stdout
     assert killed_tables <= set(parquet_contents(results))
-    run_snakemake(workdir, "--unlock", *SMALL_TARGETS, *SMALL_CONFIG)
+    run_snakemake(workdir, "--unlock", *RESUME_TARGETS, *SMALL_CONFIG)
 
     # --until svd: only the MiniLM weights and SVD (and what they need) run; SAD and the toy stage wait.
-    out = run_snakemake(workdir, *SMALL_TARGETS, "--until", "svd", "--rerun-incomplete", *SMALL_CONFIG).stdout
+    out = run_snakemake(workdir, *RESUME_TARGETS, "--until", "svd", "--rerun-incomplete", *SMALL_CONFIG).stdout
     assert set(job_counts(out)) <= {"extract_weights", "svd", "dynamics_train"}, out
     assert (results / "svd" / "minilm" / "trained.parquet").exists()
     assert not (results / "sad").exists()
 
-    run_snakemake(workdir, *SMALL_TARGETS, "--rerun-incomplete", *SMALL_CONFIG)
+    run_snakemake(workdir, *RESUME_TARGETS, "--rerun-incomplete", *SMALL_CONFIG)
     resumed, uninterrupted = parquet_contents(results), parquet_contents(small_run / "results")
-    assert resumed.keys() == uninterrupted.keys()
+    assert len(resumed) == RESUME_TABLES and resumed.keys() <= uninterrupted.keys(), sorted(resumed)
     different = [name for name, content in resumed.items() if content != uninterrupted[name]]
     assert not different, f"tables differ between two runs of the same config: {different}"

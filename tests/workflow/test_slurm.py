@@ -48,6 +48,9 @@ SLURM_OPTIONS = [
     "--slurm-jobname-prefix",
     JOB_PREFIX,
 ]
+# The figure rule is a `localrules` entry: it runs in the Snakemake process, not as a SLURM job.
+SUBMITTED_RULES = ("toy_train", "slurm_test_fails")
+LOCAL_RULE = "toy_figure_geometry"
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
 TIMEOUT = 300
 
@@ -116,7 +119,7 @@ def expected_resources(real_memory: int) -> tuple[dict[str, dict[str, int]], lis
     ``--set-resources`` options that cap mem_mb on a node with less memory than the profile asks for."""
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     expected, caps = {}, {}
-    for rule in ("toy_train", "toy_figure_geometry", "slurm_test_fails"):
+    for rule in SUBMITTED_RULES:
         resources = {**profile["default-resources"], **profile["set-resources"].get(rule, {})}
         mem_mb = int(resources["mem_mb"])
         if mem_mb > real_memory:
@@ -252,6 +255,7 @@ def slurm_time(minutes: int) -> str:
 def test_every_job_ran_as_a_slurm_job_with_the_profiles_resources(runs):
     out, submitted, expected = runs["out"], runs["submitted"], runs["expected"]
     assert sorted(submitted) == sorted(expected), out
+    assert LOCAL_RULE not in submitted and f"rule {LOCAL_RULE}:" in out, out  # localrules: no submission
     assert len({job["slurm_jobid"] for job in submitted.values()}) == len(expected), out
     for rule, job in submitted.items():
         info = scontrol("job", job["slurm_jobid"])  # finished jobs stay for MinJobAge = 300 s

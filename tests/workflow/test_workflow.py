@@ -19,11 +19,13 @@ def test_dry_run_plans_every_job(workdir):
         "toy_figure_geometry": 3,
         "toy_anisotropy": 1,
         "toy_sweep_point": 11,
-        "extract_weights": 4 + 30,  # 2 models x 2 variants, then 30 training checkpoints (dynamics)
-        "svd": 4 + 30,
+        "extract_weights": 4,  # 2 models x 2 variants
+        "svd": 4,
         "convert_smollm2": 1,
-        "sad": 8 + 30,  # 2 models x 2 variants x 2 prompt sets, then the checkpoints' repeated prompts
+        "sad": 8,  # 2 models x 2 variants x 2 prompt sets
         "dynamics_train": 1,
+        "dynamics_prompts": 1,
+        "dynamics_checkpoint": 30,  # each training checkpoint: weights -> SVD -> SAD in one job
         "dynamics_sad": 1,
         "results_table": 1,
     }
@@ -99,7 +101,8 @@ def test_small_run_produces_tables_figures_and_report(small_run):
     ]
     assert set(claims["verdict"]) <= {"pass", "differs"}
     markdown = (results / "report" / "claims.md").read_text()
-    assert markdown.count("\n| ") == 1 + 7 and "do not edit" in markdown  # header + one row per claim
+    claims_section = markdown.split("## Claims", 1)[1].split("\n## ", 1)[0]
+    assert claims_section.count("\n| ") == 1 + 7 and "do not edit" in markdown  # header + one row per claim
     # Dynamics: 4 checkpoints (steps 0, 1, 2, 4) x 8 heads through the model stages, one head tracked.
     dynamics_table = io.to_frame(io.read_table(results / "dynamics" / "sad.parquet", tables.DYNAMICS_SAD))
     assert sorted(set(dynamics_table["step"])) == [0, 1, 2, 4] and len(dynamics_table) == 4 * 8
@@ -111,3 +114,15 @@ def test_small_run_produces_tables_figures_and_report(small_run):
     snakemake(workdir, *SMALL_TARGETS, "--report", "results/report.html", *SMALL_CONFIG)
     html = (results / "report.html").read_text(errors="replace")
     assert "Toy model" in html and "Real models" in html and "SAD" in html
+
+
+@pytest.mark.slow
+def test_jobs_use_exactly_their_rules_threads(small_run):
+    """Torch and BLAS threads inside each job equal the rule's `threads:` (cores are never oversubscribed)."""
+    logs = small_run / "results" / "logs"
+    expected = {"toy_train": 1, "dynamics_checkpoint": 1, "sad": 2, "svd": 2, "dynamics_train": 2}
+    for rule, threads in expected.items():
+        files = sorted((logs / rule).glob("*.log")) or [logs / f"{rule}.log"]
+        assert files, rule
+        for path in files:
+            assert f"threads: torch {threads}, OMP_NUM_THREADS={threads}" in path.read_text(), path

@@ -13,13 +13,14 @@ import pyarrow.parquet as pq
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "envs", ".test"]
 # The small end-to-end run: the whole toy stage, the dynamics stage (4 checkpoints), MiniLM weights -> SVD ->
-# SAD, the results table, with the CI config (SmolLM2 disabled there).
+# SAD, the results table and MiniLM's head explorer page, with the CI config (SmolLM2 disabled there).
 SMALL_TARGETS = [
     "toy",
     "dynamics",
     "results/figures/svd/spectra_minilm.png",
     "results/figures/sad/heads_minilm.png",
     "results/report/claims.md",
+    "results/explorer/minilm/explorer.html",
 ]
 SMALL_CONFIG = ["--configfile", ".test/config.yaml"]  # last: --configfile takes every argument after it
 
@@ -46,7 +47,7 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, cores: int = 2)
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=600,
+        timeout=1800,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}")

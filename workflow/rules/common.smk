@@ -46,13 +46,18 @@ DYNAMICS_MODELS = (
     if DYNAMICS["enabled"]
     else {}
 )
+# Model names: configured models (rules extract_weights, svd, sad) and the dynamics series' checkpoints (rule
+# dynamics_checkpoint), told apart by the prefix dynamics_models() gives every checkpoint.
+CHECKPOINT_MODEL = "dyn_[a-z0-9_]+"
+CONFIGURED_MODEL = "(?!dyn_)[a-z][a-z0-9_]*"
 MODEL_ENTRIES = {**{m: config["models"][m] for m in MODELS}, **DYNAMICS_MODELS}
 VARIANTS = ["trained", "random"] if config["random_init"]["enabled"] else ["trained"]
 # Rules that compute with torch ask the scheduler for a GPU only when the config demands CUDA; with
 # device: auto a cluster profile can add the request per rule (see profiles/).
 GPU_JOBS = 1 if config["device"] == "cuda" else 0
 # Figure rules pass this to their captions, which compute our numbers from the Parquet at report time.
-MEASURED = Measured()
+# They compute with the results table's bootstrap options (config `report`).
+MEASURED = Measured(config["report"])
 
 
 def model_params(wildcards):
@@ -166,18 +171,24 @@ def sad_params(wildcards):
     return {name: config["sad"][name] for name in SAD_OPTIONS}
 
 
-def sad_prompt_params(wildcards):
-    """What the prompt set of this job needs: the IOI set its size and seed; the plain set nothing; the repeated
-    set is an input file. Editing `sad.n_ioi_prompts` therefore reruns the IOI jobs only.
+def prompt_params(prompt_set):
+    """What a prompt set needs: the IOI set its size and seed; the plain set nothing; the repeated set is an
+    input file. Editing `sad.n_ioi_prompts` therefore reruns the IOI jobs only.
     """
-    if wildcards.prompt_set == "ioi":
+    if prompt_set == "ioi":
         return {name: config["sad"][name] for name in ("n_ioi_prompts", "prompt_seed")}
     return {}
 
 
+def sad_prompt_params(wildcards):
+    return prompt_params(wildcards.prompt_set)
+
+
 def sad_figure_inputs(wildcards):
-    """Summary tables of every variant on the IOI prompt set (figures compare real, null, random-init)."""
-    return {
+    """Summary tables of every variant on the IOI prompt set (figures compare real, null, random-init), and the
+    trained variant's pairs (`pairs`: the captions' claims resample them for their intervals).
+    """
+    inputs = {
         variant: expand(
             rules.sad.output.summary,
             model=wildcards.model,
@@ -186,6 +197,13 @@ def sad_figure_inputs(wildcards):
         )[0]
         for variant in VARIANTS
     }
+    inputs["pairs"] = expand(
+        rules.sad.output.pairs,
+        model=wildcards.model,
+        variant="trained",
+        prompt_set="ioi",
+    )[0]
+    return inputs
 
 
 def sad_targets():
@@ -205,11 +223,24 @@ def checkpoint_dir_of(wildcards, output):
     return checkpoint_dir_next_to(output.manifest)
 
 
+def checkpoint_sad_path(pattern):
+    """A SAD output pattern with the series' prompt set filled in (a checkpoint job runs that one set)."""
+    return expand(pattern, prompt_set=DYNAMICS["prompt_set"], allow_missing=True)[0]
+
+
+def dynamics_checkpoint_inputs(wildcards):
+    """Our series: its training run, and the repeated prompts when SAD reads them."""
+    inputs = model_inputs(wildcards)
+    if DYNAMICS["prompt_set"] == "repeated":
+        inputs["prompts"] = rules.dynamics_prompts.output[0]
+    return inputs
+
+
 def dynamics_sad_inputs(wildcards):
     """SAD summaries of every checkpoint, plus our series' head scores."""
     inputs = {
         f"sad_{name}": expand(
-            rules.sad.output.summary,
+            rules.dynamics_checkpoint.output.summary,
             model=name,
             variant="trained",
             prompt_set=DYNAMICS["prompt_set"],
@@ -221,30 +252,126 @@ def dynamics_sad_inputs(wildcards):
     return inputs
 
 
+def dynamics_claim_inputs(wildcards):
+    """Pairs of the first and the last checkpoint (`first`, `last`): the dynamics claim resamples their prompts."""
+    by_step = sorted(DYNAMICS_MODELS, key=lambda name: DYNAMICS_MODELS[name]["step"])
+    return {
+        end: expand(
+            rules.sad.output.pairs,
+            model=name,
+            variant="trained",
+            prompt_set=DYNAMICS["prompt_set"],
+        )[0]
+        for end, name in (("first", by_step[0]), ("last", by_step[-1]))
+    }
+
+
 def dynamics_targets():
     if not DYNAMICS["enabled"]:
         return []
     return [rules.dynamics_figure.output.png]
 
 
+# ---- Head explorer (explorer.smk) ------------------------------------------------------------------------
+EXPLORER = config["explorer"]
+# The keys each explorer rule reads (so editing one reruns only the jobs it feeds).
+EXPLORER_SPECTRA_KEYS = ("degeneracy_gap", "rank_rtol", "top_directions")
+EXPLORER_READOUT_KEYS = (
+    "readout_directions",
+    "n_tokens",
+    "context_tokens",
+    "n_examples",
+    "examples_per_key_token",
+    "embedding_position",
+)
+EXPLORER_PAGE_KEYS = ("example_terms", "context_tokens")
+
+
+def explorer_options(keys):
+    return {key: EXPLORER[key] for key in keys}
+
+
+def explorer_readouts_inputs(wildcards):
+    """The trained variant's weights, SVD and SAD pairs of every explorer prompt set (`pairs_<set>`), plus the
+    model's own inputs (SmolLM2's converted directory)."""
+    trained = {"model": wildcards.model, "variant": "trained"}
+    inputs = {
+        **model_inputs(wildcards),
+        "weights": expand(rules.extract_weights.output[0], **trained)[0],
+        "svd": expand(rules.svd.output.svd, **trained)[0],
+        "bases": expand(rules.svd.output.bases, **trained)[0],
+    }
+    for prompt_set in EXPLORER["prompt_sets"]:
+        inputs[f"pairs_{prompt_set}"] = expand(
+            rules.sad.output.pairs, prompt_set=prompt_set, **trained
+        )[0]
+    return inputs
+
+
+def explorer_prompt_params(wildcards):
+    """What each explorer prompt set needs (`prompt_params`), by name, in the configured order."""
+    return {name: prompt_params(name) for name in EXPLORER["prompt_sets"]}
+
+
+def explorer_page_inputs(wildcards):
+    """The trained variant's spectra, read-outs, examples and tokens, and its SAD summary on the first explorer
+    prompt set (the grid's colours)."""
+    trained = {"model": wildcards.model, "variant": "trained"}
+    readouts = rules.explorer_readouts.output
+    return {
+        "spectra": expand(rules.explorer_spectra.output[0], **trained)[0],
+        "summary": expand(
+            rules.sad.output.summary, prompt_set=EXPLORER["prompt_sets"][0], **trained
+        )[0],
+        **{
+            name: expand(getattr(readouts, name), model=wildcards.model)[0]
+            for name in ("readouts", "examples", "tokens")
+        },
+    }
+
+
+def explorer_targets():
+    if not EXPLORER["enabled"]:
+        return []
+    return expand(rules.explorer_page.output.html, model=MODELS) + expand(
+        rules.explorer_spectra.output[0], model=MODELS, variant=VARIANTS
+    )
+
+
 # ---- Results table (report.smk) --------------------------------------------------------------------------
 
 
 def results_table_inputs(wildcards):
-    """The tables the claims rest on, named as `svalign.report.claims_from_inputs` expects, for what the config
-    runs (paths from the producing rules, never retyped)."""
-    inputs = {}
-    for name in ("single_pair", "multi_pair"):
-        if name in config["toy"]["experiments"]:
-            inputs[name] = expand(rules.toy_train.output.metrics, experiment=name)[0]
+    """The tables the claims and the generated result tables rest on, named as `svalign.report.claims_from_inputs`
+    and `svalign.claims.details.details_markdown` expect, for what the config runs (paths from the producing
+    rules, never retyped): toy metrics by experiment name, `anisotropy`, `sweep`; per model `sad_<model>` and
+    `pairs_<model>` (trained, IOI: the claims) and `summary_<model>_<variant>_<prompt_set>` (every SAD run);
+    `dynamics` with the first and last checkpoint's pairs (`dynamics_first`, `dynamics_last`).
+    """
+    inputs = {
+        name: expand(rules.toy_train.output.metrics, experiment=name)[0]
+        for name in TOY_EXPERIMENTS
+    }
     if config["toy"]["anisotropy"]["enabled"]:
         inputs["anisotropy"] = rules.toy_anisotropy.output[0]
+    if SWEEPS["enabled"]:
+        inputs["sweep"] = rules.toy_sweep.output[0]
     for model in MODELS:
-        inputs[f"sad_{model}"] = expand(
-            rules.sad.output.summary, model=model, variant="trained", prompt_set="ioi"
-        )[0]
+        ioi = {"model": model, "variant": "trained", "prompt_set": "ioi"}
+        inputs[f"sad_{model}"] = expand(rules.sad.output.summary, **ioi)[0]
+        inputs[f"pairs_{model}"] = expand(rules.sad.output.pairs, **ioi)[0]
+        for variant in VARIANTS:
+            for prompt_set in config["sad"]["prompt_sets"]:
+                inputs[f"summary_{model}_{variant}_{prompt_set}"] = expand(
+                    rules.sad.output.summary,
+                    model=model,
+                    variant=variant,
+                    prompt_set=prompt_set,
+                )[0]
     if DYNAMICS["enabled"]:
         inputs["dynamics"] = rules.dynamics_sad.output[0]
+        claim_inputs = dynamics_claim_inputs(wildcards)
+        inputs.update({f"dynamics_{end}": path for end, path in claim_inputs.items()})
     return inputs
 
 
@@ -254,5 +381,6 @@ def all_targets():
         + svd_targets()
         + sad_targets()
         + dynamics_targets()
+        + explorer_targets()
         + [rules.results_table.output.table, rules.results_table.output.markdown]
     )

@@ -50,6 +50,45 @@ rule dynamics_prompts:
         "../../scripts/dynamics_prompts.py"
 
 
+# One checkpoint through weights -> SVD -> SAD in one process (and one cluster submission): the steps of rules
+# extract_weights, svd and sad, to the same paths; a 2-layer checkpoint costs more to start than to compute.
+rule dynamics_checkpoint:
+    input:
+        unpack(dynamics_checkpoint_inputs),
+    output:
+        weights=rules.extract_weights.output[0],
+        svd=rules.svd.output.svd,
+        bases=rules.svd.output.bases,
+        pairs=checkpoint_sad_path(rules.sad.output.pairs),
+        summary=checkpoint_sad_path(rules.sad.output.summary),
+        prompts=checkpoint_sad_path(rules.sad.output.prompts),
+    log:
+        f"{LOGS}/dynamics_checkpoint/{{model}}_{{variant}}.log",
+    benchmark:
+        f"{BENCHMARKS}/dynamics_checkpoint/{{model}}_{{variant}}.tsv"
+    wildcard_constraints:
+        model=CHECKPOINT_MODEL,
+        variant="trained",
+    conda:
+        ENV
+    # One thread: the checkpoints are small, so two jobs side by side beat two threads in one.
+    threads: 1
+    resources:
+        mem_mb=5000,
+        runtime=30,
+        gpu=GPU_JOBS,
+    params:
+        model=model_params,
+        seed=config["random_init"]["seed"],
+        svd=config["svd"],
+        device=config["device"],
+        sad=sad_params,
+        prompt_set=DYNAMICS["prompt_set"],
+        prompts=prompt_params(DYNAMICS["prompt_set"]),
+    script:
+        "../../scripts/dynamics_checkpoint.py"
+
+
 rule dynamics_scores:
     input:
         rules.dynamics_train.output.manifest,
@@ -95,6 +134,7 @@ rule dynamics_sad:
 
 rule dynamics_figure:
     input:
+        unpack(dynamics_claim_inputs),
         sad=rules.dynamics_sad.output[0],
     output:
         png=report(

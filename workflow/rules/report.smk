@@ -21,7 +21,9 @@ rule results_table:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=4000,
+        runtime=20,
+    params:
+        bootstrap=config["report"],
     script:
         "../../scripts/results_table.py"

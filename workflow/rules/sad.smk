@@ -16,6 +16,8 @@ rule sad:
         f"{LOGS}/sad/{{model}}_{{variant}}_{{prompt_set}}.log",
     benchmark:
         f"{BENCHMARKS}/sad/{{model}}_{{variant}}_{{prompt_set}}.tsv"
+    wildcard_constraints:
+        model=CONFIGURED_MODEL,
     conda:
         ENV
     threads: 2

@@ -11,6 +11,8 @@ rule svd:
         f"{LOGS}/svd/{{model}}_{{variant}}.log",
     benchmark:
         f"{BENCHMARKS}/svd/{{model}}_{{variant}}.tsv"
+    wildcard_constraints:
+        model=CONFIGURED_MODEL,
     conda:
         ENV
     threads: 2

@@ -27,6 +27,8 @@ rule extract_weights:
         f"{LOGS}/extract_weights/{{model}}_{{variant}}.log",
     benchmark:
         f"{BENCHMARKS}/extract_weights/{{model}}_{{variant}}.tsv"
+    wildcard_constraints:
+        model=CONFIGURED_MODEL,
     conda:
         ENV
     threads: 2

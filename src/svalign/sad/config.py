@@ -13,7 +13,10 @@ from typing import Any
 
 from svalign.mappings import known_fields
 
-__all__ = ["SADConfig"]
+__all__ = ["N_RECON_ORDERS", "SADConfig"]
+
+N_RECON_ORDERS = ("signed", "magnitude")
+"""Orderings of the relative terms for N_recon: by value c_k (the authors' rule), or by |c_k|."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,9 @@ class SADConfig:
         null_draws: draws of the rotation null.
         null_seed: seed of the null rotations.
         chunk_prompts: prompts per forward pass (bounds memory).
+        n_recon_order: which ordering of the relative terms fills the tables' plain N_recon columns (``n_recon``,
+            ``median_n_recon``, …): ``signed`` (the n largest c_k, the authors' rule) or ``magnitude`` (the n
+            largest |c_k|). Both orderings are computed in every run and stored under their own names.
     """
 
     threshold: float | None = None
@@ -33,6 +39,11 @@ class SADConfig:
     null_draws: int = 5
     null_seed: int = 0
     chunk_prompts: int = 32
+    n_recon_order: str = "signed"
+
+    def __post_init__(self) -> None:
+        if self.n_recon_order not in N_RECON_ORDERS:
+            raise ValueError(f"sad.n_recon_order: {self.n_recon_order!r} is not one of {', '.join(N_RECON_ORDERS)}")
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> SADConfig:

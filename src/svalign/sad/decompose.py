@@ -10,8 +10,10 @@ Relative terms c_k(t, j) = a_k(t, j) − mean_{i ∈ K(t), i ≠ j} a_k(t, i) su
 ℓ̃(t, j) = ℓ(t, j) − mean_{i ≠ j} ℓ(t, i), where K(t) are the keys query t may attend to (:func:`allowed_keys`).
 For every *firing* pair (attention A(t, j) above a threshold):
 
-* N_recon: the smallest n such that the n largest c_k (descending) sum to at least ℓ̃ (ratio rounded to 5
-  decimals); undefined (−1) when ℓ̃ ≤ 0.
+* N_recon: the smallest n such that the first n terms sum to at least ℓ̃ (ratio rounded to 5 decimals);
+  undefined (−1) when ℓ̃ ≤ 0. Two orderings of the terms (:data:`N_RECON_ORDERS`), both computed in every run:
+  ``signed``, the c_k in descending order (the authors' rule: the smallest subset that reconstructs), and
+  ``magnitude``, the c_k by descending |c_k| (the largest singular-vector terms whatever their sign).
 * Rolls–Tovée sparseness S(c) = (mean |c_k|)² / mean(c_k²) ∈ [1/r, 1]; lower = sparser.
 * the σ rank of the largest |c_k| (0 = largest singular value).
 
@@ -25,9 +27,11 @@ from dataclasses import dataclass
 
 import torch
 
+from svalign.sad.config import N_RECON_ORDERS
 from svalign.svd import HeadSVD, ModelSVD
 
 __all__ = [
+    "N_RECON_ORDERS",
     "RATIO_DECIMALS",
     "PairStatistics",
     "allowed_keys",
@@ -54,9 +58,19 @@ RATIO_DECIMALS = 5
 # --------------------------------------------------------------------------------------------------
 
 
-def allowed_keys(n_pos: int, causal: bool, device: torch.device | str | None = None) -> torch.Tensor:
-    """The keys each query may attend to: ``[t, j]`` bool, j ≤ t under a causal mask, every key otherwise."""
+def allowed_keys(
+    n_pos: int, causal: bool, device: torch.device | str | None = None, window: int | None = None
+) -> torch.Tensor:
+    """The keys each query may attend to: ``[t, j]`` bool, j ≤ t under a causal mask, every key otherwise.
+
+    With a sliding ``window`` w (causal only; Mistral, Gemma 2/3's local layers) K(t) is ``t − w < j ≤ t``, as
+    ``transformers`` masks it.
+    """
     allowed = torch.ones(n_pos, n_pos, dtype=torch.bool, device=device)
+    if window is not None:
+        if not causal:
+            raise ValueError("a sliding window is supported for causal attention only")
+        return allowed.tril().triu(diagonal=1 - window)
     return allowed.tril() if causal else allowed
 
 
@@ -80,7 +94,16 @@ def augment_inputs(x: torch.Tensor, augmented: bool) -> torch.Tensor:
     return torch.cat([x, torch.ones_like(x[..., :1])], -1) if augmented else x
 
 
-def decompose(x: torch.Tensor, svd: HeadSVD, causal: bool, offsets_used: bool) -> torch.Tensor:
+def decompose(
+    x: torch.Tensor,
+    svd: HeadSVD,
+    causal: bool,
+    offsets_used: bool,
+    *,
+    window: int | None = None,
+    query_scale: torch.Tensor | None = None,
+    key_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Terms a_k(t, j) of every head of one layer.
 
     Args:
@@ -89,6 +112,9 @@ def decompose(x: torch.Tensor, svd: HeadSVD, causal: bool, offsets_used: bool) -
         causal: keys j > t are masked (their terms are 0).
         offsets_used: RoPE model: pair (t, j) uses the SVD of offset δ = t − j (needs n_offsets ≥ pos; the SAD
             stage checks this with :func:`svalign.config.check_offset_coverage` before any computation).
+        window: sliding window of the layer (keys t − w < j ≤ t; :func:`allowed_keys`), or None.
+        query_scale, key_scale: per-token scalars ``[batch, head, pos]`` of q/k-norm models, 1/ρ_q(t) and 1/ρ_k(j):
+            then a_k(t, j) = σ_k (x̃_t · u_k)(v_k · x̃_j) / (ρ_q(t) ρ_k(j)), still summing to the model's logit.
 
     Returns:
         ``[batch, head, query, key, r]`` terms; masked entries are 0.
@@ -96,6 +122,10 @@ def decompose(x: torch.Tensor, svd: HeadSVD, causal: bool, offsets_used: bool) -
     n_pos = x.shape[1]
     p = torch.einsum("btd,hdr->bhtr", x, svd.basis_q)  # x̃_t in the query basis
     q = torch.einsum("btd,hdr->bhtr", x, svd.basis_k)
+    if query_scale is not None:
+        p = p * query_scale.unsqueeze(-1)
+    if key_scale is not None:
+        q = q * key_scale.unsqueeze(-1)
     if not offsets_used:
         alpha = p @ svd.core_u[:, 0].unsqueeze(0)  # [b, h, t, r]: x̃_t · u_k
         beta = q @ svd.core_v[:, 0].unsqueeze(0)  # [b, h, j, r]: v_k · x̃_j
@@ -115,11 +145,11 @@ def decompose(x: torch.Tensor, svd: HeadSVD, causal: bool, offsets_used: bool) -
         delta = (t_index - j_index).clamp(min=0)  # masked pairs (j > t) read δ = 0 and are zeroed below
         terms = alpha[:, :, t_index, delta] * beta[:, :, j_index, delta] * sigma[:, delta].unsqueeze(0)
     if causal:
-        terms = terms * allowed_keys(n_pos, causal, x.device)[None, None, :, :, None]
+        terms = terms * allowed_keys(n_pos, causal, x.device, window)[None, None, :, :, None]
     return terms
 
 
-def relative(values: torch.Tensor, causal: bool) -> torch.Tensor:
+def relative(values: torch.Tensor, causal: bool, window: int | None = None) -> torch.Tensor:
     """``v(t, j) − mean_{i ∈ K(t), i ≠ j} v(t, i)`` along the key axis (axis 3 of ``[b, h, t, j, …]``).
 
     Works for scores ``[b, h, t, j]`` and terms ``[b, h, t, j, r]``. Masked keys must hold 0. Entries with a
@@ -127,23 +157,26 @@ def relative(values: torch.Tensor, causal: bool) -> torch.Tensor:
     """
     n_pos = values.shape[3]
     extra = values.dim() - 4
-    n_keys = key_counts(allowed_keys(n_pos, causal, values.device), values.dtype)
+    n_keys = key_counts(allowed_keys(n_pos, causal, values.device, window), values.dtype)
     n_keys = n_keys.view(1, 1, n_pos, 1, *([1] * extra))
     total = values.sum(dim=3, keepdim=True)
     others = (total - values) / (n_keys - 1)
     return values - others
 
 
-def check_scores(terms: torch.Tensor, scores: torch.Tensor, causal: bool, tolerance: float, layer: int) -> float:
+def check_scores(
+    terms: torch.Tensor, scores: torch.Tensor, causal: bool, tolerance: float, layer: int, window: int | None = None
+) -> float:
     """Assert Σ_k a_k(t, j) equals the model's own (unscaled) scores; returns the worst relative error.
 
     Args:
         terms: ``[b, h, t, j, r]`` from :func:`decompose`.
         scores: the model's scores ``[b, h, t, j]``.
+        window: the layer's sliding window (:func:`allowed_keys`), or None.
 
     The error of each head is relative to that head's largest |score| over the allowed pairs of the batch.
     """
-    allowed = allowed_keys(scores.shape[-1], causal, scores.device)
+    allowed = allowed_keys(scores.shape[-1], causal, scores.device, window)
     reconstructed = terms.sum(-1)
     difference = ((reconstructed - scores) * allowed).abs().amax(dim=(0, 2, 3))
     scale = (scores * allowed).abs().amax(dim=(0, 2, 3)).clamp_min(1e-12)
@@ -162,14 +195,25 @@ def check_scores(terms: torch.Tensor, scores: torch.Tensor, causal: bool, tolera
 # --------------------------------------------------------------------------------------------------
 
 
-def n_recon(contributions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Smallest n whose n largest contributions reach ``target`` (ratio rounded to 5 decimals); −1 if target ≤ 0.
+def n_recon(contributions: torch.Tensor, target: torch.Tensor, order: str = "signed") -> torch.Tensor:
+    """Smallest n whose first n contributions reach ``target`` (ratio rounded to 5 decimals); −1 if target ≤ 0.
 
     Args:
         contributions: ``[pairs, r]`` relative terms c_k (they sum to ``target``).
         target: ``[pairs]`` relative attention ℓ̃.
+        order: ``signed``: the n largest c_k (descending values; the running sum rises, then falls once the
+            terms turn negative); ``magnitude``: the n largest |c_k| with their signs (the running sum may
+            reach ℓ̃, drop below it and reach it again: the first n counts).
+
+    Returns:
+        ``[pairs]`` int64.
     """
-    ordered = contributions.sort(dim=-1, descending=True).values
+    if order not in N_RECON_ORDERS:
+        raise ValueError(f"unknown N_recon order {order!r}; known: {', '.join(N_RECON_ORDERS)}")
+    if order == "signed":
+        ordered = contributions.sort(dim=-1, descending=True).values
+    else:  # equal |c_k|: the larger σ first (stable sort over the σ ranks)
+        ordered = contributions.gather(-1, contributions.abs().argsort(dim=-1, descending=True, stable=True))
     ratio = ordered.cumsum(-1) / target.unsqueeze(-1)
     reached = torch.round(ratio * 10**RATIO_DECIMALS) >= 10**RATIO_DECIMALS
     reached[..., -1] = True  # the full sum equals ℓ̃ by construction
@@ -195,23 +239,27 @@ class PairStatistics:
     j: torch.Tensor
     attention: torch.Tensor
     ltilde: torch.Tensor
-    n_recon: torch.Tensor
+    n_recon: torch.Tensor  # signed ordering (the authors' rule)
+    n_recon_magnitude: torch.Tensor  # magnitude ordering
     sparseness: torch.Tensor
     top_rank: torch.Tensor
     share_by_rank: torch.Tensor  # [head, r]: sum over firing pairs of |c_k| / Σ_k |c_k|
 
 
-def firing_mask(pattern: torch.Tensor, causal: bool, threshold: float | None, skip_first_key: bool) -> torch.Tensor:
+def firing_mask(
+    pattern: torch.Tensor, causal: bool, threshold: float | None, skip_first_key: bool, window: int | None = None
+) -> torch.Tensor:
     """Pairs (t, j) with A(t, j) ≥ threshold (default 1/|K(t)|), j ∈ K(t) and at least two allowed keys.
 
     Args:
         pattern: attention weights ``[b, h, t, j]``.
+        window: the layer's sliding window (:func:`allowed_keys`), or None.
 
     Returns:
         ``[b, h, t, j]`` bool.
     """
     n_pos = pattern.shape[-1]
-    allowed = allowed_keys(n_pos, causal, pattern.device)
+    allowed = allowed_keys(n_pos, causal, pattern.device, window)
     n_keys = key_counts(allowed, torch.float32)
     limit = (1.0 / n_keys).view(1, 1, n_pos, 1) if threshold is None else torch.tensor(threshold)
     mask = pattern >= limit
@@ -223,17 +271,23 @@ def firing_mask(pattern: torch.Tensor, causal: bool, threshold: float | None, sk
 
 
 def pair_statistics(
-    terms: torch.Tensor, pattern: torch.Tensor, causal: bool, threshold: float | None, skip_first_key: bool
+    terms: torch.Tensor,
+    pattern: torch.Tensor,
+    causal: bool,
+    threshold: float | None,
+    skip_first_key: bool,
+    window: int | None = None,
 ) -> PairStatistics:
-    """N_recon, S and the top rank of every firing pair of one layer.
+    """N_recon (both orderings), S and the top rank of every firing pair of one layer.
 
     Args:
         terms: ``[b, h, t, j, r]`` from :func:`decompose`.
         pattern: attention weights ``[b, h, t, j]`` of the real model (fixes the firing pairs).
+        window: the layer's sliding window (:func:`allowed_keys`), or None.
     """
-    mask = firing_mask(pattern, causal, threshold, skip_first_key)
+    mask = firing_mask(pattern, causal, threshold, skip_first_key, window)
     index = mask.nonzero(as_tuple=True)
-    contributions = relative(terms, causal)[index]  # [pairs, r]
+    contributions = relative(terms, causal, window)[index]  # [pairs, r]
     ltilde = contributions.sum(-1)
     share = contributions.abs() / contributions.abs().sum(-1, keepdim=True).clamp_min(1e-30)
     share_by_rank = torch.zeros(terms.shape[1], terms.shape[-1], dtype=share.dtype).index_add_(0, index[1], share)
@@ -244,7 +298,8 @@ def pair_statistics(
         j=index[3],
         attention=pattern[index],
         ltilde=ltilde,
-        n_recon=n_recon(contributions, ltilde),
+        n_recon=n_recon(contributions, ltilde, "signed"),
+        n_recon_magnitude=n_recon(contributions, ltilde, "magnitude"),
         sparseness=rolls_tovee(contributions),
         top_rank=contributions.abs().argmax(-1),
         share_by_rank=share_by_rank,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from svalign.config import check_offset_coverage
+from svalign.definitions import N_RECON_LIMIT, lower_half
 from svalign.models import HeadWeights
 from svalign.sad.config import SADConfig
 from svalign.sad.decompose import (
@@ -38,12 +39,14 @@ __all__ = [
     "PAIR_COLUMNS",
     "SCORE_TOLERANCE",
     "Accumulator",
+    "LayerInputs",
     "LayerPairs",
     "PromptBatch",
     "assemble_pairs",
     "check_offsets",
     "ioi_logit_diff",
     "layer_activations",
+    "layer_inputs",
     "layer_pairs",
     "model_scores",
     "null_bases",
@@ -68,12 +71,17 @@ PAIR_COLUMNS = (
     "attention",
     "ltilde",
     "n_recon",
+    "n_recon_signed",
+    "n_recon_magnitude",
     "sparseness",
     "top_rank",
     "null_n_recon",
+    "null_n_recon_signed",
+    "null_n_recon_magnitude",
     "null_sparseness",
 )
 """Per-pair columns that :func:`run_sad` returns (those of :data:`SAD_PAIRS` without the run keys)."""
+_CONFIGURED = ("n_recon", "null_n_recon")  # the arrays of ordering sad.n_recon_order (assemble_pairs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -170,6 +178,8 @@ def layer_activations(bridge: Any, tokens: torch.Tensor, weights: HeadWeights) -
     for layer in range(weights.n_layers):
         names.add(weights.head_input_hook.format(layer=layer))
         names.add(f"blocks.{layer}.attn.hook_pattern")
+        if weights.qk_norm:  # per-token 1/ρ of q/k-norm models (svalign.hf_models)
+            names.update([f"blocks.{layer}.attn.hook_query_scale", f"blocks.{layer}.attn.hook_key_scale"])
         names.update(
             [f"blocks.{layer}.attn.hook_q", f"blocks.{layer}.attn.hook_k"]
             if weights.family.scores_from_qk
@@ -186,8 +196,46 @@ def model_scores(cache: dict, layer: int, weights: HeadWeights) -> torch.Tensor:
         q, k = cache[f"blocks.{layer}.attn.hook_q"], cache[f"blocks.{layer}.attn.hook_k"]
         return torch.einsum("bthe,bshe->bhts", q, k)
     scores = cache[f"blocks.{layer}.attn.hook_attn_scores"] * weights.attn_scale
-    allowed = allowed_keys(scores.shape[-1], weights.causal, scores.device)
+    allowed = allowed_keys(scores.shape[-1], weights.causal, scores.device, weights.window(layer))
     return torch.where(allowed, scores, torch.zeros((), dtype=scores.dtype))  # select before arithmetic on -inf
+
+
+@dataclass
+class LayerInputs:
+    """What the decomposition of one layer reads from a forward pass (:func:`layer_inputs`).
+
+    Attributes:
+        x: head inputs ``[b, pos, d_in]`` (with the bias coordinate when the SVD is augmented).
+        scores: the model's unscaled scores ``[b, h, t, j]`` (:func:`model_scores`; entries outside K(t) are 0).
+        pattern: the real model's attention ``[b, h, t, j]``; it fixes the firing pairs of every null draw.
+        window: the layer's sliding window (K(t) = t − w < j ≤ t), or None.
+        query_scale, key_scale: per-token 1/ρ_q, 1/ρ_k ``[b, h, pos]`` of q/k-norm models, else None.
+    """
+
+    x: torch.Tensor
+    scores: torch.Tensor
+    pattern: torch.Tensor
+    window: int | None = None
+    query_scale: torch.Tensor | None = None
+    key_scale: torch.Tensor | None = None
+
+    def terms(self, svd: HeadSVD, causal: bool, offsets_used: bool) -> torch.Tensor:
+        """The terms a_k(t, j) ``[b, h, t, j, r]`` of ``svd`` (the layer's, or a null draw's) on these inputs."""
+        scales = {"query_scale": self.query_scale, "key_scale": self.key_scale}
+        return decompose(self.x, svd, causal, offsets_used, window=self.window, **scales)
+
+
+def layer_inputs(cache: dict, layer: int, weights: HeadWeights, augmented: bool) -> LayerInputs:
+    """One layer's :class:`LayerInputs` from :func:`layer_activations`' cache."""
+    hook = f"blocks.{layer}.attn.hook_"
+    scales = [cache[hook + name].float() for name in ("query_scale", "key_scale")] if weights.qk_norm else []
+    return LayerInputs(
+        augment_inputs(cache[weights.head_input_hook.format(layer=layer)].float(), augmented),
+        model_scores(cache, layer, weights).float(),
+        cache[hook + "pattern"].float(),
+        weights.window(layer),
+        *scales,
+    )
 
 
 def ioi_logit_diff(last_logits: torch.Tensor, io_token: torch.Tensor, s_token: torch.Tensor) -> list[float]:
@@ -247,22 +295,22 @@ class LayerPairs:
 
     Attributes:
         real: statistics of the real model's terms.
-        null_n_recon, null_sparseness: ``[pairs, draws]`` the same pairs under each draw.
+        null_n_recon, null_n_recon_magnitude, null_sparseness: ``[pairs, draws]`` the same pairs under each draw
+            (N_recon in the signed and in the magnitude ordering).
         null_shares: per draw, ``[head, r]`` sums of |c_k| / Σ|c| over the pairs.
         score_error: worst relative error of Σ_k a_k against the model's scores (see :func:`check_scores`).
     """
 
     real: PairStatistics
     null_n_recon: torch.Tensor
+    null_n_recon_magnitude: torch.Tensor
     null_sparseness: torch.Tensor
     null_shares: list[torch.Tensor]
     score_error: float
 
 
 def layer_pairs(
-    x: torch.Tensor,
-    scores: torch.Tensor,
-    pattern: torch.Tensor,
+    inputs: LayerInputs,
     svd: HeadSVD,
     nulls: list[HeadSVD],
     *,
@@ -274,23 +322,27 @@ def layer_pairs(
     """Decompose one layer's scores, check them against the model's, and score its firing pairs, real and null.
 
     Args:
-        x: head inputs ``[b, pos, d_in]``.
-        scores: the model's unscaled scores ``[b, h, t, j]`` (:func:`model_scores`).
-        pattern: the real model's attention ``[b, h, t, j]``; it fixes the firing pairs of every draw.
+        inputs: the layer's head inputs, the model's unscaled scores and attention (:func:`layer_inputs`).
         svd: the layer's SVD; nulls: its rotated SVDs, one per draw (:func:`null_bases`).
     """
-    terms = decompose(x, svd, causal, offsets_used)  # [b, h, t, j, r]
-    score_error = check_scores(terms, scores, causal, SCORE_TOLERANCE, layer)
-    real = pair_statistics(terms, pattern, causal, config.threshold, config.skip_first_key)
+    statistics = {"threshold": config.threshold, "skip_first_key": config.skip_first_key, "window": inputs.window}
+    terms = inputs.terms(svd, causal, offsets_used)  # [b, h, t, j, r]
+    score_error = check_scores(terms, inputs.scores, causal, SCORE_TOLERANCE, layer, inputs.window)
+    real = pair_statistics(terms, inputs.pattern, causal, **statistics)
     del terms  # one [b, h, t, j, r] tensor at a time
-    null_n_recon, null_sparseness, null_shares = [], [], []
+    draws = []
     for null_svd in nulls:
-        null_terms = decompose(x, null_svd, causal, offsets_used)
-        null = pair_statistics(null_terms, pattern, causal, config.threshold, config.skip_first_key)
-        null_n_recon.append(null.n_recon)
-        null_sparseness.append(null.sparseness)
-        null_shares.append(null.share_by_rank)
-    return LayerPairs(real, torch.stack(null_n_recon, -1), torch.stack(null_sparseness, -1), null_shares, score_error)
+        null_terms = inputs.terms(null_svd, causal, offsets_used)
+        draws.append(pair_statistics(null_terms, inputs.pattern, causal, **statistics))
+        del null_terms
+    return LayerPairs(
+        real,
+        torch.stack([null.n_recon for null in draws], -1),
+        torch.stack([null.n_recon_magnitude for null in draws], -1),
+        torch.stack([null.sparseness for null in draws], -1),
+        [null.share_by_rank for null in draws],
+        score_error,
+    )
 
 
 @dataclass
@@ -298,7 +350,7 @@ class Accumulator:
     """What :func:`run_sad` gathers over prompt chunks and layers, in processing order.
 
     Attributes:
-        columns: per :data:`PAIR_COLUMNS`, one array per (chunk, layer).
+        columns: per :data:`PAIR_COLUMNS` (but ``n_recon`` and ``null_n_recon``), one array per (chunk, layer).
         share, null_share: ``[layer, head, r]`` sums over firing pairs of |c_k| / Σ|c| (null: mean over draws).
         worst: worst relative score error so far.
         logit_diff: {prompt: logit(IO) − logit(S)} (IOI on causal models).
@@ -320,9 +372,12 @@ class Accumulator:
         n = len(real.head)
         self.columns["layer"].append(np.full(n, layer))
         self.columns["prompt"].append(prompts[real.prompt].numpy())
-        for name in ("head", "t", "j", "attention", "ltilde", "n_recon", "sparseness", "top_rank"):
+        for name in ("head", "t", "j", "attention", "ltilde", "sparseness", "top_rank"):
             self.columns[name].append(getattr(real, name).numpy())
-        self.columns["null_n_recon"].append(pairs.null_n_recon.numpy().reshape(n, -1))
+        self.columns["n_recon_signed"].append(real.n_recon.numpy())
+        self.columns["n_recon_magnitude"].append(real.n_recon_magnitude.numpy())
+        self.columns["null_n_recon_signed"].append(pairs.null_n_recon.numpy().reshape(n, -1))
+        self.columns["null_n_recon_magnitude"].append(pairs.null_n_recon_magnitude.numpy().reshape(n, -1))
         self.columns["null_sparseness"].append(pairs.null_sparseness.numpy().reshape(n, -1))
 
 
@@ -343,11 +398,8 @@ def process_chunk(
         collected.logit_diff.update(zip(prompts.tolist(), diff, strict=True))
     offsets_used = model_svd.uses_offsets
     for layer in range(weights.n_layers):
-        x = augment_inputs(cache[weights.head_input_hook.format(layer=layer)].float(), model_svd.augmented)
         pairs = layer_pairs(
-            x,
-            model_scores(cache, layer, weights).float(),
-            cache[f"blocks.{layer}.attn.hook_pattern"].float(),
+            layer_inputs(cache, layer, weights, model_svd.augmented),
             layer_svd(model_svd, layer),
             nulls[layer],
             causal=weights.causal,
@@ -358,16 +410,22 @@ def process_chunk(
         collected.add(layer, prompts, pairs, config.null_draws)
 
 
-def assemble_pairs(collected: Accumulator, n_layers: int, n_heads: int) -> dict[str, Any]:
+def assemble_pairs(
+    collected: Accumulator, n_layers: int, n_heads: int, n_recon_order: str = "signed"
+) -> dict[str, Any]:
     """The pair columns sorted by (layer, head, prompt, t, j), the mean shares by rank and the logit differences.
 
     Returns:
-        :data:`PAIR_COLUMNS` arrays ``[pairs]`` (null ones ``[pairs, draws]``), ``share_by_rank`` and
-        ``null_share_by_rank`` ``[layer, head, r]`` (means over each head's firing pairs) and ``logit_diff``.
+        :data:`PAIR_COLUMNS` arrays ``[pairs]`` (null ones ``[pairs, draws]``; ``n_recon`` and ``null_n_recon``
+        are those of ``n_recon_order``), ``share_by_rank`` and ``null_share_by_rank`` ``[layer, head, r]`` (means
+        over each head's firing pairs) and ``logit_diff``.
     """
-    pairs = {k: np.concatenate(v) for k, v in collected.columns.items()}
+    pairs = {k: np.concatenate(v) for k, v in collected.columns.items() if k not in _CONFIGURED}
     order = np.lexsort((pairs["j"], pairs["t"], pairs["prompt"], pairs["head"], pairs["layer"]))
     pairs = {k: v[order] for k, v in pairs.items()}
+    for name in _CONFIGURED:
+        pairs[name] = pairs[f"{name}_{n_recon_order}"]
+    pairs["n_recon_order"] = n_recon_order
     counts = torch.zeros(n_layers, n_heads)
     counts.index_put_(
         (torch.from_numpy(pairs["layer"]), torch.from_numpy(pairs["head"])),
@@ -405,7 +463,7 @@ def run_sad(
     if collected.logit_diff:
         values = np.array(list(collected.logit_diff.values()))
         diagnostics.update(ioi_logit_diff_mean=float(values.mean()), ioi_accuracy=float((values > 0).mean()))
-    return assemble_pairs(collected, weights.n_layers, weights.n_heads), diagnostics
+    return assemble_pairs(collected, weights.n_layers, weights.n_heads, config.n_recon_order), diagnostics
 
 
 # --------------------------------------------------------------------------------------------------
@@ -421,31 +479,45 @@ def _fraction_or_nan(condition: np.ndarray) -> float:
     return float(condition.mean()) if len(condition) else math.nan
 
 
+def _n_recon_columns(n_recon: np.ndarray, null_n_recon: np.ndarray, suffix: str) -> dict[str, float]:
+    """One head's median N_recon and share ≤ 4 over its pairs with ℓ̃ > 0, real and null (draws pooled)."""
+    defined, null_defined = n_recon[n_recon > 0], null_n_recon[null_n_recon > 0]
+    return {
+        f"median_n_recon{suffix}": _median_or_nan(defined),
+        f"frac_n_recon_le4{suffix}": _fraction_or_nan(defined <= N_RECON_LIMIT),
+        f"null_median_n_recon{suffix}": _median_or_nan(null_defined),
+        f"null_frac_n_recon_le4{suffix}": _fraction_or_nan(null_defined <= N_RECON_LIMIT),
+    }
+
+
 def summarize(pairs: dict[str, Any], rank: int, keys: dict[str, Any]) -> dict[str, list]:
-    """Per-(layer, head) rows of :data:`SAD_SUMMARY` from :func:`run_sad`'s pair columns and the key columns."""
+    """Per-(layer, head) rows of :data:`SAD_SUMMARY` from :func:`run_sad`'s pair columns and the key columns.
+
+    The plain N_recon columns follow ``pairs["n_recon_order"]``; the ``_signed`` and ``_magnitude`` ones name
+    their ordering.
+    """
     out: dict[str, list] = {c.name: [] for c in SAD_SUMMARY.columns}
     n_layers, n_heads = pairs["share_by_rank"].shape[:2]
     heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
     for layer, head in heads:
         sel = (pairs["layer"] == layer) & (pairs["head"] == head)
         nr, s, top = pairs["n_recon"][sel], pairs["sparseness"][sel], pairs["top_rank"][sel]
-        null_nr, null_s = pairs["null_n_recon"][sel].ravel(), pairs["null_sparseness"][sel].ravel()
-        defined, null_defined = nr[nr > 0], null_nr[null_nr > 0]
         for name, value in keys.items():
             out[name].append(value)
         out["layer"].append(int(layer))
         out["head"].append(int(head))
         out["rank"].append(rank)
+        out["n_recon_order"].append(pairs["n_recon_order"])
         out["n_pairs"].append(int(sel.sum()))
         out["n_nonpositive"].append(int((nr <= 0).sum()))
-        out["n_recon_hist"].append(np.bincount(defined - 1, minlength=rank)[:rank])
-        out["median_n_recon"].append(_median_or_nan(defined))
-        out["frac_n_recon_le4"].append(_fraction_or_nan(defined <= 4))
+        out["n_recon_hist"].append(np.bincount(nr[nr > 0] - 1, minlength=rank)[:rank])
+        for suffix in ("", "_signed", "_magnitude"):
+            columns = _n_recon_columns(pairs["n_recon" + suffix][sel], pairs["null_n_recon" + suffix][sel], suffix)
+            for name, value in columns.items():
+                out[name].append(value)
         out["median_sparseness"].append(_median_or_nan(s))
-        out["frac_top_lower_half"].append(_fraction_or_nan(top >= rank / 2))
-        out["null_median_n_recon"].append(_median_or_nan(null_defined))
-        out["null_frac_n_recon_le4"].append(_fraction_or_nan(null_defined <= 4))
-        out["null_median_sparseness"].append(_median_or_nan(null_s))
+        out["frac_top_lower_half"].append(_fraction_or_nan(lower_half(top, rank)))
+        out["null_median_sparseness"].append(_median_or_nan(pairs["null_sparseness"][sel].ravel()))
         out["share_by_rank"].append(pairs["share_by_rank"][layer, head])
         out["null_share_by_rank"].append(pairs["null_share_by_rank"][layer, head])
     return out

@@ -1,0 +1,148 @@
+"""One model variant through the real-model stages: weights → SVD → SAD, as steps that rules call.
+
+Rules ``extract_weights``, ``svd`` and ``sad`` each call one step in their own process; rule
+``dynamics_checkpoint`` calls all three for one training checkpoint, so a checkpoint is one process (and one
+cluster submission) instead of three — for a 2-layer model the import and boot cost of a job is most of its
+time. Each step returns the tables it made (column mappings for schemas of :mod:`svalign.tables`) and their
+provenance record; the caller writes them with :func:`svalign.io.write_table`. A step reads its inputs from the
+Parquet tables of the step before, so a chained run computes on exactly the bytes that separate jobs would.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from svalign import io, models, svd, tables
+from svalign.io import TableSchema
+from svalign.runtime import resolve_device
+from svalign.sad import prompts, run
+from svalign.sad.config import SADConfig
+
+__all__ = [
+    "StepTables",
+    "read_svd",
+    "read_weights",
+    "repeated_texts",
+    "sad_step",
+    "svd_step",
+    "weights_step",
+    "write_step",
+]
+
+log = logging.getLogger(__name__)
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class StepTables:
+    """The tables one step made: output name → (schema, columns), one provenance record for all of them.
+
+    ``row_groups_by`` names, per output, the column whose values get their own row group (see
+    :func:`svalign.io.write_table`).
+    """
+
+    tables: dict[str, tuple[TableSchema, Any]]
+    record: dict[str, Any]
+    row_groups_by: dict[str, str] = field(default_factory=dict)
+
+
+def write_step(step: StepTables, paths: Mapping[str, PathLike]) -> None:
+    """Write every table of ``step`` to ``paths[output name]`` (atomically, one file at a time)."""
+    for name, (schema, columns) in step.tables.items():
+        io.write_table(paths[name], schema, columns, step.record, row_groups_by=step.row_groups_by.get(name))
+
+
+def weights_step(
+    model: Mapping[str, Any], variant: str, seed: int, smollm2_dir: PathLike | None = None
+) -> tuple[StepTables, Any]:
+    """Boot one model variant and extract every head's W_Q/W_K: table ``weights`` (HEAD_WEIGHTS).
+
+    Returns the step's tables and the booted bridge (a chained run reuses it for SAD instead of booting again).
+    """
+    bridge, model_dir = models.load_model(dict(model), variant, seed, smollm2_dir)
+    weights = models.extract_head_weights(bridge)
+    log.info("%s (%s): %d layers x %d heads", model["name"], variant, weights.n_layers, weights.n_heads)
+    record = io.provenance(
+        "extract_weights",
+        {**model, "variant": variant, "model_dir": str(model_dir), "processing": weights.processing},
+        seed=seed if variant == "random" else None,
+    )
+    columns = models.head_weights_table(weights, model["name"], variant)
+    return StepTables({"weights": (tables.HEAD_WEIGHTS, columns)}, record), bridge
+
+
+def read_weights(path: PathLike) -> models.HeadWeights:
+    """The head weights a weights step wrote."""
+    return models.read_head_weights(io.read_table(path, tables.HEAD_WEIGHTS))
+
+
+def svd_step(
+    weights: models.HeadWeights, model: str, variant: str, config: Mapping[str, Any], device: str
+) -> StepTables:
+    """Batched factored SVD of every head (per RoPE offset): tables ``svd`` (HEAD_SVD), ``bases`` (HEAD_SVD_BASES).
+
+    ``config`` is the ``svd`` config section (max_offset, precision, method, max_recon_error).
+    """
+    method = config.get("method", svd.DEFAULT_METHOD)
+    result = svd.model_svd(weights, config["max_offset"], resolve_device(device), config["precision"], method)
+    svd.check_reconstruction(result, config["max_recon_error"])
+    svd_columns, bases_columns = svd.svd_tables(result, model, variant)
+    record = io.provenance("svd", {"model": model, "variant": variant, **config})
+    return StepTables({"svd": (tables.HEAD_SVD, svd_columns), "bases": (tables.HEAD_SVD_BASES, bases_columns)}, record)
+
+
+def read_svd(svd_path: PathLike, bases_path: PathLike) -> svd.ModelSVD:
+    """The model SVD an SVD step wrote."""
+    return svd.read_model_svd(
+        io.read_table(svd_path, tables.HEAD_SVD), io.read_table(bases_path, tables.HEAD_SVD_BASES)
+    )
+
+
+def sad_step(
+    bridge: Any,
+    weights: models.HeadWeights,
+    model_svd: svd.ModelSVD,
+    keys: Mapping[str, str],
+    options: Mapping[str, Any],
+    prompt_params: Mapping[str, Any],
+    repeated: Sequence[str] | None = None,
+) -> StepTables:
+    """SAD of every head on one prompt set: tables ``pairs``, ``summary``, ``prompts`` (SAD_*).
+
+    Args:
+        keys: ``{"model", "variant", "prompt_set"}``.
+        options: the SAD options (fields of :class:`SADConfig`).
+        prompt_params: what the prompt set needs (IOI: ``n_ioi_prompts``, ``prompt_seed``; else nothing).
+        repeated: texts of the ``repeated`` prompt set (the dynamics stage's table), else None.
+    """
+    config = SADConfig.from_mapping(options)
+    texts, answers = prompts.prompt_set(keys["prompt_set"], **prompt_params, repeated=repeated)
+    batches, kept = run.tokenize_prompts(bridge.tokenizer, texts, weights.causal, bridge.cfg.n_ctx, answers)
+    pairs, diagnostics = run.run_sad(bridge, weights, model_svd, batches, config)  # checks the offsets first
+    record = io.provenance(
+        "sad",
+        {**keys, **options, **prompt_params, "prompts_kept": len(kept), "prepend_bos": False, **diagnostics},
+        seed=options["null_seed"],
+    )
+    rank = model_svd.svd.S.shape[-1]
+    made = {
+        "pairs": (tables.SAD_PAIRS, run.pairs_table(pairs, dict(keys))),
+        "summary": (tables.SAD_SUMMARY, run.summarize(pairs, rank, dict(keys))),
+        "prompts": (tables.SAD_PROMPTS, run.prompts_table(texts, answers, batches, pairs["logit_diff"], dict(keys))),
+    }
+    return StepTables(made, record, row_groups_by={"pairs": "layer"})
+
+
+def repeated_texts(path: PathLike | None) -> list[str] | None:
+    """Texts of the dynamics stage's repeated-segment prompt table, in order (None without a table)."""
+    if path is None:
+        return None
+    table: pa.Table = io.read_table(Path(path), tables.DYNAMICS_PROMPTS)
+    return table.column("text").to_pylist()

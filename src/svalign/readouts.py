@@ -1,0 +1,521 @@
+"""What each singular direction of a head reads: token read-outs of u_k and v_k, and SAD examples with their terms.
+
+For each head's leading singular pairs (σ_k, u_k, v_k) at offset δ = 0 (the only one without RoPE):
+
+* **context read-outs**: over every position of the explorer's prompts, the head inputs x̃_t (the normalised
+  residual the head's W_Q/W_K read, bias-augmented) with the largest and the most negative projections x̃_t · u_k
+  (query side) and v_k · x̃_j (key side). The term a_k(t, j) = σ_k (x̃_t · u_k)(v_k · x̃_j) is large and positive
+  when both projections have the same sign, so queries at the positive pole of u_k attend to keys at the positive
+  pole of v_k (and negative to negative). q/k-norm models carry the per-token 1/ρ, as in SAD.
+* **embedding read-outs**: every vocabulary token's embedding, through the head input's normalisation at layer 0
+  (:func:`embedding_inputs`), projected the same way. This literally describes layer 0 only; deeper heads read a
+  residual stream that has moved far from the embeddings, so the context read-outs are the better description.
+* **SAD examples**: each head's firing pairs with the largest attention (from ``sad_pairs``), with the relative
+  terms c_k(t, j) recomputed exactly as the SAD stage computes them (:mod:`svalign.sad.decompose`); their sum is
+  checked against the stored ℓ̃.
+
+:func:`run_readouts` does all three in one pass over the prompts (one forward pass per chunk) and returns the columns
+of :data:`svalign.tables.EXPLORER_READOUTS`, ``EXPLORER_EXAMPLES`` and ``EXPLORER_TOKENS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from svalign import tables
+from svalign.hf_models import TransformersModel
+from svalign.io import tensor
+from svalign.models import HeadWeights
+from svalign.pipeline import StepTables
+from svalign.sad.decompose import augment_inputs, layer_svd, relative
+from svalign.sad.prompts import prompt_set
+from svalign.sad.run import PromptBatch, check_offsets, layer_activations, layer_inputs, prompt_chunks, tokenize_prompts
+from svalign.svd import ModelSVD
+
+__all__ = [
+    "EXAMPLE_PAIR_COLUMNS",
+    "POLES",
+    "SIDES",
+    "PromptSetInput",
+    "ReadoutOptions",
+    "TopPositions",
+    "check_contributions",
+    "context_string",
+    "direction_vectors",
+    "embedding_inputs",
+    "embedding_readouts",
+    "pairs_frame",
+    "readouts_step",
+    "run_readouts",
+    "select_examples",
+    "vocabulary",
+]
+
+log = logging.getLogger(__name__)
+
+SIDES = ("query", "key")
+POLES = ("high", "low")
+_POLE_SIGN = np.array([1.0, -1.0])  # pole 0 ranks the projection, pole 1 its negative
+LTILDE_TOLERANCE = 1e-3
+"""Largest |Σ_k c_k − ℓ̃| of an example relative to its Σ_k |c_k| (the float32 sums differ in rounding only)."""
+EXAMPLE_PAIR_COLUMNS = (
+    "layer",
+    "head",
+    "prompt",
+    "t",
+    "j",
+    "attention",
+    "ltilde",
+    "n_recon",
+    "sparseness",
+    "top_rank",
+    "null_n_recon",
+    "null_sparseness",
+)
+"""The ``sad_pairs`` columns the examples read."""
+_UNUSED = re.compile(r"\[unused\d+\]")
+_BRIDGE_NORM_KINDS = {"llama": "rmsnorm", "gpt2": "layernorm", "gpt_neox": "layernorm"}
+"""Input-norm kind of the pre-norm families read through the bridge (the others: their ``Layout.norm_kind``)."""
+
+
+@dataclass(frozen=True)
+class ReadoutOptions:
+    """Options of rule ``explorer_readouts`` (config ``explorer``; the schema documents each).
+
+    Attributes:
+        readout_directions: leading directions k read out per head (K).
+        n_tokens: positions (and vocabulary tokens) per direction, side and pole.
+        context_tokens: tokens on each side of a read-out position in its ``context`` string.
+        n_examples: SAD examples per head.
+        examples_per_key_token: at most this many of a head's examples share a key token.
+        embedding_position: the position whose learned embedding is added in the encoder's (BERT) embedding read-out.
+        chunk_prompts: prompts per forward pass.
+    """
+
+    readout_directions: int = 4
+    n_tokens: int = 6
+    context_tokens: int = 4
+    n_examples: int = 8
+    examples_per_key_token: int = 2
+    embedding_position: int = 1
+    chunk_prompts: int = 32
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokens and directions
+# --------------------------------------------------------------------------------------------------
+
+
+def _shown(token: str) -> str:
+    """A token for a one-line context: whitespace-only tokens made visible."""
+    return token.strip() or token.replace("\n", "↵").replace(" ", "␣").replace("\t", "⇥")
+
+
+def context_string(tokenizer: Any, ids: list[int], position: int, width: int) -> str:
+    """``left ⟦token⟧ right`` with ``width`` tokens on each side, the sides detokenised by the tokenizer."""
+    left = tokenizer.decode(ids[max(0, position - width) : position]).strip()
+    right = tokenizer.decode(ids[position + 1 : position + 1 + width]).strip()
+    return f"{left} ⟦{_shown(tokenizer.decode([ids[position]]))}⟧ {right}".strip()
+
+
+def direction_vectors(model_svd: ModelSVD, layer: int, k: int) -> torch.Tensor:
+    """The first ``k`` left and right singular vectors of one layer's heads at offset index 0.
+
+    Returns:
+        ``[2, head, d_in, k]``: ``[0]`` = u (query side), ``[1]`` = v (key side).
+    """
+    svd = layer_svd(model_svd, layer)
+    U = svd.basis_q @ svd.core_u[:, 0, :, :k]
+    V = svd.basis_k @ svd.core_v[:, 0, :, :k]
+    return torch.stack([U, V])
+
+
+# --------------------------------------------------------------------------------------------------
+# Embedding read-outs
+# --------------------------------------------------------------------------------------------------
+
+
+def _hf_module(model: Any) -> Any:
+    return model.model if isinstance(model, TransformersModel) else model.original_model
+
+
+def _norm_kind(weights: HeadWeights) -> str:
+    layout = weights.family.layout
+    return layout.norm_kind if layout is not None else _BRIDGE_NORM_KINDS[weights.architecture]
+
+
+def embedding_inputs(model: Any, weights: HeadWeights, token_ids: torch.Tensor, position: int = 1) -> torch.Tensor:
+    """The head input layer 0 would see for each token alone: ``[n, d_model]`` (float32).
+
+    Encoders (BERT): the embedding module's output (word + position ``position`` + token type 0, its LayerNorm with
+    gain and bias), which *is* layer 0's head input. Pre-norm decoders: the token embedding through layer 0's input
+    norm without its gain (folded into W_Q/W_K), exactly the ``hook_normalized`` value at a RoPE model's first
+    position; learned absolute positions (GPT-2, OPT) are left out. Decoders whose attention reads the residual
+    (OLMo 2, post-LN OPT): the token embedding as is.
+    """
+    hf = _hf_module(model)
+    with torch.no_grad():
+        if weights.family.is_encoder:
+            ids = token_ids[:, None]
+            out = hf.base_model.embeddings(
+                input_ids=ids, position_ids=torch.full_like(ids, position), token_type_ids=torch.zeros_like(ids)
+            )
+            return out[:, 0].float()
+        x = hf.get_input_embeddings()(token_ids).float()
+    if "hook_normalized" not in weights.head_input_hook:
+        return x
+    names = ("rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon")
+    eps = next((value for n in names if (value := getattr(hf.config, n, None)) is not None), 1e-5)
+    if _norm_kind(weights) == "layernorm":
+        return torch.nn.functional.layer_norm(x, x.shape[-1:], eps=eps)
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def vocabulary(tokenizer: Any, n_embeddings: int) -> torch.Tensor:
+    """Token ids an embedding read-out ranks: the tokenizer's vocabulary (and embedding rows) without special tokens
+    and BERT's never-trained ``[unusedN]`` placeholders."""
+    special = set(tokenizer.all_special_ids)
+    ids = [i for i in range(min(len(tokenizer), n_embeddings)) if i not in special]
+    names = tokenizer.convert_ids_to_tokens(ids)
+    return torch.tensor([i for i, name in zip(ids, names, strict=True) if not _UNUSED.fullmatch(str(name))])
+
+
+def embedding_readouts(x: torch.Tensor, model_svd: ModelSVD, k: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` rows of ``x`` with the largest and most negative projections on each head's u_k and v_k.
+
+    Args:
+        x: ``[V, d_in]`` embedding inputs (:func:`embedding_inputs`, bias-augmented when the SVD is).
+
+    Returns:
+        values and row indices ``[layer, head, k, side, pole, n]`` (pole 1 holds −projection).
+    """
+    values, rows = [], []
+    for layer in range(model_svd.svd.S.shape[0]):
+        projection = torch.einsum("vd,shdk->hksv", x, direction_vectors(model_svd, layer, k))  # [H, K, 2, V]
+        top = torch.stack([projection, -projection], 3).topk(min(n, x.shape[0]), -1)
+        values.append(top.values)
+        rows.append(top.indices)
+    return torch.stack(values), torch.stack(rows)
+
+
+class TopPositions:
+    """Running top-``n`` prompt positions per (layer, head, direction, side, pole), over chunks of prompts.
+
+    Positions get global indices in the order they are added (:meth:`add`); :attr:`refs` maps them back to
+    ``(prompt set index, prompt, position)``.
+    """
+
+    def __init__(self, n_layers: int, n_heads: int, k: int, n: int) -> None:
+        shape = (n_layers, n_heads, k, len(SIDES), len(POLES), n)
+        self.values = torch.full(shape, -torch.inf)
+        self.index = torch.full(shape, -1, dtype=torch.long)
+        self._refs: list[np.ndarray] = []
+        self._count = 0
+
+    def add(self, prompt_set: int, prompts: torch.Tensor, n_pos: int) -> int:
+        """Register the positions of a chunk ``[b, n_pos]`` (row-major); returns the global index of the first."""
+        grid = np.stack(np.meshgrid(prompts.numpy(), np.arange(n_pos), indexing="ij"), -1).reshape(-1, 2)
+        self._refs.append(np.column_stack([np.full(len(grid), prompt_set), grid]))
+        first, self._count = self._count, self._count + len(grid)
+        return first
+
+    def update(self, layer: int, projection: torch.Tensor, first: int) -> None:
+        """Merge one chunk's projections ``[side, head, k, positions]`` (positions from global index ``first``)."""
+        candidates = torch.stack([projection, -projection], -2).permute(1, 2, 0, 3, 4)  # [H, K, side, pole, N]
+        index = torch.arange(first, first + projection.shape[-1]).expand_as(candidates)
+        values = torch.cat([self.values[layer], candidates], -1)
+        top = values.topk(self.values.shape[-1], -1)
+        self.values[layer] = top.values
+        self.index[layer] = torch.cat([self.index[layer], index], -1).gather(-1, top.indices)
+
+    @property
+    def refs(self) -> np.ndarray:
+        """``[positions, 3]``: prompt set index, prompt, position of every global index."""
+        return np.concatenate(self._refs) if self._refs else np.zeros((0, 3), dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# SAD examples
+# --------------------------------------------------------------------------------------------------
+
+
+def select_examples(pairs: pd.DataFrame, key_token: np.ndarray, n: int, per_key_token: int) -> pd.DataFrame:
+    """Each head's ``n`` firing pairs with the largest attention (ties: larger ℓ̃), at most ``per_key_token`` with
+    the same key token.
+
+    Args:
+        pairs: ``sad_pairs`` rows (:data:`EXAMPLE_PAIR_COLUMNS` and ``prompt_set``) of every prompt set.
+        key_token: ``[rows]`` token id at each pair's key position.
+
+    Returns:
+        the chosen rows sorted by (layer, head, example), with columns ``key_token_id`` and ``example``.
+    """
+    frame = pairs.assign(key_token_id=key_token).sort_values(
+        ["layer", "head", "attention", "ltilde"], ascending=[True, True, False, False], kind="stable"
+    )
+    frame = frame[frame.groupby(["layer", "head", "key_token_id"]).cumcount() < per_key_token]
+    frame = frame[frame.groupby(["layer", "head"]).cumcount() < n]
+    return frame.assign(example=frame.groupby(["layer", "head"]).cumcount()).reset_index(drop=True)
+
+
+def _positive_median(values: np.ndarray) -> np.ndarray:
+    """Row medians ``[rows]`` of ``[rows, draws]`` over the entries > 0 (N_recon −1: ℓ̃ ≤ 0), NaN where none."""
+    masked = np.where(values > 0, values.astype(np.float64), np.nan)
+    out = np.full(len(masked), np.nan)
+    some = ~np.isnan(masked).all(-1)
+    out[some] = np.nanmedian(masked[some], axis=-1)
+    return out
+
+
+def check_contributions(contributions: np.ndarray, ltilde: np.ndarray) -> float:
+    """Raise unless every example's Σ_k c_k equals its stored ℓ̃; returns the worst relative error.
+
+    The error is relative to Σ_k |c_k|, the scale of the float32 sum.
+    """
+    if not len(ltilde):
+        return 0.0
+    error = np.abs(contributions.sum(-1) - ltilde) / np.maximum(np.abs(contributions).sum(-1), 1e-12)
+    worst = float(error.max())
+    if not worst <= LTILDE_TOLERANCE:
+        raise ArithmeticError(
+            f"the recomputed relative terms sum to the stored ℓ̃ only to {worst:.2e} (relative): sad_pairs was made "
+            "from other weights, SVD or prompts than this job reads; rerun the sad rule"
+        )
+    return worst
+
+
+def pairs_frame(table: Any, prompt_set: str) -> pd.DataFrame:
+    """The :data:`EXAMPLE_PAIR_COLUMNS` of a ``sad_pairs`` table as a DataFrame, null columns as their medians over
+    the draws (N_recon over the draws with ℓ̃ > 0), plus ``prompt_set``."""
+    frame = table.select([c for c in EXAMPLE_PAIR_COLUMNS if not c.startswith("null_")]).to_pandas()
+    frame["null_n_recon"] = _positive_median(tensor(table, "null_n_recon"))
+    frame["null_sparseness"] = np.median(tensor(table, "null_sparseness"), axis=-1)
+    return frame.assign(prompt_set=prompt_set)
+
+
+# --------------------------------------------------------------------------------------------------
+# One pass over the prompts
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PromptSetInput:
+    """One prompt set of the explorer: its tokenised prompts (as the SAD stage batches them) and its SAD pairs."""
+
+    batches: list[PromptBatch]
+    pairs: pd.DataFrame
+
+    @classmethod
+    def read(
+        cls, model: Any, weights: HeadWeights, model_svd: ModelSVD, name: str, params: Mapping, pairs: Any
+    ) -> PromptSetInput:
+        """Tokenise prompt set ``name`` (``params``: what :func:`svalign.sad.prompts.prompt_set` needs) as the SAD
+        stage does, and take its ``sad_pairs`` table ``pairs`` (pyarrow)."""
+        texts, answers = prompt_set(name, **params)
+        batches, _ = tokenize_prompts(model.tokenizer, texts, weights.causal, model.cfg.n_ctx, answers)
+        check_offsets(model_svd, batches)
+        return cls(batches, pairs_frame(pairs, name))
+
+
+def _prompt_tokens(batches: list[PromptBatch]) -> dict[int, list[int]]:
+    return {int(p): row.tolist() for b in batches for p, row in zip(b.prompt, b.tokens, strict=True)}
+
+
+def _key_tokens(pairs: pd.DataFrame, tokens: dict[int, list[int]]) -> np.ndarray:
+    """``[rows]`` token id at each pair's key position, vectorised through one flat token array."""
+    prompts = sorted(tokens)
+    starts = dict(zip(prompts, np.cumsum([0] + [len(tokens[p]) for p in prompts[:-1]]), strict=True))
+    flat = np.concatenate([np.asarray(tokens[p]) for p in prompts])
+    return flat[pairs["prompt"].map(starts).to_numpy() + pairs["j"].to_numpy()]
+
+
+def _chunk(model: Any, weights: HeadWeights, model_svd: ModelSVD, state: dict, chunk: tuple, set_index: int) -> None:
+    """One forward pass: every layer's projections into ``state["top"]`` and its examples' relative terms into
+    ``state["contributions"]``."""
+    tokens, prompts = chunk[0], chunk[1]
+    cache, _ = layer_activations(model, tokens, weights)
+    first = state["top"].add(set_index, prompts, tokens.shape[1])
+    examples, k = state["examples"], state["top"].values.shape[2]
+    in_chunk = (examples["set_index"] == set_index).to_numpy() & examples["prompt"].isin(prompts.tolist()).to_numpy()
+    row_of_prompt = {int(p): i for i, p in enumerate(prompts)}
+    for layer in range(weights.n_layers):
+        inputs = layer_inputs(cache, layer, weights, model_svd.augmented)
+        projection = torch.einsum("bpd,shdk->shkbp", inputs.x, direction_vectors(model_svd, layer, k))
+        for side, scale in enumerate((inputs.query_scale, inputs.key_scale)):
+            if scale is not None:  # [b, h, pos] -> [h, 1, b, pos]
+                projection[side] *= scale.permute(1, 0, 2).unsqueeze(1)
+        state["top"].update(layer, projection.flatten(-2), first)
+        rows = np.flatnonzero(in_chunk & (examples["layer"] == layer).to_numpy())
+        if rows.size:
+            terms = inputs.terms(layer_svd(model_svd, layer), weights.causal, model_svd.uses_offsets)
+            c = relative(terms, weights.causal, inputs.window)
+            chosen = examples.iloc[rows]
+            batch = torch.tensor([row_of_prompt[int(p)] for p in chosen["prompt"]])
+            index = (batch, *(torch.tensor(chosen[n].to_numpy()) for n in ("head", "t", "j")))
+            state["contributions"][rows] = c[index].numpy()
+
+
+def run_readouts(
+    model: Any, weights: HeadWeights, model_svd: ModelSVD, sets: Mapping[str, PromptSetInput], options: ReadoutOptions
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Context and embedding read-outs and SAD examples of every head, in one pass over the prompt sets.
+
+    Returns:
+        column data (without the ``model``/``variant`` keys) of ``EXPLORER_READOUTS``, ``EXPLORER_EXAMPLES`` and
+        ``EXPLORER_TOKENS``.
+    """
+    names = list(sets)
+    tokens = {name: _prompt_tokens(sets[name].batches) for name in names}
+    pairs = pd.concat([sets[n].pairs.assign(set_index=i) for i, n in enumerate(names)], ignore_index=True)
+    keys = np.concatenate([_key_tokens(sets[n].pairs, tokens[n]) for n in names])
+    examples = select_examples(pairs, keys, options.n_examples, options.examples_per_key_token)
+    k = min(options.readout_directions, model_svd.svd.S.shape[-1])
+    state = {
+        "top": TopPositions(weights.n_layers, weights.n_heads, k, options.n_tokens),
+        "examples": examples,
+        "contributions": np.zeros((len(examples), model_svd.svd.S.shape[-1]), dtype=np.float32),
+    }
+    for set_index, name in enumerate(names):
+        for chunk in prompt_chunks(sets[name].batches, options.chunk_prompts):
+            _chunk(model, weights, model_svd, state, chunk, set_index)
+    worst = check_contributions(state["contributions"], examples["ltilde"].to_numpy())
+    log.info("%d examples; their terms sum to the stored ℓ̃ to %.1e", len(examples), worst)
+    tokenizer = model.tokenizer
+    vocab = vocabulary(tokenizer, _hf_module(model).get_input_embeddings().num_embeddings)
+    x = augment_inputs(embedding_inputs(model, weights, vocab, options.embedding_position), model_svd.augmented)
+    emb_values, emb_rows = embedding_readouts(x, model_svd, k, options.n_tokens)
+    text = _Text(tokenizer, tokens, names)
+    readouts = _concat(
+        text.context_rows(state["top"].values, state["top"].index, state["top"].refs, options.context_tokens),
+        text.embedding_rows(emb_values, vocab[emb_rows]),
+    )
+    examples = text.example_columns(examples, state["contributions"], model_svd.uses_offsets)
+    return readouts, examples, text.token_columns()
+
+
+# --------------------------------------------------------------------------------------------------
+# Table columns
+# --------------------------------------------------------------------------------------------------
+
+
+def _grid(values: torch.Tensor) -> dict[str, np.ndarray]:
+    """Flat key columns and values of ``[layer, head, k, side, pole, n]`` read-outs."""
+    index = np.indices(values.shape).reshape(values.dim(), -1)
+    return {
+        "layer": index[0],
+        "head": index[1],
+        "rank": index[2],
+        "side": np.asarray(SIDES)[index[3]],
+        "pole": np.asarray(POLES)[index[4]],
+        "order": index[5],
+        "value": (values.numpy() * _POLE_SIGN[:, None]).ravel().astype(np.float32),  # the signed projection
+    }
+
+
+def _concat(*parts: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([np.asarray(part[name]) for part in parts]) for name in parts[0]}
+
+
+class _Text:
+    """Token strings of the explorer's prompts and vocabulary, decoded once per id (or context) and cached."""
+
+    def __init__(self, tokenizer: Any, tokens: dict[str, dict[int, list[int]]], names: list[str]) -> None:
+        self.tokenizer, self.tokens, self.names = tokenizer, tokens, names
+        self._decoded: dict[int, str] = {}
+
+    def token(self, token_id: int) -> str:
+        if token_id not in self._decoded:
+            self._decoded[token_id] = self.tokenizer.decode([int(token_id)])
+        return self._decoded[token_id]
+
+    def context_rows(self, values: torch.Tensor, index: torch.Tensor, refs: np.ndarray, width: int) -> dict:
+        """Rows of the context read-outs (positions that were never filled, index −1, are dropped)."""
+        flat = index.numpy().ravel()
+        keep = flat >= 0
+        rows = {name: column[keep] for name, column in _grid(values).items()}
+        ref = refs[flat[keep]]
+        ids = [self.tokens[self.names[s]][p] for s, p in ref[:, :2]]
+        contexts = {}
+        for key, prompt_ids in zip(map(tuple, ref), ids, strict=True):
+            if key not in contexts:
+                contexts[key] = context_string(self.tokenizer, prompt_ids, int(key[2]), width)
+        token_ids = np.array([prompt_ids[pos] for prompt_ids, pos in zip(ids, ref[:, 2], strict=True)], dtype=np.int64)
+        return {
+            **rows,
+            "source": np.full(len(ref), "context", dtype=object),
+            "token": np.array([self.token(i) for i in token_ids], dtype=object),
+            "token_id": token_ids,
+            "prompt_set": np.array([self.names[s] for s in ref[:, 0]], dtype=object),
+            "prompt": ref[:, 1].astype(np.int64),
+            "position": ref[:, 2].astype(np.int64),
+            "context": np.array([contexts[key] for key in map(tuple, ref)], dtype=object),
+        }
+
+    def embedding_rows(self, values: torch.Tensor, token_ids: torch.Tensor) -> dict:
+        """Rows of the embedding read-outs."""
+        rows = _grid(values)
+        ids = token_ids.numpy().ravel().astype(np.int64)
+        n = len(ids)
+        return {
+            **rows,
+            "source": np.full(n, "embedding", dtype=object),
+            "token": np.array([self.token(i) for i in ids], dtype=object),
+            "token_id": ids,
+            "prompt_set": np.full(n, "", dtype=object),
+            "prompt": np.full(n, -1, dtype=np.int64),
+            "position": np.full(n, -1, dtype=np.int64),
+            "context": np.full(n, "", dtype=object),
+        }
+
+    def example_columns(self, examples: pd.DataFrame, contributions: np.ndarray, uses_offsets: bool) -> dict:
+        """Columns of the examples (without model/variant)."""
+        at = [self.tokens[self.names[s]][p] for s, p in zip(examples["set_index"], examples["prompt"], strict=True)]
+        t, j = examples["t"].to_numpy(), examples["j"].to_numpy()
+        columns = {name: examples[name].to_numpy() for name in EXAMPLE_PAIR_COLUMNS}
+        return {
+            **columns,
+            "example": examples["example"].to_numpy(),
+            "prompt_set": [self.names[s] for s in examples["set_index"]],
+            "offset": t - j if uses_offsets else np.zeros_like(t),
+            "query_token": [self.token(ids[q]) for ids, q in zip(at, t, strict=True)],
+            "key_token": [self.token(ids[k]) for ids, k in zip(at, j, strict=True)],
+            "contributions": contributions,
+        }
+
+    def token_columns(self) -> dict:
+        """Columns of the prompt tokens (without model/variant), by prompt set and prompt."""
+        rows = [(name, p, ids) for name in self.names for p, ids in sorted(self.tokens[name].items())]
+        return {
+            "prompt_set": [name for name, _, _ in rows],
+            "prompt": [p for _, p, _ in rows],
+            "tokens": [[self.token(i) for i in ids] for _, _, ids in rows],
+            "token_ids": [ids for _, _, ids in rows],
+        }
+
+
+def readouts_step(
+    model: Any,
+    weights: HeadWeights,
+    model_svd: ModelSVD,
+    sets: Mapping[str, PromptSetInput],
+    options: ReadoutOptions,
+    keys: Mapping[str, str],
+    record: Mapping[str, Any],
+) -> StepTables:
+    """:func:`run_readouts` as the tables ``readouts``, ``examples`` and ``tokens`` of one model variant (``keys``:
+    ``model``, ``variant``), for :func:`svalign.pipeline.write_step`."""
+    made = run_readouts(model, weights, model_svd, sets, options)
+    schemas = (tables.EXPLORER_READOUTS, tables.EXPLORER_EXAMPLES, tables.EXPLORER_TOKENS)
+    out = {}
+    for name, schema, columns in zip(("readouts", "examples", "tokens"), schemas, made, strict=True):
+        n = len(next(iter(columns.values())))
+        out[name] = (schema, {**{key: [value] * n for key, value in keys.items()}, **columns})
+    return StepTables(out, dict(record))
