@@ -19,6 +19,7 @@ include: "workflow/rules/toy.smk"
 include: "workflow/rules/weights.smk"
 include: "workflow/rules/svd.smk"
 include: "workflow/rules/sad.smk"
+include: "workflow/rules/sae.smk"
 include: "workflow/rules/dynamics.smk"
 include: "workflow/rules/explorer.smk"
 include: "workflow/rules/report.smk"
@@ -38,6 +39,10 @@ localrules:
     svd_all,
     sad_figures,
     sad_all,
+    sae_corpus,
+    sae_figure_anisotropy,
+    sae_figures,
+    sae_all,
     dynamics_prompts,
     dynamics_sad,
     dynamics_figure,

@@ -23,9 +23,19 @@ SMOLLM2_FIXTURES = {"smollm2_dir", "smollm2_bridge", "smollm2"}
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def pytest_collection_modifyitems(config, items):
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """xdist groups: the workflow tests (one shared run) on one worker, the SmolLM2 tests (one conversion) on one;
-    the SLURM test (its own cluster and workflow) is a group of its own, free to run beside the shared run."""
+    the SLURM test (its own cluster and workflow) is a group of its own, free to run beside the shared run.
+
+    The marks alone do not hold under ``--dist loadgroup``, so this hook also tags the node ids:
+
+    pytest-xdist 3.8 tags a grouped test by appending ``@group`` to its node id in its own collection hook, but
+    (1) that hook runs before the marks above exist, and (2) it writes ``item._nodeid``,
+    which pytest 9.2's structured node ids no longer read (pytest-xdist issue 1386). Without this hook every group
+    was spread over the workers, and each worker built its own small run. Last of all hooks, this one appends the
+    tag as xdist means to; xdist's scheduler then keeps each group on one worker.
+    """
     for item in items:
         if item.path.name == "test_slurm.py":
             item.add_marker(pytest.mark.xdist_group("slurm"))
@@ -33,6 +43,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group("workflow"))
         elif SMOLLM2_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("smollm2"))
+    if not getattr(config.option, "loadgroup", False):  # set on xdist workers under --dist loadgroup only
+        return
+    for item in items:
+        marks = item.iter_markers("xdist_group")
+        names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default")) for mark in marks})
+        suffix = "@" + "_".join(names)
+        if not names or item.nodeid.endswith(suffix):  # none, or xdist tagged it already
+            continue
+        tagged = item.nodeid + suffix
+        if hasattr(item, "_id"):  # pytest >= 9.2
+            item._id = type(item._id).parse(tagged)
+        else:
+            item._nodeid = tagged
+        if item.nodeid != tagged:
+            raise RuntimeError(f"cannot tag {item.nodeid} with its xdist group: pytest's node ids changed again")
 
 
 @pytest.fixture(autouse=True)

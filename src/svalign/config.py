@@ -10,7 +10,7 @@ from typing import Any
 
 from svalign.toy.config import ToyConfig
 
-__all__ = ["ConfigError", "check_config", "check_offset_coverage", "enabled_models"]
+__all__ = ["ConfigError", "check_config", "check_offset_coverage", "enabled_models", "sae_sites"]
 
 
 class ConfigError(ValueError):
@@ -66,6 +66,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         except (TypeError, ValueError) as error:
             raise ConfigError(f"config key toy.sweeps: {error}") from error
     _check_dynamics(config.get("dynamics", {}), config.get("svd", {}))
+    _check_sae(config)
     anisotropy = toy.get("anisotropy", {})
     if anisotropy.get("enabled", False):
         try:
@@ -80,6 +81,27 @@ def check_config(config: Mapping[str, Any]) -> None:
                 f"config key toy.anisotropy.interference_norms: {too_large} not below n_features - 1 = "
                 f"{experiment.n_features - 1}"
             )
+
+
+def _check_sae(config: Mapping[str, Any]) -> None:
+    sae = config.get("sae", {})
+    if not sae.get("enabled", True):
+        return
+    for model in sae.get("sites", {}):  # sites of a disabled model are skipped with it (see sae_sites)
+        if model not in config.get("models", {}):
+            raise ConfigError(
+                f"config key sae.sites.{model}: no model {model!r} in `models` (configured: "
+                f"{sorted(config.get('models', {}))})"
+            )
+
+
+def sae_sites(config: Mapping[str, Any]) -> dict[str, list[int]]:
+    """The SAE sites that run: model → sorted layers, for enabled models only (empty when the stage is off)."""
+    sae = config.get("sae", {})
+    if not sae.get("enabled", True):
+        return {}
+    enabled = set(enabled_models(config))
+    return {model: sorted(layers) for model, layers in sae.get("sites", {}).items() if model in enabled}
 
 
 def _check_dynamics(dynamics: Mapping[str, Any], svd: Mapping[str, Any]) -> None:

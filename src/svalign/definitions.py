@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "MATCH_MARGIN",
     "MOST_HEADS",
     "NULL_GAP",
     "N_RECON_LIMIT",
@@ -54,6 +55,9 @@ MOST_HEADS = 0.5
 """"Most heads": strictly more than this share of the heads."""
 OFTEN = 0.2
 """"Often" (paper Fig 8): at least this share of the firing pairs (our reading)."""
+MATCH_MARGIN = 0.0
+"""SAE claim (our extension, no paper number): a firing logit's dominant latent pair "is" the dominant singular
+pair's when the pooled match rate exceeds both the rotation null's match rate and chance by more than this."""
 NULL_GAP = 0.1
 """"Absent under the null" over training: S at least this fraction below the null's S at the last checkpoint."""
 
@@ -123,7 +127,9 @@ def grid_crossings(curves: Any, norms: Any, level: float) -> np.ndarray:
 
 def anisotropy_crossing(mean_by_norm: Any, level: float = PAPER_ALIGNMENT_LEVEL) -> float | None:
     """:func:`crossings` of one curve given as a Series (‖E_X‖₂ → mean |cos|, sorted); None if it never drops.
-    The one definition of "the crossing" for the results table, the captions and the figure title."""
+    The one definition of "the crossing" for the results table, the captions and the figure title. A curve already
+    below ``level`` at the first norm gives that norm (the verdict's number); it crossed nowhere, and
+    :func:`svalign.claims.toy.crossing_text` words it so ("is below 0.75 from the first norm (0)")."""
     value = float(crossings(np.asarray(mean_by_norm.values), np.asarray(mean_by_norm.index), level))
     return None if np.isinf(value) else value
 

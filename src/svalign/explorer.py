@@ -9,11 +9,12 @@ example's dominant terms are the blocks' summed relative terms Σ_{k∈B} c_k (w
 Ω, whatever basis the SVD chose inside it), and the page marks a read-out of a direction inside a block as one
 arbitrary basis vector of the block's span.
 
-**SAE hook.** There is no SAE stage yet. When one exists, pass its matches to :func:`explorer_data` as ``sae``: a
-DataFrame with columns ``layer``, ``head``, ``rank`` (direction at offset 0), ``side`` (``query``/``key``),
-``latent`` (int), ``cos`` (|cos| of the latent's decoder direction with u_k or v_k) and optionally ``label``; the
-page then lists each direction's matched latents under its read-outs (per block where the block is degenerate).
-Without it the page says that no SAE stage ran.
+**SAE hook.** :func:`explorer_data` takes SAE matches as ``sae``: a DataFrame with columns ``layer``, ``head``,
+``rank`` (direction at offset 0), ``side`` (``query``/``key``), ``latent`` (int), ``cos`` (|cos| of the latent's
+decoder direction with u_k or v_k) and optionally ``label``; the page then lists each direction's matched latents
+under its read-outs (per block where the block is degenerate). The SAE stage fills it (:func:`sae_matches` of its
+``alignment.parquet``: each direction's best latent, at the SAE sites' layers); other dictionaries can be passed
+the same way. Without it the page says that no SAE stage ran.
 """
 
 from __future__ import annotations
@@ -27,7 +28,16 @@ import pandas as pd
 
 from svalign.degeneracy import block_sums
 
-__all__ = ["DIGITS", "SAE_COLUMNS", "SCALE", "block_terms", "explorer_data", "page_json", "read_frames"]
+__all__ = [
+    "DIGITS",
+    "SAE_COLUMNS",
+    "SCALE",
+    "block_terms",
+    "explorer_data",
+    "page_json",
+    "read_frames",
+    "sae_matches",
+]
 
 DIGITS = 4
 """Significant digits of the numbers on the page (the tables keep full precision)."""
@@ -239,6 +249,27 @@ def page_json(data: Mapping[str, Any]) -> str:
     """Compact JSON of :func:`explorer_data`, safe inside a ``<script>`` element (no ``</`` or ``<!--``: no ``<``)."""
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return text.replace("<", "\\u003c")  # "<" occurs only inside JSON strings, where \u003c is the same character
+
+
+def sae_matches(path: Any) -> pd.DataFrame:
+    """The SAE hook's rows from the SAE stage's ``alignment.parquet`` (trained variant): each singular direction's
+    best-aligned latent, labelled with its corpus frequency."""
+    from svalign import io
+    from svalign.sae.schemas import SAE_ALIGNMENT
+
+    table = io.to_frame(io.read_table(path, SAE_ALIGNMENT))
+    table = table[table["variant"] == "trained"]
+    return pd.DataFrame(
+        {
+            "layer": table["layer"],
+            "head": table["head"],
+            "rank": table["rank"],
+            "side": table["side"].map({"u": "query", "v": "key"}),
+            "latent": table["latent"],
+            "cos": table["best_cos"],
+            "label": [f"(active on {f:.1%} of corpus tokens)" for f in table["frequency"]],
+        }
+    )
 
 
 def read_frames(paths: Mapping[str, Any]) -> dict[str, pd.DataFrame]:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-from svalign.explorer import explorer_data, page_json, read_frames
+from svalign.explorer import explorer_data, page_json, read_frames, sae_matches
 
 __all__ = ["REPORT_URL_LIMIT", "build_page", "check_report_size", "render_page"]
 
@@ -75,7 +75,8 @@ def _notes(meta: Mapping[str, Any]) -> dict[str, str]:
             "grouped by degenerate block (orange: a block of several directions, whose sum is defined)."
         ),
         "sae_note": (
-            "Matched SAE latents are listed under each direction."
+            "Under each direction: the SAE latent whose decoder direction is closest to it (best |cos|, query and key "
+            "side; SAE stage, sites' layers only, offset 0)."
             if meta["sae"]
             else "No SAE stage ran in this workflow; the page has a hook for its matches (svalign.explorer, SAE hook)."
         ),
@@ -118,6 +119,8 @@ def build_page(paths: Mapping[str, Any], model: str, options: Mapping[str, Any])
     from svalign.io import read_provenance
 
     frames = read_frames(paths)
+    named = dict(paths.items())  # a mapping or Snakemake's input list (whose `in` tests values, not names)
+    sae = sae_matches(named["sae_alignment"]) if "sae_alignment" in named else None
     spectra_config = read_provenance(paths["spectra"])["config"]
     meta = {
         "model": model,
@@ -127,4 +130,4 @@ def build_page(paths: Mapping[str, Any], model: str, options: Mapping[str, Any])
         "summary_prompt_set": str(frames["summary"]["prompt_set"].iloc[0]),
         "n_recon_order": str(frames["summary"]["n_recon_order"].iloc[0]),
     }
-    return render_page(explorer_data(frames, options, meta))
+    return render_page(explorer_data(frames, options, meta, sae))

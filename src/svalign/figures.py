@@ -383,16 +383,32 @@ def sad_nrecon_figure(summaries: dict[str, pd.DataFrame], model: str, max_n: int
     return figure
 
 
+SAE_NORMS = (("interference_norm", "all", "-", "v"), ("interference_norm_active", "active", ":", "^"))
+
+
+def _sae_markers(ax: plt.Axes, sae: pd.DataFrame) -> None:
+    """Each SAE site's ‖DᵀD − I‖₂ (:func:`svalign.sae.figures.site_interference`) at the foot of the axis: all
+    latents (solid line, ▼) and the latents active on the prompts (dotted, ▲), one colour per site."""
+    for colour, row in zip(sns.color_palette(PALETTE)[2:], sae.itertuples(), strict=False):
+        for column, what, ls, marker in SAE_NORMS:
+            value = getattr(row, column)
+            label = f"{row.model} L{row.layer} SAE, {what} latents ({value:.1f})"
+            ax.axvline(value, color=colour, ls=ls, lw=1.2)
+            ax.plot([value], [0.04], marker, color=colour, ms=7, transform=ax.get_xaxis_transform(), label=label)
+
+
 def anisotropy_figure(
     table: pd.DataFrame,
     threshold: float = report.PAPER_ALIGNMENT_LEVEL,
     band: tuple[float, float] = report.PAPER_SAE_INTERFERENCE,
+    sae: pd.DataFrame | None = None,
 ) -> plt.Figure:
     """Paper Fig 4: mean matched |cos| vs the features' interference ‖XᵀX − I‖₂, trained head and closed form.
 
     Lines are means over feature seeds, bands their range; the dashed line is the paper's 0.75 and the shaded
-    span its GPT-2 estimate of ‖E_X‖₂ (10–55). The title's crossing is :func:`svalign.report.anisotropy_crossing`,
-    the number the results table reports.
+    span its GPT-2 estimate of ‖E_X‖₂ (10–55); ``sae`` (model, layer, interference_norm, interference_norm_active)
+    adds our SAE dictionaries' norms (:func:`_sae_markers`). The title's crossing is
+    :func:`svalign.report.crossing_text`, the words the results table uses.
     """
     set_theme()
     long = table.melt(
@@ -415,14 +431,13 @@ def anisotropy_figure(
         ax=ax,
     )
     ax.axhline(threshold, color="0.3", ls="--", lw=1, label=f"paper: > {threshold}")
+    if sae is not None:
+        _sae_markers(ax, sae)
     ax.set_xlabel("interference ‖XᵀX − I‖₂")
     ax.set_ylim(0, 1.02)
-    ax.legend(loc="lower left", fontsize="small")
+    ax.legend(**({"loc": "lower left"} if sae is None else {"loc": "upper left", "bbox_to_anchor": (1.01, 1)}))
     trained, _ = report.anisotropy_curves(table)
-    ax.set_title(
-        f"Alignment under interference: trained mean |cos| crosses {threshold} at ‖E‖₂ "
-        f"{report.crossing_text(trained, threshold)}"
-    )
+    ax.set_title(f"Alignment under interference: trained mean |cos| {report.crossing_text(trained, threshold, '‖E‖₂')}")
     return figure
 
 

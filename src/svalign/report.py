@@ -25,6 +25,7 @@ from typing import Any
 from svalign.claims.core import Claim, claims_markdown, claims_table
 from svalign.claims.dynamics import dynamics_claim
 from svalign.claims.sad import nrecon_claim, null_claim, small_sigma_claim
+from svalign.claims.sae import sae_alignment_claim, sae_attribution_claim
 from svalign.claims.toy import anisotropy_claim, anisotropy_curves, crossing_text, multi_pair_claim, single_pair_claim
 from svalign.definitions import (
     PAPER_ALIGNMENT_LEVEL,
@@ -55,6 +56,8 @@ __all__ = [
     "multi_pair_claim",
     "nrecon_claim",
     "null_claim",
+    "sae_alignment_claim",
+    "sae_attribution_claim",
     "single_pair_claim",
     "small_sigma_claim",
 ]
@@ -69,8 +72,11 @@ CLAIM_FUNCTIONS = {
     "small_sigma": small_sigma_claim,
     "null": null_claim,
     "dynamics": dynamics_claim,
+    "sae_alignment": sae_alignment_claim,
+    "sae_attribution": sae_attribution_claim,
 }
-"""Claim functions by name; each takes its tables' paths (SAD: summary, pairs, model) and ``options``."""
+"""Claim functions by name; each takes its tables' paths (SAD: summary, pairs, model; SAE: heads or attribution,
+sites, model) and ``options``."""
 
 
 class Measured:
@@ -112,7 +118,8 @@ def claims_from_inputs(
     ``inputs`` names tables as rule ``results_table`` does (``results_table_inputs`` in workflow/rules/common.smk):
     ``single_pair``, ``multi_pair`` (toy metrics), ``anisotropy``, ``sad_<model>`` and ``pairs_<model>`` (summary
     and pairs of the trained variant on IOI prompts), ``dynamics`` with ``dynamics_first`` and ``dynamics_last``
-    (pairs of the first and last checkpoint). Other names are left to :mod:`svalign.claims.details`.
+    (pairs of the first and last checkpoint), ``sae_heads_<model>``, ``sae_sites_<model>`` and
+    ``sae_attribution_<model>`` (the SAE stage's tables). Other names are left to :mod:`svalign.claims.details`.
     """
     options = BootstrapOptions.from_mapping(options)
     claims = []
@@ -125,4 +132,9 @@ def claims_from_inputs(
             claims.append(CLAIM_FUNCTIONS[kind](inputs[f"sad_{model}"], inputs[f"pairs_{model}"], model, options))
     if "dynamics" in inputs:
         claims.append(dynamics_claim(inputs["dynamics"], inputs["dynamics_first"], inputs["dynamics_last"], options))
+    sae_models = sorted(name.removeprefix("sae_sites_") for name in inputs if name.startswith("sae_sites_"))
+    for model in sae_models:
+        sites = inputs[f"sae_sites_{model}"]
+        claims.append(sae_alignment_claim(inputs[f"sae_heads_{model}"], sites, model, options))
+        claims.append(sae_attribution_claim(inputs[f"sae_attribution_{model}"], sites, model, options))
     return claims

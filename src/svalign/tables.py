@@ -11,6 +11,7 @@ import sys
 import pyarrow as pa
 
 from svalign.io import HEAD_KEYS, Column, TableSchema
+from svalign.sae.schemas import SAE_TABLES
 from svalign.toy.config import SIGNIFICANT_SIGMA_RATIO
 
 __all__ = [
@@ -494,6 +495,7 @@ TABLES: dict[str, tuple[TableSchema, ...]] = {
     "sad": (SAD_PAIRS, SAD_SUMMARY, SAD_PROMPTS),
     "dynamics": (DYNAMICS_TRAINING_LOG, DYNAMICS_PROMPTS, DYNAMICS_HEAD_SCORES, DYNAMICS_SAD),
     "explorer": (HEAD_SPECTRUM_BLOCKS, EXPLORER_TOKENS, EXPLORER_READOUTS, EXPLORER_EXAMPLES),
+    "sae": SAE_TABLES,  # declared in svalign.sae.schemas
     "results_table": (RESULTS_CLAIMS,),
 }
 

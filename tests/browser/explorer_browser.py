@@ -1,7 +1,6 @@
 """Open a head explorer page (rule explorer_page) in headless Chromium and pick heads like a reader would.
 
-The browser plumbing is report_browser's (DevTools over ``--remote-debugging-pipe``, Chromium from Debian's packages).
-The walk:
+Chromium and the page come from browser_common.py next to this file. The walk:
 
 1. opens the page (``file://``) and waits for its script to draw the grid and a first head (``window.explorer``);
 2. for each head to pick, clicks its grid cell, waits until the page says that head is drawn
@@ -9,7 +8,7 @@ The walk:
    degenerate-block notes, the read-out boxes with their tokens in context and embedding tokens, the example rows
    with their query and key tokens highlighted; a screenshot per head.
 
-Every uncaught exception, ``console.error`` and error log entry of the page is collected (``Page.problems``).
+Every uncaught exception, ``console.error`` and error log entry of the page is collected.
 
 Command line (prints a JSON summary; screenshots go to OUTDIR)::
 
@@ -18,27 +17,17 @@ Command line (prints a JSON summary; screenshots go to OUTDIR)::
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from report_browser import NOT_AVAILABLE, ChromiumUnavailableError, DevToolsPipe, Page, ReportWalkError, ensure_chromium
+from browser_common import UNTIL_JS, open_page, print_render
 
-PICK_JS = r"""
-(async (layer, head) => {
-  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-  async function until(fn, what, timeout = 10000) {
-    const start = performance.now();
-    for (;;) {
-      const value = fn();
-      if (value) return value;
-      if (performance.now() - start > timeout) throw new Error("timed out waiting for " + what);
-      await sleep(20);
-    }
-  }
-  const all = (selector) => [...document.querySelectorAll(selector)];
+PICK_JS = (
+    "(async (layer, head) => {"
+    + UNTIL_JS
+    + r"""  const all = (selector) => [...document.querySelectorAll(selector)];
   const cell = document.querySelector(`#grid td.cell[data-layer="${layer}"][data-head="${head}"]`);
   if (!cell) throw new Error(`no grid cell for layer ${layer}, head ${head}`);
   cell.click();
@@ -53,26 +42,26 @@ PICK_JS = r"""
     readouts: all("#readouts .readout").length,
     degenerate_readouts: all("#readouts .readout.degenerate").length,
     contexts: all("#readouts .readout li .ctx .focus").map((span) => span.textContent),
-    embedding_lines: all("#readouts .readout .emb").map((div) => div.textContent),
+    embedding_lines: all("#readouts .readout .emb:not(.sae)").map((div) => div.textContent),
+    sae_lines: all("#readouts .readout .sae").map((div) => div.textContent),
     examples: all("#examples tr.example").length,
     example_tokens: all("#examples tr.example .ctx .focus, #examples tr.example .ctx .key").length,
     example_terms: all("#examples tr.example td:last-child div").map((div) => div.textContent),
   };
 })
 """
+)
 
-START_JS = r"""
-(async () => {
-  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-  const start = performance.now();
-  while (!(window.explorer && window.explorer.ready && document.body.dataset.head)) {
-    if (performance.now() - start > 10000) throw new Error("the explorer did not start");
-    await sleep(20);
-  }
+START_JS = (
+    "(async () => {"
+    + UNTIL_JS
+    + r"""  const started = () => window.explorer && window.explorer.ready && document.body.dataset.head;
+  await until(started, "the explorer to start");
   const cells = [...document.querySelectorAll("#grid td.cell")].map((td) => `${td.dataset.layer}.${td.dataset.head}`);
   return { first: document.body.dataset.head, cells, heads: window.explorer.heads };
 })()
 """
+)
 
 
 @dataclass
@@ -99,25 +88,13 @@ def spread_heads(cells: list[str], first: str, n: int = 3) -> list[str]:
 def render_explorer(page_path: Path, outdir: Path, heads: list[str] | None = None, chromium: str | None = None):
     """Open ``page_path``, pick ``heads`` ("layer.head"; default :func:`spread_heads`), screenshot into ``outdir``."""
     start = time.monotonic()
-    chromium = chromium or ensure_chromium()[0]
-    outdir.mkdir(parents=True, exist_ok=True)
-    with DevToolsPipe(chromium) as browser:
-        page = Page(browser)
-        screenshots = {}
-        try:
-            page.navigate(Path(page_path).resolve().as_uri())
-            opened = page.evaluate(START_JS)
-            picked = []
-            for head in heads or spread_heads(opened["cells"], opened["first"]):
-                layer, index = (int(part) for part in head.split("."))
-                picked.append(page.evaluate(f"({PICK_JS})({layer}, {index})"))
-                screenshots[head] = str(page.screenshot(outdir / f"explorer_{layer}_{index}.png"))
-        except (RuntimeError, TimeoutError) as exc:
-            errors, _ = page.problems()
-            page.screenshot(outdir / "explorer_failed.png")
-            raise ReportWalkError(
-                f"picking heads in {page_path} failed: {exc}\nerrors in the page:\n" + ("\n".join(errors) or "(none)")
-            ) from exc
+    with open_page(page_path, outdir, "explorer", chromium) as page:
+        opened = page.evaluate(START_JS)
+        picked, screenshots = [], {}
+        for head in heads or spread_heads(opened["cells"], opened["first"]):
+            layer, index = (int(part) for part in head.split("."))
+            picked.append(page.evaluate(f"({PICK_JS})({layer}, {index})"))
+            screenshots[head] = str(page.screenshot(outdir / f"explorer_{layer}_{index}.png"))
         errors, warnings = page.problems()
     return ExplorerRender(
         page=str(page_path),
@@ -135,13 +112,7 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2:
         print(f"usage: {Path(sys.argv[0]).name} PAGE.html OUTDIR [LAYER.HEAD ...]", file=sys.stderr)
         return 2
-    try:
-        rendered = render_explorer(Path(argv[0]), Path(argv[1]), argv[2:] or None)
-    except ChromiumUnavailableError as exc:
-        print(f"chromium unavailable: {exc}", file=sys.stderr)
-        return NOT_AVAILABLE
-    print(json.dumps(asdict(rendered), indent=2, ensure_ascii=False))
-    return 1 if rendered.errors else 0
+    return print_render(lambda: render_explorer(Path(argv[0]), Path(argv[1]), argv[2:] or None))
 
 
 if __name__ == "__main__":

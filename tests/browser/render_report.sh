@@ -8,14 +8,15 @@
 #
 # Chromium is looked up as $CHROMIUM, then chromium / chromium-browser / google-chrome on PATH. When none is
 # found it is installed with apt-get (root, or passwordless sudo, needed); the install time is printed on
-# stderr. Exit status 3 means "Chromium is not available and could not be installed" (the pytest test
-# turns that into a skip with the reason printed here).
+# stderr. Exit status 3 means "Chromium is not available and could not be installed" (the pytest tests
+# turn that into a skip with the reason printed here).
 #
 # The screenshot waits for the report's JavaScript with --virtual-time-budget (the report is one
-# self-contained file: React and the data are embedded, nothing is fetched). The pytest test
-# (tests/workflow/test_report_browser.py) drives Chromium through the DevTools protocol instead
-# (tests/browser/report_browser.py, also a command: `.venv/bin/python tests/browser/report_browser.py
-# results/report.html OUTDIR`) to catch JavaScript errors, click through every figure and screenshot.
+# self-contained file: React and the data are embedded, nothing is fetched). The pytest tests
+# (tests/workflow/test_report_browser.py, test_explorer_browser.py) drive Chromium through the DevTools protocol
+# instead (tests/browser/browser_common.py; the walks are report_browser.py and explorer_browser.py, also commands:
+# `.venv/bin/python tests/browser/report_browser.py results/report.html OUTDIR`) to catch JavaScript errors, click
+# through every figure and screenshot.
 set -euo pipefail
 
 NOT_AVAILABLE=3
@@ -87,7 +88,7 @@ case "${1:-}" in
         exit 0
         ;;
     "" | -h | --help)
-        sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
         [[ -n "${1:-}" ]] && exit 0 || exit 2
         ;;
 esac

@@ -323,3 +323,29 @@ def test_explorer_config_defaults_are_documented_and_shipped(repo):
     config = {"toy": {"experiments": {"tiny": {"n_features": 4}}}}
     validate(config, str(schema_path))
     assert config["explorer"]["degeneracy_gap"] == 0.01 and config["explorer"]["prompt_sets"] == ["ioi", "plain"]
+
+
+def test_sae_matches_read_the_sae_stages_alignment_table(tmp_path):
+    """The SAE stage fills the hook: trained rows only, u/v named query/key, best |cos| as cos."""
+    from svalign import io
+    from svalign.explorer import SAE_COLUMNS, sae_matches
+    from svalign.sae.schemas import SAE_ALIGNMENT
+
+    rows = {
+        "model": ["m"] * 3,
+        "variant": ["trained", "trained", "random"],
+        "layer": [1, 1, 1],
+        "head": [0, 0, 0],
+        "side": ["u", "v", "u"],
+        "rank": [0, 0, 0],
+        "sigma": [2.0, 2.0, 1.0],
+        "best_cos": [0.9, 0.4, 0.2],
+        "latent": [7, 3, 5],
+        "frequency": [0.25, 0.01, 0.5],
+        "null_mean": [0.2] * 3,
+        "null_upper": [0.3] * 3,
+    }
+    io.write_table(tmp_path / "alignment.parquet", SAE_ALIGNMENT, rows, io.provenance("test"))
+    matches = sae_matches(tmp_path / "alignment.parquet")
+    assert matches[list(SAE_COLUMNS)].values.tolist() == [[1, 0, 0, "query", 7, 0.9], [1, 0, 0, "key", 3, 0.4]]
+    assert matches["label"].tolist() == ["(active on 25.0% of corpus tokens)", "(active on 1.0% of corpus tokens)"]

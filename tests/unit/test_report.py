@@ -109,7 +109,7 @@ def test_figure_title_and_results_table_quote_the_same_crossing():
     trained, _ = report.anisotropy_curves(table)
     # mean curve 0.98, 0.79, 0.69: crosses 0.75 at 40 + 0.04 / 0.10 * 10 = 44
     assert report.anisotropy_crossing(trained) == pytest.approx(44.0)
-    assert report.crossing_text(trained) == "≈ 44"
+    assert report.crossing_text(trained) == "crosses 0.75 at ‖E_X‖₂ ≈ 44"
     title = figures.anisotropy_figure(table).axes[0].get_title()
     assert "crosses 0.75 at ‖E‖₂ ≈ 44" in title, title
 

@@ -2,37 +2,24 @@
 (one of them with a degenerate block among its leading directions) and finds each one's spectrum, token read-outs
 and SAD examples drawn, with no JavaScript error; the report links the page under its own category.
 
-Chromium as in test_report_browser.py (Debian's package, installed when missing; the test skips, saying why, when it
-cannot be); the walk is tests/browser/explorer_browser.py.
+Chromium and the small run with its report are the session's (tests/workflow/conftest.py: Debian's package, installed
+when missing; the test skips, saying why, when it cannot be); the walk is tests/browser/explorer_browser.py.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from workflow_helpers import SMALL_CONFIG, SMALL_TARGETS, run_snakemake
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
 from explorer_browser import render_explorer, spread_heads
-from report_browser import ChromiumUnavailableError, ensure_chromium
+from workflow_helpers import SMALL_CONFIG, SMALL_TARGETS, run_snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 PAGE = "results/explorer/minilm/explorer.html"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    try:
-        binary, _ = ensure_chromium()
-    except ChromiumUnavailableError as exc:
-        pytest.skip(f"headless Chromium is not available and could not be installed: {exc}")
-    return binary
 
 
 def page_data(path: Path) -> dict:
@@ -52,7 +39,7 @@ def heads_to_pick(data: dict) -> list[str]:
     return [*spread, degenerate[0]]
 
 
-def test_explorer_page_draws_three_heads_without_js_errors(small_run, chromium, tmp_path, capsys):
+def test_explorer_page_draws_three_heads_without_js_errors(small_run, small_report, chromium, tmp_path, capsys):
     assert PAGE in SMALL_TARGETS
     run_snakemake(small_run, PAGE, *SMALL_CONFIG)  # made by the small run: nothing to do
     page = small_run / PAGE
@@ -80,6 +67,12 @@ def test_explorer_page_draws_three_heads_without_js_errors(small_run, chromium, 
         assert len(picked["contexts"]) == contexts > 0  # every context read-out, its token highlighted
         assert len(picked["embedding_lines"]) == 4 * len(head["ro"])
         assert all(line.startswith("embedding: ") and len(line) > 12 for line in picked["embedding_lines"])
+        # the SAE hook, filled by the SAE stage (MiniLM's site is layer 1): one line per direction, latents there
+        assert len(picked["sae_lines"]) == len(head["ro"]) and all(
+            line.startswith("SAE latents: ") for line in picked["sae_lines"]
+        )
+        if layer == "1":
+            assert all("query #" in line and "key #" in line for line in picked["sae_lines"])
         assert picked["examples"] == len(head["ex"]) > 0
         assert picked["example_tokens"] >= 2 * picked["examples"]  # query and key highlighted in every row
         assert len(picked["example_terms"]) == sum(len(example[-1]) for example in head["ex"])
@@ -87,6 +80,5 @@ def test_explorer_page_draws_three_heads_without_js_errors(small_run, chromium, 
     assert any("degenerate block" in note for note in degenerate["block_notes"])
 
     # The report lists the page under its own category.
-    run_snakemake(small_run, *SMALL_TARGETS, "--report", "results/report.html", *SMALL_CONFIG)
-    report = (small_run / "results" / "report.html").read_text(errors="replace")
+    report = small_report.read_text(errors="replace")
     assert "Head explorer" in report and PAGE in report

@@ -3,47 +3,30 @@
 ``snakemake --report`` writes one self-contained HTML file whose React app draws everything from embedded data,
 so a report can be written without error and still be blank or broken. Here Chromium (from Debian's packages,
 installed by tests/browser/render_report.sh when missing; the test skips, saying why, when it cannot be) opens
-the small run's report and tests/browser/report_browser.py clicks through it like a reader: every category of
-the "Results" menu, every subcategory, and in each results table every row's view (eye) and info buttons.
+the small run's report (both from tests/workflow/conftest.py) and tests/browser/report_browser.py clicks through it
+like a reader: every category of the "Results" menu, every subcategory, and in each results table every row's
+view (eye) and info buttons.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from workflow_helpers import SMALL_CONFIG, SMALL_TARGETS, run_snakemake
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
-from report_browser import ChromiumUnavailableError, ensure_chromium, png_size, render_report
+from report_browser import png_size, render_report
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    try:
-        binary, seconds = ensure_chromium()
-    except ChromiumUnavailableError as exc:
-        pytest.skip(f"headless Chromium is not available and could not be installed: {exc}")
-    if seconds > 5:
-        print(f"\nchromium ready after {seconds:.0f} s (apt-get install)")
-    return binary
-
-
-def test_report_renders_every_figure_without_js_errors(small_run, chromium, tmp_path, capsys):
-    run_snakemake(small_run, *SMALL_TARGETS, "--report", "results/report.html", *SMALL_CONFIG)
-    report = small_run / "results" / "report.html"
-
+def test_report_renders_every_figure_without_js_errors(small_run, small_report, chromium, tmp_path, capsys):
     # Expected: every PNG figure the run produced (each figure rule registers its PNG with report(); the PDF
     # twins are not registered).
     figures = sorted(p.relative_to(small_run).as_posix() for p in (small_run / "results" / "figures").rglob("*.png"))
     assert figures, "the small run produced no PNG figure under results/figures"
 
-    rendered = render_report(report, tmp_path / "browser", chromium=chromium)
+    rendered = render_report(small_report, tmp_path / "browser", chromium=chromium)
     summary = tmp_path / "browser" / "render.json"
     summary.write_text(json.dumps(asdict(rendered), indent=2))
     with capsys.disabled():

@@ -65,6 +65,11 @@ def test_changing_a_toy_parameter_reruns_only_that_experiment_and_its_consumers(
     }
 
 
+# The SAE stage's analysis attributes SAD's firing pairs (IOI prompts, SAD's threshold), so it follows both keys; its
+# SAEs (rule sae_train) do not read them and are not retrained. `sae_all` is the stage's target rule.
+SAE_ANALYSIS = {"sae_align": 1, "sae_figures": 1, "sae_figure_anisotropy": 1, "sae_all": 1}
+
+
 def test_changing_the_sad_threshold_reruns_sad_only(small_run):
     counts = _plan_with_override(small_run, "threshold.yaml", "sad:\n  threshold: 0.5\n")
     # Both prompt sets of MiniLM's two variants (the results table reads every SAD run) and the 4 training
@@ -80,6 +85,7 @@ def test_changing_the_sad_threshold_reruns_sad_only(small_run):
         "results_table": 1,
         "explorer_readouts": 1,  # the head explorer's examples come from the trained pairs
         "explorer_page": 1,
+        **SAE_ANALYSIS,
     }
 
 
@@ -87,7 +93,8 @@ def test_changing_the_ioi_prompt_count_reruns_only_ioi_sad_jobs(small_run):
     counts = _plan_with_override(small_run, "n_ioi.yaml", "sad:\n  n_ioi_prompts: 6\n")
     # MiniLM's IOI jobs (trained and random) and what reads them; the checkpoints' repeated-prompt SAD jobs and the
     # dynamics stage do not read the key, so they do not rerun.
-    assert counts == {"sad": 2, "sad_figures": 1, "results_table": 1, "explorer_readouts": 1, "explorer_page": 1}
+    expected = {"sad": 2, "sad_figures": 1, "results_table": 1, "explorer_readouts": 1, "explorer_page": 1}
+    assert counts == {**expected, **SAE_ANALYSIS}
 
 
 # The resume test's run: a toy experiment, MiniLM's weights -> SVD -> SAD (trained and random) and two training

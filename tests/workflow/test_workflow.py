@@ -27,6 +27,9 @@ def test_dry_run_plans_every_job(workdir):
         "dynamics_prompts": 1,
         "dynamics_checkpoint": 30,  # each training checkpoint: weights -> SVD -> SAD in one job
         "dynamics_sad": 1,
+        "sae_corpus": 1,
+        "sae_train": 2,  # one job per model: MiniLM layers 1 and 4, SmolLM2 layer 15
+        "sae_align": 2,
         "results_table": 1,
     }
     assert {rule: counts.get(rule) for rule in expected} == expected, out
@@ -98,31 +101,65 @@ def test_small_run_produces_tables_figures_and_report(small_run):
         "small_sigma_minilm",
         "null_minilm",
         "dynamics",
+        "sae_alignment_minilm",
+        "sae_attribution_minilm",
     ]
-    assert set(claims["verdict"]) <= {"pass", "differs"}
+    sae_rows = claims["key"].str.startswith("sae_")
+    assert set(claims.loc[~sae_rows, "verdict"]) <= {"pass", "differs"}
+    # the small run's SAE (2048 tokens, 40 steps) reconstructs too little to be a proxy: both rows say so
+    assert (claims.loc[sae_rows, "verdict"] == "inconclusive").all()
+    assert claims.loc[sae_rows, "ours"].str.contains("does not reconstruct").all()
     markdown = (results / "report" / "claims.md").read_text()
     claims_section = markdown.split("## Claims", 1)[1].split("\n## ", 1)[0]
-    assert claims_section.count("\n| ") == 1 + 7 and "do not edit" in markdown  # header + one row per claim
+    assert claims_section.count("\n| ") == 1 + 9 and "do not edit" in markdown  # header + one row per claim
     # Dynamics: 4 checkpoints (steps 0, 1, 2, 4) x 8 heads through the model stages, one head tracked.
     dynamics_table = io.to_frame(io.read_table(results / "dynamics" / "sad.parquet", tables.DYNAMICS_SAD))
     assert sorted(set(dynamics_table["step"])) == [0, 1, 2, 4] and len(dynamics_table) == 4 * 8
     assert dynamics_table.groupby("step")["chosen"].sum().tolist() == [1, 1, 1, 1]
     assert dynamics_table["induction_score"].notna().all()
     assert (results / "figures" / "dynamics" / "sad_over_training.png").exists()
+    _check_sae_tables(results)
     # A second invocation has nothing to do.
     assert "Nothing to be done" in snakemake(workdir, *SMALL_TARGETS, *SMALL_CONFIG).stdout
     snakemake(workdir, *SMALL_TARGETS, "--report", "results/report.html", *SMALL_CONFIG)
     html = (results / "report.html").read_text(errors="replace")
-    assert "Toy model" in html and "Real models" in html and "SAD" in html
+    assert "Toy model" in html and "Real models" in html and "SAD" in html and "SAE" in html
+    for figure in ("alignment_minilm", "heads_minilm", "anisotropy"):
+        assert (results / "figures" / "sae" / f"{figure}.png").exists(), figure
 
 
 @pytest.mark.slow
 def test_jobs_use_exactly_their_rules_threads(small_run):
     """Torch and BLAS threads inside each job equal the rule's `threads:` (cores are never oversubscribed)."""
     logs = small_run / "results" / "logs"
-    expected = {"toy_train": 1, "dynamics_checkpoint": 1, "sad": 2, "svd": 2, "dynamics_train": 2}
+    expected = {
+        "toy_train": 1,
+        "dynamics_checkpoint": 1,
+        "sad": 2,
+        "svd": 2,
+        "dynamics_train": 2,
+        "sae_train": 2,
+        "sae_align": 2,
+    }
     for rule, threads in expected.items():
         files = sorted((logs / rule).glob("*.log")) or [logs / f"{rule}.log"]
         assert files, rule
         for path in files:
             assert f"threads: torch {threads}, OMP_NUM_THREADS={threads}" in path.read_text(), path
+
+
+def _check_sae_tables(results):
+    """The SAE stage of the small run: one MiniLM site (layer 1), every head of both variants, exact attribution."""
+    from svalign.sae import schemas
+
+    quality = io.to_frame(io.read_table(results / "sae" / "minilm" / "quality.parquet", schemas.SAE_QUALITY))
+    assert quality["layer"].tolist() == [1] and quality["n_tokens"].tolist() == [2048]
+    assert quality["n_latents"].tolist() == [768] and 0 < quality["explained_variance"].iloc[0] < 1
+    heads = io.to_frame(io.read_table(results / "sae" / "minilm" / "heads.parquet", schemas.SAE_HEADS))
+    assert sorted(set(heads["variant"])) == ["random", "trained"] and len(heads) == 2 * 12
+    assert (heads.loc[heads["variant"] == "trained", "n_pairs"] > 0).all()
+    pairs = io.read_table(results / "sae" / "minilm" / "attribution.parquet", schemas.SAE_ATTRIBUTION)
+    assert pairs.num_rows == heads["n_pairs"].sum() > 0
+    assert max(pairs.column("relative_error").to_pylist()) <= 1e-4
+    sites = io.to_frame(io.read_table(results / "sae" / "minilm" / "sites.parquet", schemas.SAE_SITES))
+    assert len(sites) == 2 and (sites["n_active_latents"] > 0).all()

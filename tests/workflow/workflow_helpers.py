@@ -21,6 +21,7 @@ SMALL_TARGETS = [
     "results/figures/sad/heads_minilm.png",
     "results/report/claims.md",
     "results/explorer/minilm/explorer.html",
+    "sae_all",
 ]
 SMALL_CONFIG = ["--configfile", ".test/config.yaml"]  # last: --configfile takes every argument after it
 

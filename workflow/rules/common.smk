@@ -6,10 +6,12 @@ import dataclasses
 
 import pandas as pd
 from snakemake.utils import Paramspace, validate
-from svalign.config import check_config, enabled_models
+from svalign.config import check_config, enabled_models, sae_sites
 from svalign.dynamics.config import dynamics_models
 from svalign.report import Measured
 from svalign.sad.config import SADConfig
+from svalign.sae.config import TRAINING_KEYS as SAE_TRAINING_KEYS
+from svalign.sae.summary import SAECaptions
 from svalign.toy.config import points_of_shape, sweep_groups, sweep_points
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -215,6 +217,68 @@ def sad_targets():
     ) + expand(rules.sad_figures.output.heatmap, model=MODELS)
 
 
+# ---- SAE stage (sae.smk) ---------------------------------------------------------------------------------
+
+SAE = config["sae"]
+SAE_SITES = sae_sites(config)  # model -> layers, enabled models only
+# The SAE captions' numbers, computed from the tables at report time (as MEASURED's claims are).
+SAE_CAPTIONS = SAECaptions()
+
+
+def sae_layers(wildcards):
+    return SAE_SITES[wildcards.model]
+
+
+def sae_training_params():
+    """The `sae` keys the training job reads (editing the analysis keys reruns only sae_align)."""
+    return {key: SAE[key] for key in SAE_TRAINING_KEYS}
+
+
+def sae_analysis_params():
+    skip = {"enabled", "sites", *SAE_TRAINING_KEYS}
+    return {key: value for key, value in SAE.items() if key not in skip}
+
+
+def sae_align_inputs(wildcards):
+    """The model's own inputs and the SVD (tables and bases) of every variant, as svd_<variant>, bases_<variant>."""
+    inputs = model_inputs(wildcards)
+    for variant in VARIANTS:
+        inputs[f"svd_{variant}"] = expand(
+            rules.svd.output.svd, model=wildcards.model, variant=variant
+        )[0]
+        inputs[f"bases_{variant}"] = expand(
+            rules.svd.output.bases, model=wildcards.model, variant=variant
+        )[0]
+    return inputs
+
+
+def sae_targets():
+    models = sorted(SAE_SITES)
+    return (
+        expand(rules.sae_align.output.sites, model=models)
+        + expand(rules.sae_figures.output.alignment, model=models)
+        + expand(rules.sae_figures.output.heads, model=models)
+        + (
+            [rules.sae_figure_anisotropy.output.png]
+            if models and config["toy"]["anisotropy"]["enabled"]
+            else []
+        )
+    )
+
+
+def anisotropy_figure_inputs(wildcards):
+    """The anisotropy sweep (`anisotropy`) and, per SAE model, its quality and sites tables (`quality_<model>`,
+    `sites_<model>`): the figure marks the real dictionaries' interference on the toy's axis. `rules.sae_*` resolve
+    here, when the DAG is built."""
+    inputs = {"anisotropy": rules.toy_anisotropy.output[0]}
+    for model in sorted(SAE_SITES):
+        inputs[f"quality_{model}"] = expand(
+            rules.sae_train.output.quality, model=model
+        )[0]
+        inputs[f"sites_{model}"] = expand(rules.sae_align.output.sites, model=model)[0]
+    return inputs
+
+
 # ---- Dynamics stage (dynamics.smk) -----------------------------------------------------------------------
 
 
@@ -314,11 +378,20 @@ def explorer_prompt_params(wildcards):
 
 
 def explorer_page_inputs(wildcards):
-    """The trained variant's spectra, read-outs, examples and tokens, and its SAD summary on the first explorer
-    prompt set (the grid's colours)."""
+    """The trained variant's spectra, read-outs, examples and tokens, its SAD summary on the first explorer
+    prompt set (the grid's colours), and the SAE stage's alignment when the model has SAE sites.
+    """
     trained = {"model": wildcards.model, "variant": "trained"}
     readouts = rules.explorer_readouts.output
+    sae = {}
+    if (
+        wildcards.model in SAE_SITES
+    ):  # the SAE hook: each direction's best-aligned latent
+        sae["sae_alignment"] = expand(
+            rules.sae_align.output.alignment, model=wildcards.model
+        )[0]
     return {
+        **sae,
         "spectra": expand(rules.explorer_spectra.output[0], **trained)[0],
         "summary": expand(
             rules.sad.output.summary, prompt_set=EXPLORER["prompt_sets"][0], **trained
@@ -346,7 +419,8 @@ def results_table_inputs(wildcards):
     and `svalign.claims.details.details_markdown` expect, for what the config runs (paths from the producing
     rules, never retyped): toy metrics by experiment name, `anisotropy`, `sweep`; per model `sad_<model>` and
     `pairs_<model>` (trained, IOI: the claims) and `summary_<model>_<variant>_<prompt_set>` (every SAD run);
-    `dynamics` with the first and last checkpoint's pairs (`dynamics_first`, `dynamics_last`).
+    `dynamics` with the first and last checkpoint's pairs (`dynamics_first`, `dynamics_last`); per model with an
+    SAE site `sae_heads_<model>`, `sae_sites_<model>`, `sae_attribution_<model>`.
     """
     inputs = {
         name: expand(rules.toy_train.output.metrics, experiment=name)[0]
@@ -372,6 +446,11 @@ def results_table_inputs(wildcards):
         inputs["dynamics"] = rules.dynamics_sad.output[0]
         claim_inputs = dynamics_claim_inputs(wildcards)
         inputs.update({f"dynamics_{end}": path for end, path in claim_inputs.items()})
+    for model in sorted(SAE_SITES):
+        for table in ("heads", "sites", "attribution"):
+            inputs[f"sae_{table}_{model}"] = expand(
+                getattr(rules.sae_align.output, table), model=model
+            )[0]
     return inputs
 
 
@@ -382,5 +461,6 @@ def all_targets():
         + sad_targets()
         + dynamics_targets()
         + explorer_targets()
+        + sae_targets()
         + [rules.results_table.output.table, rules.results_table.output.markdown]
     )

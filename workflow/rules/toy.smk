@@ -117,7 +117,7 @@ rule toy_anisotropy:
 
 rule toy_figure_anisotropy:
     input:
-        rules.toy_anisotropy.output[0],
+        anisotropy=rules.toy_anisotropy.output[0],
     output:
         png=report(
             "results/figures/toy/anisotropy.png",
@@ -139,6 +139,7 @@ rule toy_figure_anisotropy:
         runtime=10,
     params:
         measured=MEASURED,
+        captions=SAE_CAPTIONS,
     script:
         "../../scripts/toy_figure_anisotropy.py"
 

@@ -159,7 +159,7 @@ function readouts(h) {
       el("tr", {}, el("th", { text: "" }), el("th", { text: "highest projections" }), el("th", { text: "lowest projections" })),
       el("tr", {}, el("th", { text: "query side x̃_t · u_k" }), readoutCell(d, 0), readoutCell(d, 1)),
       el("tr", {}, el("th", { text: "key side v_k · x̃_j" }), readoutCell(d, 2), readoutCell(d, 3))));
-    if (d.sae) box.append(el("div", { class: "emb" }, "SAE latents: ",
+    if (d.sae) box.append(el("div", { class: "emb sae" }, "SAE latents: ",
       d.sae.map(([side, latent, cos, label]) => `${side} #${latent} ${label} (|cos| ${fmt(cos)})`).join(", ") || "none matched"));
     return box;
   });

@@ -161,10 +161,16 @@ def anisotropy_curves(table) -> tuple[Any, Any]:
     )
 
 
-def crossing_text(curve, threshold: float = PAPER_ALIGNMENT_LEVEL) -> str:
-    """Where ``curve`` crosses ``threshold``, as prose: "≈ 43", or "never (up to 60)"."""
+def crossing_text(curve, threshold: float = PAPER_ALIGNMENT_LEVEL, norm: str = "‖E_X‖₂") -> str:
+    """Where ``curve`` (:func:`anisotropy_crossing`) drops below ``threshold``, as a predicate of "the curve":
+    "crosses 0.75 at ‖E_X‖₂ ≈ 43", "is below 0.75 from the first norm (0)" (a curve that starts below has no
+    crossing, though its crossing norm is the first), or "stays above 0.75 (up to ‖E_X‖₂ = 60)"."""
     value = anisotropy_crossing(curve, threshold)
-    return f"≈ {value:.0f}" if value is not None else f"never (up to {curve.index.max():g})"
+    if value is None:
+        return f"stays above {threshold:g} (up to {norm} = {curve.index.max():g})"
+    if float(curve.iloc[0]) < threshold:
+        return f"is below {threshold:g} from the first norm ({curve.index[0]:g})"
+    return f"crosses {threshold:g} at {norm} ≈ {value:.0f}"
 
 
 def anisotropy_claim(
@@ -202,10 +208,7 @@ def anisotropy_claim(
         ".0f",
     )
     at_paper = trained.loc[trained.index >= paper_norm]
-    ours = (
-        f"trained curve crosses {threshold} at ‖E_X‖₂ {crossing_text(trained, threshold)}, "
-        f"closed form {crossing_text(closed, threshold)}"
-    )
+    ours = f"trained curve {crossing_text(trained, threshold)}, closed form {crossing_text(closed, threshold)}"
     if not at_paper.empty:
         ours += f"; mean |cos| {float(at_paper.iloc[0]):.3f} at {at_paper.index[0]:g}"
     return Claim(

@@ -1,0 +1,217 @@
+"""The SAE claims (our extension: the paper estimates ‖E_X‖₂ from GPT-2 SAEs but never compares singular vectors
+with SAE latents), from the SAE stage's tables, with bootstrap intervals over heads and prompts (torch-free).
+
+* :func:`sae_alignment_claim`: the share of a model's site heads (trained) whose top singular vectors align with
+  the SAE's decoder directions beyond the Haar-frame null (``sae_heads.aligned``). The null's quantile is fixed
+  per site (drawn once, independent of the head), so a resample draws the **heads** with replacement.
+* :func:`sae_attribution_claim`: the pooled share of firing pairs whose dominant latent pair is the dominant
+  singular term's, against the rotation null's share and chance. A resample draws the **prompts** with
+  replacement (a drawn prompt brings all its firing pairs, as in :mod:`svalign.claims.sad`).
+
+An SAE that does not reconstruct its input (``sae_sites.sae_usable`` false at some site of the model) is no proxy
+for features: both claims are then ``inconclusive`` whatever their intervals, and say why.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+
+from svalign import io
+from svalign.claims.core import Claim, compare
+from svalign.definitions import MATCH_MARGIN, MOST_HEADS, PAPER_SAE_INTERFERENCE
+from svalign.sae.config import SAEConfig
+from svalign.sae.schemas import SAE_ATTRIBUTION, SAE_HEADS, SAE_SITES
+from svalign.stats import BootstrapOptions, generator, percentile_interval, pooled_ratio, resample_counts
+
+__all__ = ["PAPER_SAE_TEXT", "sae_alignment_claim", "sae_attribution_claim", "unusable_text"]
+
+PathLike = str | os.PathLike[str]
+PAPER_SAE_TEXT = (
+    f"not in the paper (its GPT-2 SAE estimate ‖E_X‖₂ ≈ {PAPER_SAE_INTERFERENCE[0]:g}–{PAPER_SAE_INTERFERENCE[1]:g} "
+    "only)"
+)
+"""The ``paper`` column of both SAE claims: the paper has no number for them."""
+
+
+def _stage_option(path: PathLike, name: str) -> Any:
+    """An ``sae`` option as the run that wrote ``path`` used it (its provenance), else :class:`SAEConfig`'s default."""
+    return io.read_provenance(path).get("config", {}).get(name, getattr(SAEConfig, name))
+
+
+def _trained_sites(sites_path: PathLike) -> Any:
+    """The trained variant's :data:`SAE_SITES` rows (DataFrame, by layer); fails when there are none."""
+    sites = io.to_frame(io.read_table(sites_path, SAE_SITES))
+    trained = sites[sites["variant"] == "trained"].sort_values("layer").reset_index(drop=True)
+    if trained.empty:
+        raise ValueError(f"{sites_path}: no trained SAE site")
+    return trained
+
+
+def _layers(sites: Any) -> str:
+    layers = [int(layer) for layer in sites["layer"]]
+    return f"layer{'s' if len(layers) > 1 else ''} {', '.join(map(str, layers))}"
+
+
+def unusable_text(sites_path: PathLike) -> str:
+    """Why the model's SAEs are no proxy for features ("" when every site's SAE reconstructs its input).
+
+    E.g. "the SAE does not reconstruct its input (explained variance 0.412 at layer 1, below 0.60): no proxy for
+    features". The threshold is the run's ``sae.min_explained_variance`` (the one ``sae_usable`` used).
+    """
+    sites = _trained_sites(sites_path)
+    bad = sites[~sites["sae_usable"].astype(bool)]
+    if bad.empty:
+        return ""
+    values = ", ".join(f"{row.explained_variance:.3f} at layer {int(row.layer)}" for row in bad.itertuples())
+    level = float(_stage_option(sites_path, "min_explained_variance"))
+    return (
+        f"the SAE does not reconstruct its input (explained variance {values}, below {level:.2f}): "
+        "no proxy for features"
+    )
+
+
+def _site_medians(sites_path: PathLike, heads: Any) -> str:
+    """Per site: its SAE's explained variance and ‖E_X‖₂, the median best |cos| real vs Haar null vs random-init
+    twin; then the twin's aligned share."""
+    sites = io.to_frame(io.read_table(sites_path, SAE_SITES))
+    parts = []
+    for layer, rows in sites.groupby("layer"):
+        by_variant = rows.set_index("variant")
+        real = by_variant.loc["trained"]
+        text = (
+            f"layer {int(layer)} (explained variance {real['explained_variance']:.2f}, ‖E_X‖₂ of the active latents "
+            f"{real['interference_norm_active']:.1f}): median best |cos| {real['median_best_cos']:.3f} real vs "
+            f"{real['null_median_best_cos']:.3f} null"
+        )
+        if "random" in by_variant.index:
+            text += f" vs {by_variant.loc['random', 'median_best_cos']:.3f} random-init"
+        parts.append(text)
+    twin = heads[heads["variant"] == "random"]
+    twin_text = f"random-init twin: {twin['aligned'].mean():.0%} aligned" if len(twin) else "random-init twin not run"
+    return "; ".join(parts) + f"; {twin_text}"
+
+
+def sae_alignment_claim(
+    heads_path: PathLike, sites_path: PathLike, model: str, options: BootstrapOptions | None = None
+) -> Claim:
+    """The top singular vectors of most site heads align with SAE decoder directions beyond the Haar-frame null.
+
+    Tested number: the share of the trained site heads with ``aligned`` (mean best |cos| of u_1..u_n, v_1..v_n
+    above the null's ``sae.null_quantile``), pooled over the model's sites; interval over heads (the null's
+    quantile fixed). Inconclusive whenever a site's SAE is not usable (:func:`unusable_text`).
+    """
+    options = BootstrapOptions.from_mapping(options)
+    heads = io.to_frame(io.read_table(heads_path, SAE_HEADS))
+    trained = heads[heads["variant"] == "trained"].sort_values(["layer", "head"])
+    if trained.empty:
+        raise ValueError(f"{heads_path}: no trained SAE heads")
+    aligned = trained["aligned"].to_numpy(dtype=np.float64)  # [heads]
+    counts = resample_counts(len(aligned), options.resamples, generator(options, 0))  # [resamples, heads]
+    test = compare(
+        "share of site heads aligned beyond the null",
+        aligned.mean(),
+        counts @ aligned / len(aligned),
+        ">",
+        MOST_HEADS,
+        options,
+        ".1%",
+    )
+    unusable = unusable_text(sites_path)
+    quantile, top = _stage_option(heads_path, "null_quantile"), _stage_option(heads_path, "top_singular")
+    ours = (
+        f"{test.estimate:.0%} of {len(aligned)} heads align beyond the null's {quantile:g} quantile; "
+        + _site_medians(sites_path, heads)
+    )
+    return Claim(
+        key=f"sae_alignment_{model}",
+        claim="singular vectors align with SAE latents beyond the null",
+        paper=PAPER_SAE_TEXT,
+        ours=f"{unusable}; {ours}" if unusable else ours,
+        setting=f"{model}, TopK SAE on the head input at {_layers(_trained_sites(sites_path))}",
+        verdict="inconclusive" if unusable else test.verdict,
+        criterion=(
+            f"share of site heads aligned beyond the null > {MOST_HEADS:.0%}; inconclusive when a site's SAE explains "
+            f"< {_stage_option(sites_path, 'min_explained_variance'):.0%} of its input's variance"
+        ),
+        tests=(test,),
+        resampled=f"over {len(aligned)} heads, {options.resamples} resamples; the null's quantile fixed",
+        confidence=options.confidence,
+        reading=f"aligned: mean best |cos| of u_1..u_{top}, v_1..v_{top} > the Haar-frame null's {quantile:g} quantile",
+    )
+
+
+def _prompt_rates(attribution_path: PathLike, options: BootstrapOptions) -> tuple[dict, dict, int, int]:
+    """Pooled match, null match and chance rates over the firing pairs, and their resamples over prompts.
+
+    Returns:
+        (rate name → point estimate, rate name → ``[resamples]``, firing pairs, prompts with firing pairs).
+    """
+    names = ("match", "null_match", "chance")
+    table = io.read_table(attribution_path, SAE_ATTRIBUTION, columns=["variant", "prompt", *names])
+    trained = table.filter(pc.equal(table.column("variant"), "trained"))
+    _, unit = np.unique(trained.column("prompt").to_numpy(), return_inverse=True)
+    n_prompts = int(unit.max()) + 1 if len(unit) else 0
+    pairs = np.bincount(unit, minlength=n_prompts).astype(np.float64)  # [prompts]
+    counts = resample_counts(n_prompts, options.resamples, generator(options, 0)) if n_prompts else None
+    point, resampled = {}, {}
+    for name in names:
+        values = trained.column(name).to_numpy(zero_copy_only=False).astype(np.float64)  # [pairs]
+        point[name] = float(values.mean()) if len(values) else float("nan")
+        if counts is not None:
+            resampled[name] = pooled_ratio(counts, np.bincount(unit, weights=values, minlength=n_prompts), pairs)
+    return point, resampled, len(unit), n_prompts
+
+
+def sae_attribution_claim(
+    attribution_path: PathLike, sites_path: PathLike, model: str, options: BootstrapOptions | None = None
+) -> Claim:
+    """A firing logit's dominant latent pair is the one its dominant singular term picks, beyond null and chance.
+
+    Tested number: pooled match rate − max(rotation null's match rate, chance), each pooled over the trained
+    firing pairs at the model's sites (SAD's firing pairs on ``sae.prompt_set``), resampled over prompts; the
+    difference must lie above :data:`~svalign.definitions.MATCH_MARGIN`. Inconclusive when a site's SAE is not
+    usable or there are no firing pairs.
+    """
+    options = BootstrapOptions.from_mapping(options)
+    point, resampled, n_pairs, n_prompts = _prompt_rates(attribution_path, options)
+    unusable = unusable_text(sites_path)
+    tests, rates = (), "no firing pairs at the SAE sites"
+    if n_pairs:
+        test = compare(
+            "match rate − max(null match rate, chance)",
+            point["match"] - max(point["null_match"], point["chance"]),
+            resampled["match"] - np.maximum(resampled["null_match"], resampled["chance"]),
+            ">",
+            MATCH_MARGIN,
+            options,
+            ".1%",
+        )
+        tests = (test,)
+        shown = {}
+        for name in point:
+            low, high = percentile_interval(resampled[name], options.confidence)
+            shown[name] = f"{point[name]:.1%} [{float(low):.1%}, {float(high):.1%}]"
+        rates = (
+            f"dominant latent pair = the dominant singular pair's in {shown['match']} of {n_pairs} firing pairs, "
+            f"vs {shown['null_match']} under the rotation null and {shown['chance']} by chance"
+        )
+    prompt_set = _stage_option(attribution_path, "prompt_set")
+    return Claim(
+        key=f"sae_attribution_{model}",
+        claim="the dominant latent pair of a firing logit is the dominant singular pair's",
+        paper=PAPER_SAE_TEXT,
+        ours=f"{unusable}; {rates}" if unusable else rates,
+        setting=f"{model}, {prompt_set} prompts, TopK SAE on the head input at {_layers(_trained_sites(sites_path))}",
+        verdict="inconclusive" if unusable or not tests else tests[0].verdict,
+        criterion=(
+            f"match rate − max(null match rate, chance) > {MATCH_MARGIN:.0%} (pooled over firing pairs); "
+            "inconclusive when a site's SAE does not reconstruct its input"
+        ),
+        tests=tests,
+        resampled=f"over {n_prompts} prompts with firing pairs, {options.resamples} resamples",
+        confidence=options.confidence,
+    )

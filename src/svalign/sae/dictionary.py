@@ -1,0 +1,276 @@
+"""Head inputs over the corpus and a TopK sparse autoencoder per site (EleutherAI's ``sparsify.SparseCoder``).
+
+The SAE trains on exactly what the SVD and SAD stages decompose: the output of the model's head-input hook
+(:attr:`svalign.models.HeadWeights.head_input_hook`, after norm folding), on windows of the offline corpus
+(:mod:`svalign.sae.corpus`). Training follows sparsify's recipe (Gao et al. 2024): b_dec starts at the data mean,
+the decoder rows stay unit-norm (gradient parallel to them removed, renormalised after each step), the loss is the
+fraction of variance unexplained plus α·AuxK over latents that have not fired for a while. The loop is ours
+because the activations are ours (sparsify's trainer reads an ``nn.Module``'s output, not a folded hook).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from svalign.runtime import TrainingDivergedError, derive_seed
+from svalign.sae.config import SAEConfig
+
+__all__ = [
+    "SiteSAE",
+    "collect_head_inputs",
+    "corpus_windows",
+    "dictionary_columns",
+    "encode",
+    "interference_norm",
+    "read_sae",
+    "sae_quality",
+    "train_sae",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _sparsify() -> Any:
+    """``sparsify`` (imported on use: it prints a note on import and pulls in its trainer)."""
+    import sparsify
+
+    return sparsify
+
+
+# --------------------------------------------------------------------------------------------------
+# Corpus windows and head inputs
+# --------------------------------------------------------------------------------------------------
+
+
+def corpus_windows(
+    tokenizer: Any, texts: Sequence[str], causal: bool, context_len: int, n_windows: int, seed: int
+) -> tuple[torch.Tensor, np.ndarray]:
+    """``n_windows`` non-overlapping windows of the tokenised corpus stream, drawn at random (seeded).
+
+    Documents are tokenised without special tokens and joined (a blank line between them for causal models,
+    [SEP] for encoders), as in language-model packing. Causal models read windows without BOS, as SAD's prompts
+    do; encoders get their usual [CLS] … [SEP] around each window.
+
+    Returns:
+        (tokens ``[n_windows, context_len]``, each window's start offset in the stream ``[n_windows]``).
+
+    Raises:
+        ValueError: the corpus holds fewer windows than asked for (naming ``sae.n_tokens``).
+    """
+    prefix, suffix = ([], []) if causal else _special_tokens(tokenizer)
+    body = context_len - len(prefix) - len(suffix)
+    if body < 2:
+        raise ValueError(f"sae.context_len = {context_len} leaves no room for text beside the special tokens")
+    separator = tokenizer("\n\n", add_special_tokens=False)["input_ids"] if causal else [tokenizer.sep_token_id]
+    stream: list[int] = []
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        stream.extend(ids)
+        stream.extend(separator)
+    available = len(stream) // body
+    if available < n_windows:
+        raise ValueError(
+            f"the corpus gives {available} windows of {context_len} tokens ({available * context_len} tokens) for "
+            f"this tokenizer, fewer than the {n_windows} that sae.n_tokens asks for: lower sae.n_tokens or "
+            "sae.context_len, or enlarge the corpus (sae.corpus_modules)"
+        )
+    chosen = np.random.default_rng(derive_seed(seed, "sae windows")).permutation(available)[:n_windows]
+    starts = chosen * body
+    ids = torch.tensor(stream, dtype=torch.long)
+    windows = ids[torch.from_numpy(starts)[:, None] + torch.arange(body)]
+    if prefix or suffix:
+        n = len(windows)
+        windows = torch.cat(
+            [torch.tensor([prefix] * n).view(n, -1), windows, torch.tensor([suffix] * n).view(n, -1)], 1
+        )
+    return windows, starts
+
+
+def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids an encoder's tokenizer puts before and after a text ([CLS] and [SEP] for BERT)."""
+    plain = tokenizer("text", add_special_tokens=False)["input_ids"]
+    full = tokenizer("text", add_special_tokens=True)["input_ids"]
+    start = next(i for i in range(len(full)) if full[i : i + len(plain)] == plain)
+    return full[:start], full[start + len(plain) :]
+
+
+class _StopForwardError(Exception):
+    """Raised by the last hook: the layers above the sites are never computed."""
+
+
+def collect_head_inputs(
+    bridge: Any, tokens: torch.Tensor, hooks: dict[int, str], batch_sequences: int, progress_file: Any = None
+) -> dict[int, torch.Tensor]:
+    """The output of each layer's head-input hook over ``tokens`` ``[n, pos]``: layer → ``[n · pos, d_model]``.
+
+    The forward pass stops after the highest layer's hook (raising out of the hook), so a mid-layer site of a deep
+    model costs half a forward pass.
+    """
+    last = hooks[max(hooks)]
+    gathered: dict[int, list[torch.Tensor]] = {layer: [] for layer in hooks}
+    layer_of = {name: layer for layer, name in hooks.items()}
+
+    def grab(activation: torch.Tensor, hook: Any) -> None:
+        gathered[layer_of[hook.name]].append(activation.detach().float().flatten(0, 1).cpu())
+        if hook.name == last:
+            raise _StopForwardError
+
+    batches = torch.split(tokens, batch_sequences)
+    for batch in tqdm(batches, file=progress_file, mininterval=5.0, desc="head inputs"):
+        try:
+            with torch.no_grad():
+                bridge.run_with_hooks(batch, fwd_hooks=[(name, grab) for name in hooks.values()])
+        except _StopForwardError:
+            pass
+    return {layer: torch.cat(parts) for layer, parts in gathered.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Training and quality
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SiteSAE:
+    """A trained SAE of one site with what its tables record.
+
+    Attributes:
+        sae: the ``sparsify.SparseCoder`` (TopK, unit-norm decoder rows ``W_dec [n_latents, d_model]``).
+        final_loss: FVU + α·AuxK of the last step.
+    """
+
+    sae: Any
+    final_loss: float
+
+
+def _learning_rate(step: int, steps: int) -> float:
+    """Multiplier: linear warm-up over the first 5 % of steps, constant, linear decay over the last 20 %."""
+    warmup, decay_from = max(1, steps // 20), int(0.8 * steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    if step >= decay_from:
+        return max(0.0, (steps - step) / max(1, steps - decay_from))
+    return 1.0
+
+
+def train_sae(
+    activations: torch.Tensor, config: SAEConfig, site: str, device: torch.device, progress_file: Any = None
+) -> SiteSAE:
+    """Train a TopK SAE on ``activations`` ``[n_tokens, d_model]`` (sparsify's recipe; see the module docstring).
+
+    Raises:
+        TrainingDivergedError: a non-finite loss (naming the site and step).
+    """
+    sparsify = _sparsify()
+    n_tokens, d_model = activations.shape
+    torch.manual_seed(derive_seed(config.seed, f"sae init {site}"))
+    coder_config = sparsify.SparseCoderConfig(activation="topk", expansion_factor=config.expansion_factor, k=config.k)
+    sae = sparsify.SparseCoder(d_model, coder_config, device=device, dtype=torch.float32)
+    data = activations.to(device)
+    with torch.no_grad():
+        sae.b_dec.copy_(data.mean(0))
+    lr = config.lr if config.lr is not None else 2e-4 / math.sqrt(sae.num_latents / 2**14)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _learning_rate(step, config.steps))
+    order = torch.Generator().manual_seed(derive_seed(config.seed, f"sae batches {site}"))
+    since_fired = torch.zeros(sae.num_latents, dtype=torch.long, device=device)
+    queue = torch.empty(0, dtype=torch.long)
+    loss = torch.tensor(float("nan"))
+    for step in tqdm(range(config.steps), file=progress_file, mininterval=5.0, desc=f"SAE {site}"):
+        if len(queue) < config.batch_size:  # epochs of a fresh permutation each
+            queue = torch.cat([queue, torch.randperm(n_tokens, generator=order)])
+        batch, queue = data[queue[: config.batch_size].to(device)], queue[config.batch_size :]
+        out = sae(batch, dead_mask=since_fired > config.dead_after_tokens)
+        loss = out.fvu + config.auxk_alpha * out.auxk_loss
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(f"SAE of {site}: loss {float(loss)} at step {step}; lower sae.lr")
+        loss.backward()
+        sae.remove_gradient_parallel_to_decoder_directions()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+        sae.set_decoder_norm_to_unit_norm()
+        since_fired += len(batch)
+        since_fired[out.latent_indices[out.latent_acts > 0]] = 0
+    return SiteSAE(sae.eval(), float(loss.detach()))
+
+
+def encode(sae: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k activations and latent indices of ``x`` ``[..., d_model]``: two ``[..., k]`` tensors."""
+    with torch.no_grad():
+        acts, indices, _ = sae.encode(x.reshape(-1, x.shape[-1]))
+    return acts.reshape(*x.shape[:-1], -1), indices.reshape(*x.shape[:-1], -1)
+
+
+def sae_quality(sae: Any, activations: torch.Tensor, chunk: int = 8192) -> dict[str, Any]:
+    """Explained variance, L0, dead fraction and per-latent frequency ``[n_latents]`` on ``activations``."""
+    squared_error = 0.0
+    counts = torch.zeros(sae.num_latents, dtype=torch.float64)
+    active = 0
+    with torch.no_grad():
+        for x in torch.split(activations.to(sae.device), chunk):
+            acts, indices = encode(sae, x)
+            squared_error += float((x - sae.decode(acts, indices)).pow(2).sum())
+            fired = acts > 0
+            active += int(fired.sum())
+            counts += torch.bincount(indices[fired].cpu(), minlength=sae.num_latents).double()
+    total = float((activations - activations.mean(0)).pow(2).sum())
+    n = len(activations)
+    return {
+        "explained_variance": 1.0 - squared_error / total,
+        "l0": active / n,
+        "dead_fraction": float((counts == 0).double().mean()),
+        "frequency": (counts / n).numpy(),
+    }
+
+
+def interference_norm(decoder: torch.Tensor) -> float:
+    """‖DᵀD − I‖₂ (the paper's ‖E_X‖₂) of the unit-normalised rows of ``decoder`` ``[n_latents, d_model]``.
+
+    The Gram matrix's eigenvalues are the squared singular values of the rows (and 0 when n_latents > d_model),
+    so the norm needs only ``svdvals``, never the ``[n, n]`` Gram.
+    """
+    rows = decoder.double() / decoder.double().norm(dim=1, keepdim=True)
+    squared = torch.linalg.svdvals(rows).pow(2)
+    smallest = 0.0 if len(rows) > rows.shape[1] else float(squared.min())
+    return max(float(squared.max()) - 1.0, 1.0 - smallest)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------------
+
+
+def dictionary_columns(sae: Any, model: str, layer: int, frequency: np.ndarray) -> dict[str, Any]:
+    """Column data for :data:`svalign.sae.schemas.SAE_DICTIONARY` (one site)."""
+    n = sae.num_latents
+    return {
+        "model": [model] * n,
+        "layer": np.full(n, layer),
+        "latent": np.arange(n),
+        "encoder": sae.encoder.weight.detach().cpu().numpy(),
+        "encoder_bias": sae.encoder.bias.detach().cpu().numpy(),
+        "decoder": sae.W_dec.detach().cpu().numpy(),
+        "frequency": frequency,
+    }
+
+
+def read_sae(encoder: np.ndarray, encoder_bias: np.ndarray, decoder: np.ndarray, b_dec: np.ndarray, k: int) -> Any:
+    """A ``SparseCoder`` from one site's stored tensors (``[n_latents, d_model]`` rows, ``[d_model]`` b_dec)."""
+    sparsify = _sparsify()
+    n_latents, d_model = decoder.shape
+    coder_config = sparsify.SparseCoderConfig(activation="topk", num_latents=n_latents, k=k)
+    sae = sparsify.SparseCoder(d_model, coder_config, dtype=torch.float32)
+    with torch.no_grad():
+        sae.encoder.weight.copy_(torch.from_numpy(np.array(encoder, dtype=np.float32)))
+        sae.encoder.bias.copy_(torch.from_numpy(np.array(encoder_bias, dtype=np.float32)))
+        sae.W_dec.copy_(torch.from_numpy(np.array(decoder, dtype=np.float32)))
+        sae.b_dec.copy_(torch.from_numpy(np.array(b_dec, dtype=np.float32)))
+    return sae.eval()

@@ -1,0 +1,278 @@
+"""The SAE stage's two steps, as rules call them: train the sites' SAEs (``train_step``), then align and attribute
+(``analyse_step``). Each returns :class:`svalign.pipeline.StepTables`; the rule script writes them."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from svalign import io
+from svalign.pipeline import StepTables
+from svalign.sad import prompts
+from svalign.sad import run as sad_run
+from svalign.sad.config import SADConfig
+from svalign.sad.decompose import layer_svd
+from svalign.sae import align, attribution, dictionary
+from svalign.sae.config import SAEConfig
+from svalign.sae.corpus import corpus_digest
+from svalign.sae.schemas import (
+    SAE_ALIGNMENT,
+    SAE_ATTRIBUTION,
+    SAE_DICTIONARY,
+    SAE_HEADS,
+    SAE_QUALITY,
+    SAE_SITES,
+    SAE_TOKENS,
+)
+from svalign.svd import ModelSVD
+
+__all__ = ["analyse_step", "check_sites", "train_step"]
+
+log = logging.getLogger(__name__)
+
+
+def check_sites(layers: Sequence[int], n_layers: int, model: str) -> None:
+    """Fail, naming ``sae.sites.<model>``, when a site's layer is not in the model."""
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if bad or not layers:
+        raise ValueError(f"sae.sites.{model}: layers {list(layers)} must be non-empty and in 0..{n_layers - 1}")
+
+
+def train_step(
+    bridge: Any,
+    weights: Any,
+    texts: Sequence[str],
+    layers: Sequence[int],
+    options: Mapping[str, Any],
+    model: str,
+    device: torch.device,
+    progress_file: Any = None,
+) -> StepTables:
+    """Corpus windows → head inputs at ``layers`` → one SAE per layer: tables tokens, dictionary, quality."""
+    config = SAEConfig.from_mapping(options)
+    check_sites(layers, weights.n_layers, model)
+    if config.context_len > bridge.cfg.n_ctx:
+        raise ValueError(f"sae.context_len = {config.context_len} exceeds {model}'s context of {bridge.cfg.n_ctx}")
+    n_windows = math.ceil(config.n_tokens / config.context_len)
+    tokens, starts = dictionary.corpus_windows(
+        bridge.tokenizer, texts, weights.causal, config.context_len, n_windows, config.seed
+    )
+    hooks = {layer: weights.head_input_hook.format(layer=layer) for layer in sorted(layers)}
+    activations = dictionary.collect_head_inputs(bridge, tokens, hooks, config.batch_sequences, progress_file)
+    site_columns, quality_rows = [], []
+    for layer, x in activations.items():
+        site = dictionary.train_sae(x, config, f"{model} layer {layer}", device, progress_file)
+        sae = site.sae.cpu()
+        row = _quality_row(sae, x, {"model": model, "layer": layer, "hook": hooks[layer]}, site.final_loss)
+        site_columns.append(dictionary.dictionary_columns(sae, model, layer, row.pop("frequency")))
+        quality_rows.append(row)
+    record = io.provenance(
+        "sae_train",
+        {"model": model, "layers": list(layers), **config.training(), "corpus": corpus_digest(texts)},
+        seed=config.seed,
+    )
+    token_columns = {"model": [model] * len(tokens), "window": np.arange(len(tokens)), "start": starts}
+    quality_columns = _concat([{k: [v] for k, v in row.items()} for row in quality_rows])
+    made = {
+        "tokens": (SAE_TOKENS, {**token_columns, "tokens": tokens.numpy()}),
+        "dictionary": (SAE_DICTIONARY, _concat(site_columns)),
+        "quality": (SAE_QUALITY, {**quality_columns, "b_dec": np.stack([row["b_dec"] for row in quality_rows])}),
+    }
+    return StepTables(made, record, row_groups_by={"dictionary": "layer"})
+
+
+def _quality_row(sae: Any, x: torch.Tensor, keys: dict[str, Any], final_loss: float) -> dict[str, Any]:
+    """One :data:`SAE_QUALITY` row (plus the latents' ``frequency``) of a trained SAE on its activations ``x``."""
+    quality = dictionary.sae_quality(sae, x)
+    norm = dictionary.interference_norm(sae.W_dec.detach())
+    log.info(
+        "%s layer %d: explained variance %.3f, L0 %.1f, dead %.3f, ||E_X||_2 %.1f",
+        *(keys["model"], keys["layer"], quality["explained_variance"], quality["l0"], quality["dead_fraction"], norm),
+    )
+    return {
+        **keys,
+        "n_tokens": len(x),
+        "n_latents": sae.num_latents,
+        "k": sae.cfg.k,
+        **quality,
+        "interference_norm": norm,
+        "final_loss": final_loss,
+        "b_dec": sae.b_dec.detach().numpy(),
+    }
+
+
+def _site_saes(dictionary_table: pa.Table, quality_table: pa.Table) -> dict[int, tuple[Any, dict[str, Any]]]:
+    """layer → (the site's SparseCoder, its quality row) from the training step's tables."""
+    quality = io.to_frame(quality_table)
+    sites = {}
+    for row in quality.to_dict("records"):
+        rows = pa.compute.equal(dictionary_table.column("layer"), row["layer"])
+        part = dictionary_table.filter(rows)
+        sae = dictionary.read_sae(
+            io.tensor(part, "encoder"),
+            part.column("encoder_bias").to_numpy(),
+            io.tensor(part, "decoder"),
+            np.asarray(row["b_dec"]),
+            int(row["k"]),
+        )
+        sites[int(row["layer"])] = (sae, {**row, "frequency": part.column("frequency").to_numpy()})
+    return sites
+
+
+def analyse_step(
+    bridge: Any,
+    weights: Any,
+    svds: Mapping[str, ModelSVD],
+    dictionary_table: pa.Table,
+    quality_table: pa.Table,
+    options: Mapping[str, Any],
+    sad_options: Mapping[str, Any],
+    prompt_params: Mapping[str, Any],
+    model: str,
+) -> StepTables:
+    """Alignment of every site head (each variant in ``svds``) and the trained heads' latent-pair attribution.
+
+    Tables ``alignment``, ``heads``, ``attribution``, ``sites`` (SAE_*). ``bridge``/``weights``: the trained model.
+    """
+    config, sad_config = SAEConfig.from_mapping(options), SADConfig.from_mapping(sad_options)
+    sites = _site_saes(dictionary_table, quality_table)
+    alignments = {
+        (variant, layer): align.site_alignment(
+            model_svd, layer, sae.W_dec.detach(), config.top_singular, config.null_draws, config.null_seed
+        )
+        for variant, model_svd in svds.items()
+        for layer, (sae, _) in sites.items()
+    }
+    pairs, active = _attribute(bridge, weights, svds["trained"], sites, config, sad_config, prompt_params)
+    alignment_parts, head_rows, site_rows = [], [], []
+    for (variant, layer), result in alignments.items():
+        sae, quality = sites[layer]
+        keys = {"model": model, "variant": variant, "layer": layer}
+        alignment_parts.append(align.alignment_columns(result, keys, quality["frequency"], config.null_quantile))
+        usable = quality["explained_variance"] >= config.min_explained_variance
+        heads = _head_rows(result, keys, pairs if variant == "trained" else None, config, usable)
+        head_rows.extend(heads)
+        decoder = sae.W_dec.detach()[torch.from_numpy(active[layer])] if len(active[layer]) else sae.W_dec.detach()
+        site_rows.append(_site_row(result, keys, heads, quality, decoder, len(active[layer]), config))
+    record = io.provenance(
+        "sae_align", {"model": model, **config.to_dict(), "sad": sad_config.to_dict(), **prompt_params}
+    )
+    pair_columns = {name: pairs[name] for name in SAE_ATTRIBUTION.column_names if name in pairs}
+    n_pairs = len(pairs["layer"])
+    pair_columns.update(model=[model] * n_pairs, variant=["trained"] * n_pairs)
+    made = {
+        "alignment": (SAE_ALIGNMENT, _concat(alignment_parts)),
+        "heads": (SAE_HEADS, {k: [row[k] for row in head_rows] for k in SAE_HEADS.column_names}),
+        "attribution": (SAE_ATTRIBUTION, pair_columns),
+        "sites": (SAE_SITES, {k: [row[k] for row in site_rows] for k in SAE_SITES.column_names}),
+    }
+    return StepTables(made, record)
+
+
+def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+
+
+def _attribute(
+    bridge: Any,
+    weights: Any,
+    model_svd: ModelSVD,
+    sites: dict[int, tuple[Any, dict[str, Any]]],
+    config: SAEConfig,
+    sad_config: SADConfig,
+    prompt_params: Mapping[str, Any],
+) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
+    """Latent-pair attribution of every firing pair at the sites on the prompt set ``sae.prompt_set``."""
+    texts, answers = prompts.prompt_set(config.prompt_set, **prompt_params)
+    batches, _ = sad_run.tokenize_prompts(bridge.tokenizer, texts, weights.causal, bridge.cfg.n_ctx, answers)
+    sad_run.check_offsets(model_svd, batches)
+    nulls = sad_run.null_bases(model_svd, weights.n_layers, sad_config)  # the SAD stage's own draws
+    collected = attribution.AttributionCollector(active={layer: set() for layer in sites})
+    for tokens, prompt_index, _, _ in sad_run.prompt_chunks(batches, sad_config.chunk_prompts):
+        cache, _ = sad_run.layer_activations(bridge, tokens, weights)
+        for layer, (sae, _) in sites.items():
+            inputs = sad_run.layer_inputs(cache, layer, weights, model_svd.augmented)
+            result = attribution.attribute_pairs(
+                inputs,
+                sae,
+                layer_svd(model_svd, layer),
+                nulls[layer],
+                causal=weights.causal,
+                offsets_used=model_svd.uses_offsets,
+                threshold=sad_config.threshold,
+                skip_first_key=sad_config.skip_first_key,
+            )
+            collected.active[layer].update(result.pop("active_latents").tolist())
+            result["prompt"] = prompt_index.numpy()[result.pop("b")] if len(result["head"]) else result.pop("b")
+            result["layer"] = np.full(len(result["head"]), layer)
+            collected.add(result)
+    pairs = collected.arrays()
+    order = np.lexsort((pairs["j"], pairs["t"], pairs["prompt"], pairs["head"], pairs["layer"]))
+    active = {layer: np.array(sorted(latents), dtype=np.int64) for layer, latents in collected.active.items()}
+    return {k: v[order] for k, v in pairs.items()}, active
+
+
+def _head_rows(
+    result: align.SiteAlignment,
+    keys: dict[str, Any],
+    pairs: dict[str, np.ndarray] | None,
+    config: SAEConfig,
+    usable: bool,
+) -> list[dict[str, Any]]:
+    """Rows of :data:`SAE_HEADS` for one site and variant (attribution columns only for the trained variant)."""
+    upper = float(torch.quantile(result.null_statistic.double(), config.null_quantile))
+    median = float(result.null_statistic.double().median())
+    rows = []
+    for head, statistic in enumerate(result.statistic.tolist()):
+        row = {**keys, "head": head, "statistic": statistic, "null_statistic": upper, "null_median": median}
+        row.update(aligned=statistic > upper, sae_usable=usable)
+        mine = (pairs["layer"] == keys["layer"]) & (pairs["head"] == head) if pairs is not None else None
+        n = int(mine.sum()) if mine is not None else 0
+        row.update(
+            n_pairs=n,
+            match_rate=float(pairs["match"][mine].mean()) if n else float("nan"),
+            null_match_rate=float(pairs["null_match"][mine].mean()) if n else float("nan"),
+            chance_rate=float(pairs["chance"][mine].mean()) if n else float("nan"),
+            latent_share=float(np.median(pairs["latent_share"][mine])) if n else float("nan"),
+        )
+        rows.append(row)
+    return rows
+
+
+def _site_row(
+    result: align.SiteAlignment,
+    keys: dict[str, Any],
+    heads: list[dict[str, Any]],
+    quality: dict[str, Any],
+    active_decoder: torch.Tensor,
+    n_active: int,
+    config: SAEConfig,
+) -> dict[str, Any]:
+    """The :data:`SAE_SITES` row of one site and variant."""
+    n_top = config.top_singular
+    top = torch.cat([result.best["u"][:, :n_top], result.best["v"][:, :n_top]], -1)
+    counts = np.array([h["n_pairs"] for h in heads], dtype=float)
+    rates = {}
+    for name in ("match_rate", "null_match_rate", "chance_rate"):  # pooled over the site's pairs
+        values = np.array([h[name] for h in heads])
+        rates[name] = float(np.sum(values[counts > 0] * counts[counts > 0]) / counts.sum()) if counts.sum() else np.nan
+    return {
+        "model": keys["model"],
+        "layer": keys["layer"],
+        "variant": keys["variant"],
+        "n_heads": len(heads),
+        "aligned_fraction": float(np.mean([h["aligned"] for h in heads])),
+        "median_best_cos": float(top.double().median()),
+        "null_median_best_cos": float(result.null_best.double().median()),
+        **rates,
+        "n_active_latents": n_active,
+        "interference_norm_active": dictionary.interference_norm(active_decoder),
+        "explained_variance": float(quality["explained_variance"]),
+        "sae_usable": bool(quality["explained_variance"] >= config.min_explained_variance),
+    }

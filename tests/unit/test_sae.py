@@ -1,0 +1,132 @@
+"""SAE stage: a planted dictionary and a planted head are recovered (and the null does not recover them), the
+latent-pair attribution sums to the logit, plus the corpus, the interference norm and the config."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from svalign.sad.run import LayerInputs
+from svalign.sae import align, attribution, dictionary
+from svalign.sae.config import SAEConfig
+from svalign.sae.corpus import build_corpus, corpus_digest
+from svalign.svd import ModelSVD, qk_svd
+
+D_MODEL, N_FEATURES, PLANTED = 24, 48, ((0, 1, 12.0), (2, 3, 8.0), (4, 5, 5.0))  # (query feature, key feature, β)
+
+
+def planted_setup() -> dict:
+    """Features: 48 unit directions in 24 dims, the six planted ones orthonormal; sparse tokens; Ω = Σ β d_a d_bᵀ."""
+    generator = torch.Generator().manual_seed(0)
+    orthonormal, _ = torch.linalg.qr(torch.randn(D_MODEL, 6, generator=generator, dtype=torch.float64))
+    rest = torch.randn(N_FEATURES - 6, D_MODEL, generator=generator, dtype=torch.float64)
+    features = torch.cat([orthonormal.T, rest / rest.norm(dim=1, keepdim=True)]).float()
+    rate = torch.full((N_FEATURES,), 0.04)
+    rate[:6] = 0.15  # planted features are frequent, so many pairs read them
+    on = torch.rand(8192, N_FEATURES, generator=generator) < rate
+    magnitude = 0.5 + torch.rand(8192, N_FEATURES, generator=generator)
+    tokens = (on * magnitude) @ features
+    W_Q = torch.stack([beta**0.5 * features[a] for a, _, beta in PLANTED], 1)  # [d_model, 3]
+    W_K = torch.stack([beta**0.5 * features[b] for _, b, beta in PLANTED], 1)
+    config = SAEConfig(expansion_factor=4, k=6, steps=1000, batch_size=256, lr=5e-3, dead_after_tokens=20000)
+    site = dictionary.train_sae(tokens, config, "planted", torch.device("cpu"))
+    svd = qk_svd(W_Q[None, None], W_K[None, None])
+    model_svd = ModelSVD(svd, torch.tensor([0]), torch.zeros(1, 1, 1, dtype=torch.float64), augmented=False)
+    return {"features": features, "tokens": tokens, "W_Q": W_Q, "W_K": W_K, "sae": site.sae, "svd": model_svd}
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_setup()
+
+
+def test_sae_recovers_the_planted_dictionary(planted):
+    """Every planted feature has a decoder direction within |cos| > 0.95; the SAE reconstructs."""
+    decoder = planted["sae"].W_dec.detach()
+    cos = (planted["features"][:6] @ (decoder / decoder.norm(dim=1, keepdim=True)).T).abs()
+    assert cos.max(1).values.min() > 0.95
+    quality = dictionary.sae_quality(planted["sae"], planted["tokens"])
+    assert quality["explained_variance"] > 0.9
+    assert quality["l0"] <= 6.0
+    assert quality["frequency"].shape == (decoder.shape[0],)
+
+
+def test_singular_vectors_align_with_planted_latents_and_the_null_does_not(planted):
+    decoder = planted["sae"].W_dec.detach()
+    result = align.site_alignment(planted["svd"], 0, decoder, top_singular=3, null_draws=64, null_seed=0)
+    assert result.best["u"][0, :3].min() > 0.95 and result.best["v"][0, :3].min() > 0.95
+    # the latent each singular vector picks is the planted feature's (up to the SAE's own error)
+    unit = decoder / decoder.norm(dim=1, keepdim=True)
+    for rank, (a, b, _) in enumerate(PLANTED):
+        assert float(unit[result.latent["u"][0, rank]] @ planted["features"][a]).__abs__() > 0.95
+        assert float(unit[result.latent["v"][0, rank]] @ planted["features"][b]).__abs__() > 0.95
+    upper = torch.quantile(result.null_statistic.double(), 0.99)
+    assert float(result.statistic[0]) > 0.95 > float(upper)
+    assert float(result.null_best.median()) < 0.8
+
+
+def test_attribution_sums_to_the_logit_and_finds_the_planted_pairs(planted):
+    x = planted["tokens"][:256].reshape(16, 16, D_MODEL)
+    scores = torch.einsum("btd,de,bse->bts", x, planted["W_Q"] @ planted["W_K"].T, x)  # ℓ(t, s) = x_t Ω x_sᵀ
+    scores = scores.unsqueeze(1)  # one head
+    inputs = LayerInputs(x, scores, torch.softmax(scores, -1))
+    layer = type(planted["svd"].svd)(*(t[0] for t in planted["svd"].svd))  # the layer's HeadSVD
+    nulls = []
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        q_u, q_v = (align.haar_frames(1, D_MODEL, D_MODEL, generator)[0] for _ in range(2))
+        nulls.append(type(layer)(q_u @ layer.basis_q, q_v @ layer.basis_k, layer.S, layer.core_u, layer.core_v))
+    pairs = attribution.attribute_pairs(
+        inputs, planted["sae"], layer, nulls, causal=False, offsets_used=False, threshold=None, skip_first_key=False
+    )
+    assert len(pairs["head"]) > 100
+    assert pairs["relative_error"].max() <= attribution.MAX_ATTRIBUTION_ERROR
+    # the oracle: Σ_ab M_ab = ℓ(t, j) computed by hand in float64, independent of the SVD
+    oracle = (x.double() @ (planted["W_Q"] @ planted["W_K"].T).double() @ x.double().transpose(1, 2)).numpy()
+    assert np.allclose(pairs["logit"], oracle[pairs["b"], pairs["t"], pairs["j"]], rtol=1e-4, atol=1e-3)
+    # pairs whose dominant latent pair is a planted feature pair: there the singular pair must name the same latents
+    decoder = planted["sae"].W_dec.detach()
+    feature_of = ((decoder / decoder.norm(dim=1, keepdim=True)) @ planted["features"].T).abs().argmax(1).numpy()
+    dominant = set(zip(feature_of[pairs["query_latent"]], feature_of[pairs["key_latent"]], strict=True))
+    planted_pair = np.array(
+        [
+            (a, b) in {(qa, kb) for qa, kb, _ in PLANTED}
+            for a, b in zip(feature_of[pairs["query_latent"]], feature_of[pairs["key_latent"]], strict=True)
+        ]
+    )
+    assert planted_pair.sum() > 50 and len(dominant) > 3
+    assert pairs["match"][planted_pair].mean() > 0.85
+    assert pairs["null_match"][planted_pair].mean() < 0.3
+    assert pairs["chance"].max() <= 1.0
+
+
+def test_interference_norm_matches_the_gram_matrix():
+    rows = torch.randn(30, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    unit = rows / rows.norm(dim=1, keepdim=True)
+    expected = np.linalg.norm((unit @ unit.T - torch.eye(30, dtype=torch.float64)).numpy(), 2)
+    assert dictionary.interference_norm(rows) == pytest.approx(expected, rel=1e-9)
+    orthonormal = torch.eye(8)[:5]
+    assert dictionary.interference_norm(orthonormal) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_corpus_is_deterministic_docstrings():
+    first, second = build_corpus(), build_corpus()
+    assert first["text"] == second["text"] and len(first["text"]) > 500
+    assert corpus_digest(first["text"]) == corpus_digest(second["text"])
+    assert all(len(text) >= 40 for text in first["text"])
+    assert build_corpus(["json", "no_such_module_xyz"])["missing"] == ["no_such_module_xyz"]
+
+
+def test_schema_defaults_equal_library_defaults(repo):
+    schema = yaml.safe_load((repo / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    properties = schema["properties"]["sae"]["properties"]
+    library = {f.name: f.default for f in dataclasses.fields(SAEConfig) if f.name != "sites"}
+    assert set(properties) == set(library) | {"enabled", "sites"}
+    for name, expected in library.items():
+        assert properties[name]["default"] == pytest.approx(expected), name
+    with pytest.raises(ValueError, match=r"unknown keys \['bogus'\]"):
+        SAEConfig.from_mapping({"bogus": 1})
