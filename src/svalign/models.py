@@ -182,13 +182,27 @@ def resolve_model_dir(
     return _hub_snapshot(source, revision, key)
 
 
-def _hub_snapshot(name: str, revision: str | None, key: str) -> Path:
+HUB_PATTERNS = ["config.json", "*.safetensors", "*.json", "*.txt", "*.model", "merges.txt"]
+"""What a Hub snapshot fetches: config, safetensors weights, tokenizer files (never both weight formats)."""
+
+
+def _snapshot(name: str, revision: str | None, **options: Any) -> Path:
+    """``snapshot_download`` of :data:`HUB_PATTERNS`; a revision without safetensors (older Pythia checkpoints
+    ship only ``pytorch_model.bin``) is fetched again with the ``.bin`` weights."""
     from huggingface_hub import snapshot_download
+
+    path = Path(snapshot_download(name, revision=revision, allow_patterns=HUB_PATTERNS, **options))
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
+        patterns = [*HUB_PATTERNS, "pytorch_model*.bin", "pytorch_model*.bin.index.json"]
+        path = Path(snapshot_download(name, revision=revision, allow_patterns=patterns, **options))
+    return path
+
+
+def _hub_snapshot(name: str, revision: str | None, key: str) -> Path:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    patterns = ["config.json", "*.safetensors", "*.json", "*.txt", "*.model", "merges.txt"]
     try:
-        return Path(snapshot_download(name, revision=revision, local_files_only=True, allow_patterns=patterns))
+        return _snapshot(name, revision, local_files_only=True)
     except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
         pass  # not in the local cache
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
@@ -198,7 +212,7 @@ def _hub_snapshot(name: str, revision: str | None, key: str) -> Path:
     except OSError as error:
         raise _hub_unreachable(name, revision, key, f"{HUB_HOST[0]}: {error}") from error
     try:
-        return Path(snapshot_download(name, revision=revision, allow_patterns=patterns))
+        return _snapshot(name, revision)
     except Exception as error:  # the Hub answered: unknown repo or revision, gated model, ...
         raise ModelNotAvailableError(f"{key} = {name!r} (revision {revision}): download failed: {error}") from error
 

@@ -171,3 +171,31 @@ def test_external_dynamics_checkpoint_fails_fast_naming_its_config_key(monkeypat
     with pytest.raises(models.ModelNotAvailableError, match=r"dynamics\.checkpoints\[1\]"):
         models.load_model(entry, "trained", seed=0)
     assert time.perf_counter() - start < 5
+
+
+def test_hub_revision_without_safetensors_fetches_the_bin_weights(monkeypatch, tmp_path):
+    """Older Pythia revisions ship only pytorch_model.bin: the snapshot is fetched again with the .bin patterns,
+    and a revision with safetensors is fetched once, without them."""
+    import huggingface_hub
+
+    from svalign import models
+
+    calls = []
+
+    def fake_snapshot(name, revision=None, allow_patterns=(), **options):
+        calls.append(list(allow_patterns))
+        folder = tmp_path / f"{name.replace('/', '--')}-{revision}"
+        folder.mkdir(exist_ok=True)
+        (folder / "config.json").write_text("{}")
+        if revision == "old" and "pytorch_model*.bin" in allow_patterns:
+            (folder / "pytorch_model.bin").write_bytes(b"weights")
+        if revision == "new":
+            (folder / "model.safetensors").write_bytes(b"weights")
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    old = models._snapshot("EleutherAI/pythia-160m", "old", local_files_only=True)
+    assert (old / "pytorch_model.bin").exists() and len(calls) == 2 and "pytorch_model*.bin" in calls[1]
+    calls.clear()
+    new = models._snapshot("EleutherAI/pythia-160m", "new")
+    assert (new / "model.safetensors").exists() and len(calls) == 1 and "pytorch_model*.bin" not in calls[0]

@@ -203,6 +203,8 @@ def test_prompt_errors_are_clear(minilm_bridge):
         run.tokenize_prompts(tokenizer, [], False, 512)
     with pytest.raises(ValueError, match="more than the model's context of 8"):
         run.tokenize_prompts(tokenizer, ["a sentence that is far too long for a tiny context"], False, 8)
+    with pytest.raises(ValueError, match=r"prompt 1 \(' '\) has 0 token\(s\); a prompt needs at least 2"):
+        run.tokenize_prompts(tokenizer, ["two words", " "], True, 512)  # causal: no special tokens
     with pytest.raises(ValueError, match="split into several tokens"):
         run.tokenize_prompts(tokenizer, ["When Xqzzyx and Wbrrg met"], False, 512, [("Xqzzyx", "Wbrrg")])
 

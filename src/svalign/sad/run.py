@@ -124,7 +124,8 @@ def tokenize_prompts(
         (batches sorted by length, kept prompt indices).
 
     Raises:
-        ValueError: empty prompt set, no prompt left after filtering, or a prompt longer than the context.
+        ValueError: empty prompt set, a prompt of fewer than 2 tokens, no prompt left after filtering, or a prompt
+            longer than the context.
     """
     if not texts:
         raise ValueError("the prompt set is empty")
@@ -132,6 +133,8 @@ def tokenize_prompts(
     kept = []
     for index, text in enumerate(texts):
         ids = tokenizer(text, add_special_tokens=not causal)["input_ids"]
+        if len(ids) < 2:  # an empty or whitespace-only prompt: no pair (t, j) with a choice of keys
+            raise ValueError(f"prompt {index} ({text!r}) has {len(ids)} token(s); a prompt needs at least 2")
         if len(ids) > n_ctx:
             raise ValueError(f"prompt {index} has {len(ids)} tokens, more than the model's context of {n_ctx}")
         io_token = s_token = -1
