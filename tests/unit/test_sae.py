@@ -130,3 +130,31 @@ def test_schema_defaults_equal_library_defaults(repo):
         assert properties[name]["default"] == pytest.approx(expected), name
     with pytest.raises(ValueError, match=r"unknown keys \['bogus'\]"):
         SAEConfig.from_mapping({"bogus": 1})
+
+
+def test_corpus_windows_pack_the_corpus_with_the_encoders_special_tokens(minilm_bridge):
+    tokenizer = minilm_bridge.tokenizer
+    texts = build_corpus(["json"])["text"]
+    tokens, starts, stream = dictionary.corpus_windows(tokenizer, texts, False, 16, 20, seed=0)
+    assert tokens.shape == (20, 16) and len(set(starts.tolist())) == 20 and stream > 20 * 14
+    assert (tokens[:, 0] == tokenizer.cls_token_id).all() and (tokens[:, -1] == tokenizer.sep_token_id).all()
+    assert (starts % 14 == 0).all()  # non-overlapping windows of 14 text tokens
+    again, _, _ = dictionary.corpus_windows(tokenizer, texts, False, 16, 20, seed=0)
+    other, _, _ = dictionary.corpus_windows(tokenizer, texts, False, 16, 20, seed=1)
+    assert torch.equal(tokens, again) and not torch.equal(tokens, other)
+    causal, _, _ = dictionary.corpus_windows(tokenizer, texts, True, 16, 4, seed=0)  # no special tokens added
+    assert not (causal == tokenizer.cls_token_id).any()
+    with pytest.raises(ValueError, match="lower sae.n_tokens"):
+        dictionary.corpus_windows(tokenizer, texts, False, 16, 10**6, seed=0)
+
+
+def test_head_inputs_stop_after_the_last_site_and_equal_the_cache(minilm_bridge, minilm_weights):
+    tokens = minilm_bridge.tokenizer(["The corpus is read at the head input."], return_tensors="pt")["input_ids"]
+    hooks = {layer: minilm_weights.head_input_hook.format(layer=layer) for layer in (1, 3)}
+    got = dictionary.collect_head_inputs(minilm_bridge, tokens.repeat(3, 1), hooks, batch_sequences=2)
+    _, cache = minilm_bridge.run_with_cache(tokens, names_filter=lambda name: name in hooks.values())
+    for layer, name in hooks.items():
+        assert got[layer].shape == (3 * tokens.shape[1], minilm_weights.d_model)
+        assert torch.allclose(got[layer][: tokens.shape[1]], cache[name][0], atol=1e-5)
+    logits = minilm_bridge(tokens)  # hooks are gone after the early stop: a plain forward runs to the end
+    assert logits.shape[:2] == tokens.shape

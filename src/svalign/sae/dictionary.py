@@ -52,7 +52,7 @@ def _sparsify() -> Any:
 
 def corpus_windows(
     tokenizer: Any, texts: Sequence[str], causal: bool, context_len: int, n_windows: int, seed: int
-) -> tuple[torch.Tensor, np.ndarray]:
+) -> tuple[torch.Tensor, np.ndarray, int]:
     """``n_windows`` non-overlapping windows of the tokenised corpus stream, drawn at random (seeded).
 
     Documents are tokenised without special tokens and joined (a blank line between them for causal models,
@@ -60,7 +60,8 @@ def corpus_windows(
     do; encoders get their usual [CLS] … [SEP] around each window.
 
     Returns:
-        (tokens ``[n_windows, context_len]``, each window's start offset in the stream ``[n_windows]``).
+        (tokens ``[n_windows, context_len]``, each window's start offset in the stream ``[n_windows]``, the stream's
+        length in tokens: the corpus size for this tokenizer).
 
     Raises:
         ValueError: the corpus holds fewer windows than asked for (naming ``sae.n_tokens``).
@@ -90,7 +91,7 @@ def corpus_windows(
         windows = torch.cat(
             [torch.tensor([prefix] * n).view(n, -1), windows, torch.tensor([suffix] * n).view(n, -1)], 1
         )
-    return windows, starts
+    return windows, starts, len(stream)
 
 
 def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:

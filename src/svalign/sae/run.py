@@ -60,7 +60,7 @@ def train_step(
     if config.context_len > bridge.cfg.n_ctx:
         raise ValueError(f"sae.context_len = {config.context_len} exceeds {model}'s context of {bridge.cfg.n_ctx}")
     n_windows = math.ceil(config.n_tokens / config.context_len)
-    tokens, starts = dictionary.corpus_windows(
+    tokens, starts, corpus_tokens = dictionary.corpus_windows(
         bridge.tokenizer, texts, weights.causal, config.context_len, n_windows, config.seed
     )
     hooks = {layer: weights.head_input_hook.format(layer=layer) for layer in sorted(layers)}
@@ -74,7 +74,12 @@ def train_step(
         quality_rows.append(row)
     record = io.provenance(
         "sae_train",
-        {"model": model, "layers": list(layers), **config.training(), "corpus": corpus_digest(texts)},
+        {
+            "model": model,
+            "layers": list(layers),
+            **config.training(),
+            "corpus": {**corpus_digest(texts), "tokens": corpus_tokens},
+        },
         seed=config.seed,
     )
     token_columns = {"model": [model] * len(tokens), "window": np.arange(len(tokens)), "start": starts}
