@@ -144,7 +144,7 @@ def test_corpus_windows_pack_the_corpus_with_the_encoders_special_tokens(minilm_
     assert torch.equal(tokens, again) and not torch.equal(tokens, other)
     causal, _, _ = dictionary.corpus_windows(tokenizer, texts, True, 16, 4, seed=0)  # no special tokens added
     assert not (causal == tokenizer.cls_token_id).any()
-    with pytest.raises(ValueError, match="lower sae.n_tokens"):
+    with pytest.raises(ValueError, match=r"lower sae\.n_tokens"):
         dictionary.corpus_windows(tokenizer, texts, False, 16, 10**6, seed=0)
 
 
