@@ -72,7 +72,7 @@ def corpus_windows(
         raise ValueError(f"sae.context_len = {context_len} leaves no room for text beside the special tokens")
     separator = tokenizer("\n\n", add_special_tokens=False)["input_ids"] if causal else [tokenizer.sep_token_id]
     stream: list[int] = []
-    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+    for ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:  # long docs: no warning
         stream.extend(ids)
         stream.extend(separator)
     available = len(stream) // body
