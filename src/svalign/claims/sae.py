@@ -23,8 +23,8 @@ import pyarrow.compute as pc
 from svalign import io
 from svalign.claims.core import Claim, compare
 from svalign.definitions import MATCH_MARGIN, MOST_HEADS, PAPER_SAE_INTERFERENCE
-from svalign.sae.config import SAEConfig
 from svalign.sae.schemas import SAE_ATTRIBUTION, SAE_HEADS, SAE_SITES
+from svalign.sae.summary import recorded_option
 from svalign.stats import BootstrapOptions, generator, percentile_interval, pooled_ratio, resample_counts
 
 __all__ = ["PAPER_SAE_TEXT", "sae_alignment_claim", "sae_attribution_claim", "unusable_text"]
@@ -35,11 +35,6 @@ PAPER_SAE_TEXT = (
     "only)"
 )
 """The ``paper`` column of both SAE claims: the paper has no number for them."""
-
-
-def _stage_option(path: PathLike, name: str) -> Any:
-    """An ``sae`` option as the run that wrote ``path`` used it (its provenance), else :class:`SAEConfig`'s default."""
-    return io.read_provenance(path).get("config", {}).get(name, getattr(SAEConfig, name))
 
 
 def _trained_sites(sites_path: PathLike) -> Any:
@@ -67,7 +62,7 @@ def unusable_text(sites_path: PathLike) -> str:
     if bad.empty:
         return ""
     values = ", ".join(f"{row.explained_variance:.3f} at layer {int(row.layer)}" for row in bad.itertuples())
-    level = float(_stage_option(sites_path, "min_explained_variance"))
+    level = float(recorded_option(sites_path, "min_explained_variance"))
     return (
         f"the SAE does not reconstruct its input (explained variance {values}, below {level:.2f}): "
         "no proxy for features"
@@ -121,7 +116,7 @@ def sae_alignment_claim(
         ".1%",
     )
     unusable = unusable_text(sites_path)
-    quantile, top = _stage_option(heads_path, "null_quantile"), _stage_option(heads_path, "top_singular")
+    quantile, top = recorded_option(heads_path, "null_quantile"), recorded_option(heads_path, "top_singular")
     ours = (
         f"{test.estimate:.0%} of {len(aligned)} heads align beyond the null's {quantile:g} quantile; "
         + _site_medians(sites_path, heads)
@@ -135,7 +130,7 @@ def sae_alignment_claim(
         verdict="inconclusive" if unusable else test.verdict,
         criterion=(
             f"share of site heads aligned beyond the null > {MOST_HEADS:.0%}; inconclusive when a site's SAE explains "
-            f"< {_stage_option(sites_path, 'min_explained_variance'):.0%} of its input's variance"
+            f"< {recorded_option(sites_path, 'min_explained_variance'):.0%} of its input's variance"
         ),
         tests=(test,),
         resampled=f"over {len(aligned)} heads, {options.resamples} resamples; the null's quantile fixed",
@@ -199,7 +194,7 @@ def sae_attribution_claim(
             f"dominant latent pair = the dominant singular pair's in {shown['match']} of {n_pairs} firing pairs, "
             f"vs {shown['null_match']} under the rotation null and {shown['chance']} by chance"
         )
-    prompt_set = _stage_option(attribution_path, "prompt_set")
+    prompt_set = recorded_option(attribution_path, "prompt_set")
     return Claim(
         key=f"sae_attribution_{model}",
         claim="the dominant latent pair of a firing logit is the dominant singular pair's",

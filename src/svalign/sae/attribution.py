@@ -23,6 +23,7 @@ import torch
 
 from svalign.sad.decompose import firing_mask
 from svalign.sad.run import LayerInputs
+from svalign.sae.dictionary import encode
 from svalign.svd import HeadSVD
 
 __all__ = ["MAX_ATTRIBUTION_ERROR", "AttributionCollector", "SiteComponents", "attribute_pairs", "site_components"]
@@ -52,9 +53,8 @@ def site_components(sae: Any, x: torch.Tensor) -> SiteComponents:
     """Split head inputs ``x`` ``[b, pos, d_in]`` (bias coordinate last when d_in = d_model + 1) into components."""
     d_model = sae.d_in
     raw = x[..., :d_model]
+    acts, latents = encode(sae, raw)
     with torch.no_grad():
-        acts, latents, _ = sae.encode(raw.reshape(-1, d_model))
-        acts, latents = acts.reshape(*raw.shape[:-1], -1), latents.reshape(*raw.shape[:-1], -1)
         latent_vectors = acts.unsqueeze(-1) * sae.W_dec[latents]  # [b, pos, k, d_model]
         bias = sae.b_dec.expand(*raw.shape[:-1], 1, d_model)
         error = (raw - latent_vectors.sum(-2) - sae.b_dec).unsqueeze(-2)
@@ -101,10 +101,9 @@ def _dominant_term(query: torch.Tensor, key: torch.Tensor, sigma: torch.Tensor) 
 
 @dataclass
 class AttributionCollector:
-    """Per-pair columns gathered over chunks and layers (lists of arrays), the worst error, the active latents."""
+    """Per-pair columns gathered over chunks and layers (lists of arrays) and each layer's active latents."""
 
     columns: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    worst_error: float = 0.0
     active: dict[int, set[int]] = field(default_factory=dict)
 
     def add(self, values: dict[str, Any]) -> None:
@@ -134,7 +133,8 @@ def attribute_pairs(
 
     Returns:
         Columns ``[pairs]``: ``b``, ``head``, ``t``, ``j`` and those of :data:`svalign.sae.schemas.SAE_ATTRIBUTION`
-        computed here, plus ``active_latents`` (the latents active anywhere in the chunk, unique).
+        computed here (none when no pair fires), plus ``active_latents`` (the latents active anywhere in the chunk,
+        unique).
 
     Raises:
         ArithmeticError: Σ_ab M_ab differs from the model's score beyond :data:`MAX_ATTRIBUTION_ERROR`.
@@ -148,18 +148,18 @@ def attribute_pairs(
         _attribute_chunk(components, inputs, bases, tuple(p[s : s + _PAIR_CHUNK] for p in pairs), offsets_used)
         for s in range(0, len(pairs[0]), _PAIR_CHUNK)
     ]
-    result = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
-    if parts:
-        result["relative_error"] = result["relative_error"] / head_scale[result["head"]].numpy()
-        worst = float(result["relative_error"].max())
-        if not worst <= MAX_ATTRIBUTION_ERROR:
-            raise ArithmeticError(
-                f"latent-pair attribution sums to the model's scores only to {worst:.2e} (relative), "
-                f"tolerance {MAX_ATTRIBUTION_ERROR:g}: SAE components, SVD and head inputs disagree"
-            )
-    active = components.latents[components.acts > 0]
-    result["active_latents"] = torch.unique(active).numpy()
-    return result
+    active = torch.unique(components.latents[components.acts > 0]).numpy()
+    if not parts:
+        return {"active_latents": active}
+    result = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    result["relative_error"] = result["relative_error"] / head_scale[result["head"]].numpy()
+    worst = float(result["relative_error"].max())
+    if not worst <= MAX_ATTRIBUTION_ERROR:
+        raise ArithmeticError(
+            f"latent-pair attribution sums to the model's scores only to {worst:.2e} (relative), "
+            f"tolerance {MAX_ATTRIBUTION_ERROR:g}: SAE components, SVD and head inputs disagree"
+        )
+    return {**result, "active_latents": active}
 
 
 def _attribute_chunk(

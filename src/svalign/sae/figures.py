@@ -21,10 +21,10 @@ import seaborn as sns
 
 from svalign.definitions import pooled_share
 from svalign.figures import PALETTE, set_theme
+from svalign.sae.summary import VARIANT_NAMES, variants_present
 
-__all__ = ["VARIANT_LABELS", "alignment_by_rank_figure", "head_alignment_figure"]
+__all__ = ["alignment_by_rank_figure", "head_alignment_figure"]
 
-VARIANT_LABELS = {"trained": "trained", "random": "random init"}
 SIDE_STYLES = {"u": ("-", "o"), "v": ("--", "s")}
 NULL_COLOUR = "0.35"
 
@@ -34,19 +34,13 @@ def _variant_colours(variants: Iterable[str]) -> dict[str, tuple]:
     return {variant: palette[i] for i, variant in enumerate(variants)}
 
 
-def _variants(frame: pd.DataFrame) -> list[str]:
-    """The variants present, trained first."""
-    present = set(frame["variant"])
-    return [v for v in VARIANT_LABELS if v in present] + sorted(present - set(VARIANT_LABELS))
-
-
 def _site_title(sites: pd.DataFrame, layer: int) -> str:
     """Panel title: aligned share per variant and the SAE's quality (from :data:`SAE_SITES`)."""
     rows = sites[sites["layer"] == layer].set_index("variant")
     if rows.empty:
         return f"layer {layer}"
     shares = ", ".join(
-        f"{VARIANT_LABELS.get(v, v)} {rows.loc[v, 'aligned_fraction']:.0%}" for v in _variants(rows.reset_index())
+        f"{VARIANT_NAMES.get(v, v)} {rows.loc[v, 'aligned_fraction']:.0%}" for v in variants_present(rows.reset_index())
     )
     first = rows.iloc[0]
     usable = "usable" if bool(first["sae_usable"]) else "NOT usable"
@@ -55,7 +49,7 @@ def _site_title(sites: pd.DataFrame, layer: int) -> str:
 
 def _rank_panel(ax: plt.Axes, rows: pd.DataFrame, colours: dict, top_singular: int, quantile: float) -> None:
     """One site: mean over heads of best |cos| by rank for each variant and side, the null's mean and band."""
-    for variant in _variants(rows):
+    for variant in variants_present(rows):
         for side, (style, marker) in SIDE_STYLES.items():
             mine = rows[(rows["variant"] == variant) & (rows["side"] == side)]
             if mine.empty:
@@ -68,9 +62,9 @@ def _rank_panel(ax: plt.Axes, rows: pd.DataFrame, colours: dict, top_singular: i
                 marker=marker,
                 ms=3,
                 color=colours[variant],
-                label=f"{VARIANT_LABELS.get(variant, variant)}, {side}_k",
+                label=f"{VARIANT_NAMES.get(variant, variant)}, {side}_k",
             )
-    reference = rows[rows["variant"] == _variants(rows)[0]].groupby("rank")[["null_mean", "null_upper"]].mean()
+    reference = rows[rows["variant"] == variants_present(rows)[0]].groupby("rank")[["null_mean", "null_upper"]].mean()
     ranks = reference.index + 1
     ax.fill_between(
         ranks, 0, reference["null_upper"], color="0.9", zorder=0, label=f"Haar null up to its {quantile:g} quantile"
@@ -97,7 +91,7 @@ def alignment_by_rank_figure(
     layers = sorted(int(layer) for layer in alignment["layer"].unique())
     if not layers:
         raise ValueError("the alignment table has no rows")
-    colours = _variant_colours(_variants(alignment))
+    colours = _variant_colours(variants_present(alignment))
     figure, axes = plt.subplots(
         1, len(layers), figsize=(6.2 * len(layers), 4.6), layout="constrained", squeeze=False, sharey=True
     )
@@ -135,7 +129,7 @@ def _layer_guides(ax: plt.Axes, positions: pd.DataFrame, unusable: set[int]) -> 
 
 def _statistic_panel(ax: plt.Axes, heads: pd.DataFrame, positions: pd.DataFrame, colours: dict) -> None:
     """Each head's statistic per variant, the null quantile (solid) and median (dotted) of the trained site."""
-    for variant in _variants(heads):
+    for variant in variants_present(heads):
         rows = heads[heads["variant"] == variant].merge(positions, on=["layer", "head"]).sort_values("x")
         ax.scatter(
             rows["x"],
@@ -144,9 +138,9 @@ def _statistic_panel(ax: plt.Axes, heads: pd.DataFrame, positions: pd.DataFrame,
             marker="o" if variant == "trained" else "x",
             s=22,
             zorder=3,
-            label=f"{VARIANT_LABELS.get(variant, variant)}: {int(rows['aligned'].sum())} of {len(rows)} aligned",
+            label=f"{VARIANT_NAMES.get(variant, variant)}: {int(rows['aligned'].sum())} of {len(rows)} aligned",
         )
-    reference = heads[heads["variant"] == _variants(heads)[0]].merge(positions, on=["layer", "head"])
+    reference = heads[heads["variant"] == variants_present(heads)[0]].merge(positions, on=["layer", "head"])
     for layer, block in reference.groupby("layer"):
         start, stop = block["x"].min() - 0.45, block["x"].max() + 0.45
         quantile, median = block["null_statistic"].iloc[0], block["null_median"].iloc[0]
@@ -194,7 +188,7 @@ def head_alignment_figure(heads: pd.DataFrame) -> plt.Figure:
     if heads.empty:
         raise ValueError("the heads table has no rows")
     positions = _head_positions(heads)
-    colours = _variant_colours(_variants(heads))
+    colours = _variant_colours(variants_present(heads))
     width = max(8.0, 0.32 * len(positions) + 3)
     figure, axes = plt.subplots(2, 1, figsize=(width, 8), layout="constrained", sharex=True)
     unusable = {int(layer) for layer in heads.loc[~heads["sae_usable"].astype(bool), "layer"]}

@@ -155,16 +155,22 @@ def analyse_step(
         for layer, (sae, _) in sites.items()
     }
     pairs, active = _attribute(bridge, weights, svds["trained"], sites, config, sad_config, prompt_params)
+    active_norm = {  # the dictionary's interference over the latents active on the prompts (all if none is)
+        layer: dictionary.interference_norm(
+            sae.W_dec.detach()[torch.from_numpy(active[layer])] if len(active[layer]) else sae.W_dec.detach()
+        )
+        for layer, (sae, _) in sites.items()
+    }
     alignment_parts, head_rows, site_rows = [], [], []
     for (variant, layer), result in alignments.items():
-        sae, quality = sites[layer]
+        quality = sites[layer][1]
         keys = {"model": model, "variant": variant, "layer": layer}
         alignment_parts.append(align.alignment_columns(result, keys, quality["frequency"], config.null_quantile))
-        usable = quality["explained_variance"] >= config.min_explained_variance
+        usable = bool(quality["explained_variance"] >= config.min_explained_variance)
         heads = _head_rows(result, keys, pairs if variant == "trained" else None, config, usable)
         head_rows.extend(heads)
-        decoder = sae.W_dec.detach()[torch.from_numpy(active[layer])] if len(active[layer]) else sae.W_dec.detach()
-        site_rows.append(_site_row(result, keys, heads, quality, decoder, len(active[layer]), config))
+        site = {"n_active_latents": len(active[layer]), "interference_norm_active": active_norm[layer]}
+        site_rows.append(_site_row(result, keys, heads, quality, site, config.top_singular, usable))
     record = io.provenance(
         "sae_align", {"model": model, **config.to_dict(), "sad": sad_config.to_dict(), **prompt_params}
     )
@@ -214,7 +220,9 @@ def _attribute(
                 skip_first_key=sad_config.skip_first_key,
             )
             collected.active[layer].update(result.pop("active_latents").tolist())
-            result["prompt"] = prompt_index.numpy()[result.pop("b")] if len(result["head"]) else result.pop("b")
+            if not result:  # no pair of this layer fired in the chunk
+                continue
+            result["prompt"] = prompt_index.numpy()[result.pop("b")]
             result["layer"] = np.full(len(result["head"]), layer)
             collected.add(result)
     pairs = collected.arrays()
@@ -255,12 +263,11 @@ def _site_row(
     keys: dict[str, Any],
     heads: list[dict[str, Any]],
     quality: dict[str, Any],
-    active_decoder: torch.Tensor,
-    n_active: int,
-    config: SAEConfig,
+    active: dict[str, Any],
+    n_top: int,
+    usable: bool,
 ) -> dict[str, Any]:
-    """The :data:`SAE_SITES` row of one site and variant."""
-    n_top = config.top_singular
+    """The :data:`SAE_SITES` row of one site and variant (``active``: its two active-latent columns)."""
     top = torch.cat([result.best["u"][:, :n_top], result.best["v"][:, :n_top]], -1)
     counts = np.array([h["n_pairs"] for h in heads], dtype=float)
     rates = {}
@@ -276,8 +283,7 @@ def _site_row(
         "median_best_cos": float(top.double().median()),
         "null_median_best_cos": float(result.null_best.double().median()),
         **rates,
-        "n_active_latents": n_active,
-        "interference_norm_active": dictionary.interference_norm(active_decoder),
+        **active,
         "explained_variance": float(quality["explained_variance"]),
-        "sae_usable": bool(quality["explained_variance"] >= config.min_explained_variance),
+        "sae_usable": usable,
     }

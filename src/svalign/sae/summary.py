@@ -30,13 +30,16 @@ from svalign.sae.schemas import SAE_ALIGNMENT, SAE_HEADS, SAE_QUALITY, SAE_SITES
 from svalign.tables import TOY_ANISOTROPY
 
 __all__ = [
+    "VARIANT_NAMES",
     "SAECaptions",
     "alignment_text",
     "heads_text",
     "interference_inputs",
     "interference_text",
     "quality_text",
+    "recorded_option",
     "site_interference",
+    "variants_present",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -47,7 +50,7 @@ def _frame(path: PathLike, schema: TableSchema, columns: list[str] | None = None
     return io.to_frame(io.read_table(path, schema, columns=columns))
 
 
-def _option(path: PathLike, name: str) -> Any:
+def recorded_option(path: PathLike, name: str) -> Any:
     """An ``sae`` option as the run that wrote ``path`` used it (its provenance), else :class:`SAEConfig`'s default."""
     return io.read_provenance(path).get("config", {}).get(name, getattr(SAEConfig, name))
 
@@ -56,7 +59,8 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*")
 
 
-def _variants(frame: pd.DataFrame) -> list[str]:
+def variants_present(frame: pd.DataFrame) -> list[str]:
+    """The variants in ``frame``, trained first (the order of :data:`VARIANT_NAMES`)."""
     present = set(frame["variant"])
     return [v for v in VARIANT_NAMES if v in present] + sorted(present - set(VARIANT_NAMES))
 
@@ -77,8 +81,8 @@ def quality_text(quality_path: PathLike, sites_path: PathLike) -> str:
     quality = _frame(quality_path, SAE_QUALITY).drop(columns=["b_dec"])
     sites = _frame(sites_path, SAE_SITES)
     sites = sites[sites["variant"] == "trained"]
-    level = float(_option(sites_path, "min_explained_variance"))
-    prompt_set = _option(sites_path, "prompt_set")
+    level = float(recorded_option(sites_path, "min_explained_variance"))
+    prompt_set = recorded_option(sites_path, "prompt_set")
     parts = []
     for row in quality.merge(sites.drop(columns=["explained_variance"]), on=["model", "layer"]).itertuples():
         usable = (
@@ -95,7 +99,10 @@ def quality_text(quality_path: PathLike, sites_path: PathLike) -> str:
 
 def alignment_text(alignment_path: PathLike, sites_path: PathLike) -> str:
     """Per site: mean best |cos| of the top-n singular vectors per variant against the null, and the aligned share."""
-    n, quantile = int(_option(alignment_path, "top_singular")), float(_option(alignment_path, "null_quantile"))
+    n, quantile = (
+        int(recorded_option(alignment_path, "top_singular")),
+        float(recorded_option(alignment_path, "null_quantile")),
+    )
     columns = ["variant", "layer", "rank", "best_cos", "null_mean", "null_upper"]
     alignment = _frame(alignment_path, SAE_ALIGNMENT, columns)
     sites = _frame(sites_path, SAE_SITES).set_index(["layer", "variant"])
@@ -103,12 +110,13 @@ def alignment_text(alignment_path: PathLike, sites_path: PathLike) -> str:
     for layer, rows in alignment.groupby("layer"):
         top = rows[rows["rank"] < n]
         means = ", ".join(
-            f"{VARIANT_NAMES.get(v, v)} {top.loc[top['variant'] == v, 'best_cos'].mean():.3f}" for v in _variants(rows)
+            f"{VARIANT_NAMES.get(v, v)} {top.loc[top['variant'] == v, 'best_cos'].mean():.3f}"
+            for v in variants_present(rows)
         )
-        null = rows[rows["variant"] == _variants(rows)[0]]
+        null = rows[rows["variant"] == variants_present(rows)[0]]
         shares = ", ".join(
             f"{VARIANT_NAMES.get(v, v)} {sites.loc[(layer, v), 'aligned_fraction']:.0%}"
-            for v in _variants(rows)
+            for v in variants_present(rows)
             if (layer, v) in sites.index
         )
         parts.append(
@@ -136,10 +144,13 @@ def _attribution_text(trained: pd.DataFrame, prompt_set: str) -> str:
 def heads_text(heads_path: PathLike) -> str:
     """Per site: heads aligned per variant, the null's quantile and median, the pooled attribution rates."""
     heads = _frame(heads_path, SAE_HEADS)
-    quantile, prompt_set = float(_option(heads_path, "null_quantile")), _option(heads_path, "prompt_set")
+    quantile, prompt_set = (
+        float(recorded_option(heads_path, "null_quantile")),
+        recorded_option(heads_path, "prompt_set"),
+    )
     parts = []
     for layer, rows in heads.groupby("layer"):
-        by_variant = {v: rows[rows["variant"] == v] for v in _variants(rows)}
+        by_variant = {v: rows[rows["variant"] == v] for v in variants_present(rows)}
         counts = ", ".join(
             f"{VARIANT_NAMES.get(v, v)} {int(r['aligned'].sum())} of {len(r)}" for v, r in by_variant.items()
         )
