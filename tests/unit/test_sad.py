@@ -76,6 +76,42 @@ def test_n_recon_orderings_differ_where_large_terms_cancel():
         decompose.n_recon(c, target, "abs")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numpy_and_torch_orderings_give_the_same_rows(dtype):
+    """The CPU path sorts with numpy (an int64 key for |c_k| with the rank as tie-break); torch is the reference."""
+    generator = torch.Generator().manual_seed(0)
+    c = torch.randn(500, 16, generator=generator, dtype=dtype).round(decimals=1)  # many equal |c_k| and ±c pairs
+    c[:50, :8] = 0.0  # runs of zeros, signed zeros
+    c[50:60, 3] = -0.0
+    for order in ("signed", "magnitude"):
+        fast = decompose.ordered_terms(c, order, use_numpy=True)
+        reference = decompose.ordered_terms(c, order, use_numpy=False)
+        assert fast.dtype == dtype and torch.equal(fast, reference), order
+        assert torch.equal(fast.sort(-1).values, c.sort(-1).values)  # a permutation of each row
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_causal_rope_terms_read_offsets_through_strided_views(window):
+    """The strided-view path of causal RoPE layers equals the per-pair gather of each offset's SVD."""
+    generator = torch.Generator().manual_seed(1)
+    heads, offsets, d, rank, pos = 2, 9, 6, 3, 7
+    svd = HeadSVD(
+        torch.randn(heads, d, rank, generator=generator),
+        torch.randn(heads, d, rank, generator=generator),
+        torch.rand(heads, offsets, rank, generator=generator),
+        torch.randn(heads, offsets, rank, rank, generator=generator),
+        torch.randn(heads, offsets, rank, rank, generator=generator),
+    )
+    x = torch.randn(4, pos, d, generator=generator)
+    terms = decompose.decompose(x, svd, causal=True, offsets_used=True, window=window)
+    p = torch.einsum("btd,hdr->bhtr", x, svd.basis_q)
+    q = torch.einsum("btd,hdr->bhtr", x, svd.basis_k)
+    gathered = decompose._offset_terms(p, q, svd)  # the bidirectional path, by gathers, as the reference
+    allowed = decompose.allowed_keys(pos, True, window=window)[None, None, :, :, None]
+    torch.testing.assert_close(terms, gathered * allowed, rtol=1e-5, atol=1e-6)
+    assert (terms[~allowed.expand_as(terms)] == 0).all()
+
+
 def test_summary_fills_the_plain_n_recon_columns_from_the_configured_ordering():
     pairs = {
         "layer": np.zeros(4, int),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from svalign.sad.config import N_RECON_ORDERS
@@ -43,6 +44,7 @@ __all__ = [
     "key_counts",
     "layer_svd",
     "n_recon",
+    "ordered_terms",
     "pair_statistics",
     "relative",
     "rolls_tovee",
@@ -127,26 +129,79 @@ def decompose(
     if key_scale is not None:
         q = q * key_scale.unsqueeze(-1)
     if not offsets_used:
-        alpha = p @ svd.core_u[:, 0].unsqueeze(0)  # [b, h, t, r]: x̃_t · u_k
+        alpha = (p @ svd.core_u[:, 0].unsqueeze(0)) * svd.S[:, 0][None, :, None, :]  # [b, h, t, r]: σ_k x̃_t · u_k
         beta = q @ svd.core_v[:, 0].unsqueeze(0)  # [b, h, j, r]: v_k · x̃_j
-        terms = alpha.unsqueeze(3) * beta.unsqueeze(2) * svd.S[:, 0][None, :, None, None, :]
+        terms = alpha.unsqueeze(3) * beta.unsqueeze(2)
+    elif causal:
+        terms = _causal_offset_terms(p, q, svd, n_pos)
     else:
-        if svd.S.shape[1] < n_pos:
-            raise ValueError(
-                f"prompts of {n_pos} tokens need RoPE offsets up to {n_pos - 1}, but the SVD has "
-                f"{svd.S.shape[1]} offsets: raise svd.max_offset to at least {n_pos - 1}"
-            )
-        offsets = svd.S.shape[1] if not causal else n_pos
-        core_u, core_v, sigma = svd.core_u[:, :offsets], svd.core_v[:, :offsets], svd.S[:, :offsets]
-        alpha = torch.einsum("bhtr,hdrk->bhtdk", p, core_u)  # [b, h, t, δ, r]
-        beta = torch.einsum("bhjr,hdrk->bhjdk", q, core_v)
-        t_index = torch.arange(n_pos).view(-1, 1).expand(n_pos, n_pos)
-        j_index = t_index.T
-        delta = (t_index - j_index).clamp(min=0)  # masked pairs (j > t) read δ = 0 and are zeroed below
-        terms = alpha[:, :, t_index, delta] * beta[:, :, j_index, delta] * sigma[:, delta].unsqueeze(0)
-    if causal:
-        terms = terms * allowed_keys(n_pos, causal, x.device, window)[None, None, :, :, None]
+        terms = _offset_terms(p, q, svd)
+    if causal:  # masked pairs hold other (finite) entries until here
+        terms.masked_fill_(~allowed_keys(n_pos, causal, x.device, window)[None, None, :, :, None], 0.0)
     return terms
+
+
+def _check_offsets(svd: HeadSVD, n_pos: int) -> None:
+    if svd.S.shape[1] < n_pos:
+        raise ValueError(
+            f"prompts of {n_pos} tokens need RoPE offsets up to {n_pos - 1}, but the SVD has "
+            f"{svd.S.shape[1]} offsets: raise svd.max_offset to at least {n_pos - 1}"
+        )
+
+
+def _by_offset(inputs: torch.Tensor, core: torch.Tensor) -> torch.Tensor:
+    """``[b, h, pos, δ, r]`` products of ``inputs [b, h, pos, r]`` (in the basis) with every offset's ``core
+    [h, δ, r, r]``: one matmul per head, laid out head-major (the strides say so; the view is ``[b, h, …]``)."""
+    batch, heads, n_pos, rank = inputs.shape
+    n_offsets = core.shape[1]
+    flat = inputs.transpose(0, 1).reshape(heads, batch * n_pos, rank)
+    cores = core.permute(0, 2, 1, 3).reshape(heads, rank, n_offsets * rank)
+    return torch.bmm(flat, cores).view(heads, batch, n_pos, n_offsets, rank).transpose(0, 1)
+
+
+def _sheared(values: torch.Tensor, query_side: bool) -> torch.Tensor:
+    """The view ``[b, h, t, j, r]`` at offset δ = t − j of ``values [b, h, pos, δ, r]`` (:func:`_by_offset`), no copy.
+
+    For the query side ``values`` must hold the offsets reversed (slot pos − 1 − δ): then row t, slot
+    pos − 1 − t + j sits at address t·(pos − 1)·r + j·r + (pos − 1)·r of its ``[pos, δ, r]`` block; for the key
+    side row j, slot t − j sits at t·r + j·(pos − 1)·r. Both are plain strides. Pairs j > t read other entries
+    of the same block (never outside it); :func:`decompose` masks them.
+    """
+    n_pos, n_offsets, rank = values.shape[2:]
+    if n_offsets != n_pos or values.stride()[2:] != (n_pos * rank, rank, 1):
+        raise ValueError(f"expected contiguous [pos, pos, r] blocks, got shape {tuple(values.shape)}")
+    row, column = ((n_pos - 1) * rank, rank) if query_side else (rank, (n_pos - 1) * rank)
+    offset = (n_pos - 1) * rank if query_side else 0
+    strides = (values.stride(0), values.stride(1), row, column, 1)
+    return values.as_strided(values.shape, strides, values.storage_offset() + offset)
+
+
+def _causal_offset_terms(p: torch.Tensor, q: torch.Tensor, svd: HeadSVD, n_pos: int) -> torch.Tensor:
+    """Terms of a causal RoPE layer, a_k(t, j) = σ_k(δ) (x̃_t · u_k(δ)) (v_k(δ) · x̃_j) with δ = t − j.
+
+    The per-offset projections are computed once per (position, offset) and read at δ = t − j through strided
+    views (:func:`_sheared`): no gather, one product. Entries j > t are not zero (the caller masks them).
+    """
+    _check_offsets(svd, n_pos)
+    reversed_core_u = svd.core_u[:, :n_pos].flip(1)  # slot pos − 1 − δ holds offset δ
+    alpha = _by_offset(p, reversed_core_u)  # [b, h, t, pos − 1 − δ, r]
+    alpha.mul_(svd.S[:, :n_pos].flip(1)[None, :, None])  # σ_k(δ) folded into the query side
+    beta = _by_offset(q, svd.core_v[:, :n_pos])  # [b, h, j, δ, r]
+    return _sheared(alpha, query_side=True) * _sheared(beta, query_side=False)
+
+
+def _offset_terms(p: torch.Tensor, q: torch.Tensor, svd: HeadSVD) -> torch.Tensor:
+    """Terms of a bidirectional RoPE layer: every pair reads the SVD of δ = t − j (clamped at 0), by gathers."""
+    n_pos = p.shape[2]
+    _check_offsets(svd, n_pos)
+    offsets = svd.S.shape[1]
+    core_u, core_v, sigma = svd.core_u[:, :offsets], svd.core_v[:, :offsets], svd.S[:, :offsets]
+    alpha = torch.einsum("bhtr,hdrk->bhtdk", p, core_u)  # [b, h, t, δ, r]
+    beta = torch.einsum("bhjr,hdrk->bhjdk", q, core_v)
+    t_index = torch.arange(n_pos).view(-1, 1).expand(n_pos, n_pos)
+    j_index = t_index.T
+    delta = (t_index - j_index).clamp(min=0)
+    return alpha[:, :, t_index, delta] * beta[:, :, j_index, delta] * sigma[:, delta].unsqueeze(0)
 
 
 def relative(values: torch.Tensor, causal: bool, window: int | None = None) -> torch.Tensor:
@@ -210,15 +265,39 @@ def n_recon(contributions: torch.Tensor, target: torch.Tensor, order: str = "sig
     """
     if order not in N_RECON_ORDERS:
         raise ValueError(f"unknown N_recon order {order!r}; known: {', '.join(N_RECON_ORDERS)}")
-    if order == "signed":
-        ordered = contributions.sort(dim=-1, descending=True).values
-    else:  # equal |c_k|: the larger σ first (stable sort over the σ ranks)
-        ordered = contributions.gather(-1, contributions.abs().argsort(dim=-1, descending=True, stable=True))
+    ordered = ordered_terms(contributions, order)
     ratio = ordered.cumsum(-1) / target.unsqueeze(-1)
     reached = torch.round(ratio * 10**RATIO_DECIMALS) >= 10**RATIO_DECIMALS
     reached[..., -1] = True  # the full sum equals ℓ̃ by construction
     count = reached.float().argmax(-1) + 1
     return torch.where(target > 0, count, torch.full_like(count, -1))
+
+
+def ordered_terms(contributions: torch.Tensor, order: str, use_numpy: bool | None = None) -> torch.Tensor:
+    """Each row of ``[pairs, r]`` in N_recon's order: descending c_k (``signed``) or descending |c_k| with equal
+    |c_k| in σ-rank order (``magnitude``).
+
+    On the CPU numpy sorts (its vectorised sort of short rows is ~10× torch's): the signed order by value, the
+    magnitude order by one int64 key per term, the bits of |c_k| (order-preserving for non-negative float32)
+    above the reversed rank, so ties keep the σ order as a stable sort would. Other devices and float64 use
+    torch (``use_numpy`` forces either path; both give the same rows).
+    """
+    if use_numpy is None:
+        use_numpy = contributions.device.type == "cpu"
+    if not use_numpy:
+        if order == "signed":
+            return contributions.sort(dim=-1, descending=True).values
+        return contributions.gather(-1, contributions.abs().argsort(dim=-1, descending=True, stable=True))
+    values = contributions.detach().cpu().numpy()
+    if order == "signed":
+        return torch.from_numpy(np.ascontiguousarray(np.sort(values, axis=-1)[:, ::-1]))
+    rank = values.shape[-1]
+    if values.dtype == np.float32:
+        key = (np.abs(values).view(np.int32).astype(np.int64) << 32) | (rank - 1 - np.arange(rank))
+        index = (rank - 1) - (np.sort(key, axis=-1)[:, ::-1] & 0xFFFFFFFF)
+    else:
+        index = np.argsort(-np.abs(values), axis=-1, kind="stable")
+    return torch.from_numpy(np.take_along_axis(values, index, -1))
 
 
 def rolls_tovee(contributions: torch.Tensor) -> torch.Tensor:
@@ -270,6 +349,18 @@ def firing_mask(
     return mask
 
 
+def _relative_at(
+    terms: torch.Tensor, index: tuple[torch.Tensor, ...], causal: bool, window: int | None
+) -> torch.Tensor:
+    """:func:`relative` of ``terms [b, h, t, j, r]`` at the pairs ``index`` only (``[pairs, r]``, the same
+    arithmetic): the key sums are one reduction, and no full-size relative tensor is built."""
+    n_pos = terms.shape[3]
+    n_keys = key_counts(allowed_keys(n_pos, causal, terms.device, window), terms.dtype)[index[2]].unsqueeze(-1)
+    values = terms[index]
+    total = terms.sum(dim=3)[index[:3]]
+    return values - (total - values) / (n_keys - 1)
+
+
 def pair_statistics(
     terms: torch.Tensor,
     pattern: torch.Tensor,
@@ -287,7 +378,7 @@ def pair_statistics(
     """
     mask = firing_mask(pattern, causal, threshold, skip_first_key, window)
     index = mask.nonzero(as_tuple=True)
-    contributions = relative(terms, causal, window)[index]  # [pairs, r]
+    contributions = _relative_at(terms, index, causal, window)  # [pairs, r]
     ltilde = contributions.sum(-1)
     share = contributions.abs() / contributions.abs().sum(-1, keepdim=True).clamp_min(1e-30)
     share_by_rank = torch.zeros(terms.shape[1], terms.shape[-1], dtype=share.dtype).index_add_(0, index[1], share)
