@@ -1,7 +1,8 @@
 """Rule dynamics_checkpoint: one training checkpoint through weights -> SVD -> SAD in one process.
 
-The same steps as rules extract_weights, svd and sad (svalign.pipeline), each reading the Parquet the previous
-one wrote, with the model booted once: for a small checkpoint the start-up of three jobs costs more than the work.
+The same steps as rules extract_weights, svd and sad (svalign.pipeline.checkpoint_chain), each reading the Parquet
+the previous one wrote, with the model booted once: for a small checkpoint the start-up of three jobs costs more
+than the work.
 """
 
 from svalign import pipeline
@@ -9,14 +10,15 @@ from svalign.runtime import configure_torch, rule_logging
 
 with rule_logging(snakemake.log[0]):
     configure_torch(snakemake.threads)
-    params, wildcards, inputs, out = snakemake.params, snakemake.wildcards, snakemake.input, snakemake.output
-    variant = wildcards.variant  # "trained": a checkpoint is its own random-init control
-    step, bridge = pipeline.weights_step(params.model, variant, params.seed)
-    pipeline.write_step(step, {"weights": out.weights})
-    weights = pipeline.read_weights(out.weights)
-    pipeline.write_step(pipeline.svd_step(weights, wildcards.model, variant, params.svd, params.device), out)
-    model_svd = pipeline.read_svd(out.svd, out.bases)
-    keys = {"model": wildcards.model, "variant": variant, "prompt_set": params.prompt_set}
-    repeated = pipeline.repeated_texts(inputs.get("prompts"))
-    step = pipeline.sad_step(bridge, weights, model_svd, keys, params.sad, params.prompts, repeated)
-    pipeline.write_step(step, out)
+    params = snakemake.params
+    pipeline.checkpoint_chain(
+        params.model,
+        {name: getattr(snakemake.output, name) for name in pipeline.CHECKPOINT_OUTPUTS},
+        seed=params.seed,
+        svd_config=params.svd,
+        device=params.device,
+        prompt_set=params.prompt_set,
+        sad_options=params.sad,
+        prompt_params=params.prompts,
+        repeated=pipeline.repeated_texts(snakemake.input.get("prompts")),
+    )

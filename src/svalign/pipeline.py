@@ -1,11 +1,12 @@
 """One model variant through the real-model stages: weights → SVD → SAD, as steps that rules call.
 
-Rules ``extract_weights``, ``svd`` and ``sad`` each call one step in their own process; rule
-``dynamics_checkpoint`` calls all three for one training checkpoint, so a checkpoint is one process (and one
-cluster submission) instead of three — for a 2-layer model the import and boot cost of a job is most of its
-time. Each step returns the tables it made (column mappings for schemas of :mod:`svalign.tables`) and their
-provenance record; the caller writes them with :func:`svalign.io.write_table`. A step reads its inputs from the
-Parquet tables of the step before, so a chained run computes on exactly the bytes that separate jobs would.
+Rules ``extract_weights``, ``svd`` and ``sad`` each call one step in their own process; :func:`checkpoint_chain`
+calls all three for one training checkpoint, so rule ``dynamics_checkpoint`` makes a checkpoint one process (and
+one cluster submission) instead of three, and rule ``dynamics_series`` runs a whole series of small checkpoints in
+one process — for a 2-layer model the import and boot cost of a job is most of its time. Each step returns the
+tables it made (column mappings for schemas of :mod:`svalign.tables`) and their provenance record; the caller
+writes them with :func:`svalign.io.write_table`. A step reads its inputs from the Parquet tables of the step
+before, so a chained run computes on exactly the bytes that separate jobs would.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from svalign.sad import prompts, run
 from svalign.sad.config import SADConfig
 
 __all__ = [
+    "CHECKPOINT_OUTPUTS",
     "StepTables",
+    "checkpoint_chain",
     "read_svd",
     "read_weights",
     "repeated_texts",
@@ -146,3 +149,33 @@ def repeated_texts(path: PathLike | None) -> list[str] | None:
         return None
     table: pa.Table = io.read_table(Path(path), tables.DYNAMICS_PROMPTS)
     return table.column("text").to_pylist()
+
+
+CHECKPOINT_OUTPUTS = ("weights", "svd", "bases", "pairs", "summary", "prompts")
+"""The tables :func:`checkpoint_chain` writes for one checkpoint (the outputs of rules extract_weights, svd, sad)."""
+
+
+def checkpoint_chain(
+    model: Mapping[str, Any],
+    paths: Mapping[str, PathLike],
+    *,
+    seed: int,
+    svd_config: Mapping[str, Any],
+    device: str,
+    prompt_set: str,
+    sad_options: Mapping[str, Any],
+    prompt_params: Mapping[str, Any],
+    repeated: Sequence[str] | None = None,
+) -> None:
+    """One training checkpoint (variant ``trained``: a checkpoint is its own random-init control) through weights →
+    SVD → SAD, writing each step's tables to ``paths`` (keys :data:`CHECKPOINT_OUTPUTS`) and reading them back
+    for the next step, with the model booted once.
+    """
+    variant = "trained"
+    step, bridge = weights_step(model, variant, seed)
+    write_step(step, paths)
+    weights = read_weights(paths["weights"])
+    write_step(svd_step(weights, model["name"], variant, svd_config, device), paths)
+    model_svd = read_svd(paths["svd"], paths["bases"])
+    keys = {"model": model["name"], "variant": variant, "prompt_set": prompt_set}
+    write_step(sad_step(bridge, weights, model_svd, keys, sad_options, prompt_params, repeated), paths)

@@ -21,6 +21,7 @@ from svalign.dynamics.config import (
     checkpoint_step,
     checkpoint_steps,
     dynamics_models,
+    series_in_one_job,
 )
 from svalign.dynamics.scores import induction_score, previous_token_score
 from svalign.sad import run as sad_run
@@ -129,6 +130,14 @@ def test_checkpoint_names_invert_and_keep_the_model_names():
     }
     external = dynamics_models({"checkpoints": ["EleutherAI/pythia-160m@step1000", "/local/dir"]}, "ckpt")
     assert [(m["step"], m["revision"]) for m in external.values()] == [(1000, "step1000"), (1, None)]
+
+
+def test_checkpoint_jobs_auto_runs_our_series_in_one_job_and_external_checkpoints_each_in_its_own():
+    external = ["EleutherAI/pythia-160m@step1000"]
+    assert series_in_one_job({}) and series_in_one_job({"checkpoint_jobs": "auto", "checkpoints": []})
+    assert not series_in_one_job({"checkpoint_jobs": "auto", "checkpoints": external})
+    assert series_in_one_job({"checkpoint_jobs": "series", "checkpoints": external})
+    assert not series_in_one_job({"checkpoint_jobs": "each"})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -73,11 +73,11 @@ SAE_ANALYSIS = {"sae_align": 1, "sae_figures": 1, "sae_figure_anisotropy": 1, "s
 def test_changing_the_sad_threshold_reruns_sad_only(small_run):
     counts = _plan_with_override(small_run, "threshold.yaml", "sad:\n  threshold: 0.5\n")
     # Both prompt sets of MiniLM's two variants (the results table reads every SAD run) and the 4 training
-    # checkpoints (each one job: weights -> SVD -> SAD), what reads them, and nothing upstream: no training, no MiniLM
-    # weights or SVD.
+    # checkpoints (one job: weights -> SVD -> SAD of each), what reads them, and nothing upstream: no training, no
+    # MiniLM weights or SVD.
     assert counts == {
         "sad": 4,
-        "dynamics_checkpoint": 4,
+        "dynamics_series": 1,
         "sad_figures": 1,
         "dynamics_sad": 1,
         "dynamics_figure": 1,
@@ -97,8 +97,9 @@ def test_changing_the_ioi_prompt_count_reruns_only_ioi_sad_jobs(small_run):
     assert counts == {**expected, **SAE_ANALYSIS}
 
 
-# The resume test's run: a toy experiment, MiniLM's weights -> SVD -> SAD (trained and random) and two training
-# checkpoints' chains — every kind of job that writes tables, a third of the small run's jobs.
+# The resume test's run: a toy experiment, MiniLM's weights -> SVD -> SAD (trained and random) and the training
+# checkpoints' chains (two asked for; the series job makes all 4) — every kind of job that writes tables, a third of
+# the small run's jobs.
 RESUME_TARGETS = [
     "results/toy/single_pair/metrics.parquet",
     "results/toy/multi_pair/metrics.parquet",
@@ -108,8 +109,8 @@ RESUME_TARGETS = [
     "results/sad/dyn_step000004/trained/repeated/summary.parquet",
 ]
 # Their tables: 2 toy experiments x 3; MiniLM 2 variants x (weights, SVD, bases, 3 SAD); the training log, the
-# repeated prompts and 2 checkpoints x 6.
-RESUME_TABLES = 2 * 3 + 2 * 6 + 2 + 2 * 6
+# repeated prompts and 4 checkpoints x 6.
+RESUME_TABLES = 2 * 3 + 2 * 6 + 2 + 4 * 6
 
 
 def test_killed_run_resumes_to_the_same_tables_as_an_uninterrupted_run(workdir, small_run):

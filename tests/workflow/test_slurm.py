@@ -191,10 +191,10 @@ def runs(slurm_node, tmp_path_factory):
 RULE_BLOCK = re.compile(r"^(?:local)?rule (\w+):$")
 
 
-def planned_resources(workdir: Path) -> dict[str, dict[str, int]]:
-    """Threads, mem_mb and runtime of every rule in a dry run of the default config, without a profile."""
+def planned_resources(workdir: Path, *args: str) -> dict[str, dict[str, int]]:
+    """Threads, mem_mb and runtime of every rule in a dry run of the default config (plus ``args``), no profile."""
     out = subprocess.run(
-        [*SNAKEMAKE, "-n", "--forceall", "--cores", "64"],
+        [*SNAKEMAKE, "-n", "--forceall", "--cores", "64", *args],
         cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -230,7 +230,11 @@ def test_slurm_profile_mirrors_the_rules(tmp_path):
     assert dry.returncode == 0, dry.stdout
     profile = yaml.safe_load((workdir / "profiles" / "slurm" / "config.yaml").read_text())
     assert profile["executor"] == "slurm"
-    rules = planned_resources(workdir)
+    # The default runs our dynamics series in one job (dynamics_series); one job per checkpoint is the other rule.
+    (workdir / "each.yaml").write_text("dynamics:\n  checkpoint_jobs: each\n")
+    each = planned_resources(workdir, "--configfile", "config.yaml", "each.yaml")
+    assert "dynamics_checkpoint" in each and "dynamics_series" not in each
+    rules = {**planned_resources(workdir), **each}
     aggregates = {"all"}  # no job of their own
     missing = sorted(set(rules) - aggregates - set(profile["set-resources"]))
     assert not missing, f"rules without an entry in profiles/slurm/config.yaml set-resources: {missing}"

@@ -25,7 +25,7 @@ def test_dry_run_plans_every_job(workdir):
         "sad": 8,  # 2 models x 2 variants x 2 prompt sets
         "dynamics_train": 1,
         "dynamics_prompts": 1,
-        "dynamics_checkpoint": 30,  # each training checkpoint: weights -> SVD -> SAD in one job
+        "dynamics_series": 1,  # the 30 training checkpoints: weights -> SVD -> SAD, all in one job
         "dynamics_sad": 1,
         "sae_corpus": 1,
         "sae_train": 2,  # one job per model: MiniLM layers 1 and 4, SmolLM2 layer 15
@@ -33,6 +33,15 @@ def test_dry_run_plans_every_job(workdir):
         "results_table": 1,
     }
     assert {rule: counts.get(rule) for rule in expected} == expected, out
+
+
+def test_checkpoint_jobs_each_plans_one_job_per_checkpoint(workdir):
+    """dynamics.checkpoint_jobs: each (auto's choice for external checkpoints) makes every checkpoint its own job."""
+    (workdir / "each.yaml").write_text("dynamics:\n  checkpoint_jobs: each\n")
+    out = snakemake(workdir, "-n", "dynamics", "--configfile", "config.yaml", "each.yaml").stdout
+    counts = job_counts(out)
+    assert counts["dynamics_checkpoint"] == 30 and "dynamics_series" not in counts, out
+    assert "results/sad/dyn_step000000/trained/repeated/summary.parquet" in out
 
 
 def test_batched_sweeps_plan_one_job_per_shape(workdir):
@@ -134,7 +143,7 @@ def test_jobs_use_exactly_their_rules_threads(small_run):
     logs = small_run / "results" / "logs"
     expected = {
         "toy_train": 1,
-        "dynamics_checkpoint": 1,
+        "dynamics_series": 1,
         "sad": 2,
         "svd": 2,
         "dynamics_train": 2,

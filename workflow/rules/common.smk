@@ -7,7 +7,7 @@ import dataclasses
 import pandas as pd
 from snakemake.utils import Paramspace, validate
 from svalign.config import check_config, enabled_models, sae_sites
-from svalign.dynamics.config import dynamics_models
+from svalign.dynamics.config import dynamics_models, series_in_one_job
 from svalign.report import Measured
 from svalign.sad.config import SADConfig
 from svalign.sae.config import TRAINING_KEYS as SAE_TRAINING_KEYS
@@ -64,9 +64,13 @@ MEASURED = Measured(config["report"])
 
 def model_params(wildcards):
     """The model's config entry plus its name (only this model's slice: editing another reruns nothing)."""
-    entry = MODEL_ENTRIES[wildcards.model]
+    return named_model_params(wildcards.model)
+
+
+def named_model_params(name):
+    entry = MODEL_ENTRIES[name]
     keep = ("source", "revision", "config_key")
-    return {"name": wildcards.model, **{k: v for k, v in entry.items() if k in keep}}
+    return {"name": name, **{k: v for k, v in entry.items() if k in keep}}
 
 
 def model_inputs(wildcards):
@@ -292,19 +296,39 @@ def checkpoint_sad_path(pattern):
     return expand(pattern, prompt_set=DYNAMICS["prompt_set"], allow_missing=True)[0]
 
 
-def dynamics_checkpoint_inputs(wildcards):
-    """Our series: its training run, and the repeated prompts when SAD reads them."""
-    inputs = model_inputs(wildcards)
+# All checkpoints in one job (rule dynamics_series) or one job each (rule dynamics_checkpoint).
+DYNAMICS_SERIES_JOB = series_in_one_job(DYNAMICS)
+
+
+def dynamics_chain_inputs(wildcards):
+    """Our series: its training run, and the repeated prompts when SAD reads them (SmolLM2-style model inputs never
+    apply: checkpoints are ours or external)."""
+    inputs = {"checkpoints": DYNAMICS_MANIFEST} if not DYNAMICS["checkpoints"] else {}
     if DYNAMICS["prompt_set"] == "repeated":
         inputs["prompts"] = rules.dynamics_prompts.output[0]
     return inputs
+
+
+def series_paths(pattern):
+    """One output pattern of the checkpoint chain filled in for every checkpoint, in training order."""
+    return expand(
+        pattern,
+        model=list(DYNAMICS_MODELS),
+        variant="trained",
+        prompt_set=DYNAMICS["prompt_set"],
+    )
+
+
+def series_model_params():
+    """Each checkpoint's model params (as `model_params` gives one job), in the order of `series_paths`."""
+    return [named_model_params(name) for name in DYNAMICS_MODELS]
 
 
 def dynamics_sad_inputs(wildcards):
     """SAD summaries of every checkpoint, plus our series' head scores."""
     inputs = {
         f"sad_{name}": expand(
-            rules.dynamics_checkpoint.output.summary,
+            rules.sad.output.summary,
             model=name,
             variant="trained",
             prompt_set=DYNAMICS["prompt_set"],

@@ -50,43 +50,81 @@ rule dynamics_prompts:
         "../../scripts/dynamics_prompts.py"
 
 
-# One checkpoint through weights -> SVD -> SAD in one process (and one cluster submission): the steps of rules
-# extract_weights, svd and sad, to the same paths; a 2-layer checkpoint costs more to start than to compute.
-rule dynamics_checkpoint:
-    input:
-        unpack(dynamics_checkpoint_inputs),
-    output:
-        weights=rules.extract_weights.output[0],
-        svd=rules.svd.output.svd,
-        bases=rules.svd.output.bases,
-        pairs=checkpoint_sad_path(rules.sad.output.pairs),
-        summary=checkpoint_sad_path(rules.sad.output.summary),
-        prompts=checkpoint_sad_path(rules.sad.output.prompts),
-    log:
-        f"{LOGS}/dynamics_checkpoint/{{model}}_{{variant}}.log",
-    benchmark:
-        f"{BENCHMARKS}/dynamics_checkpoint/{{model}}_{{variant}}.tsv"
-    wildcard_constraints:
-        model=CHECKPOINT_MODEL,
-        variant="trained",
-    conda:
-        ENV
-    # One thread: the checkpoints are small, so two jobs side by side beat two threads in one.
-    threads: 1
-    resources:
-        mem_mb=5000,
-        runtime=30,
-        gpu=GPU_JOBS,
-    params:
-        model=model_params,
-        seed=config["random_init"]["seed"],
-        svd=config["svd"],
-        device=config["device"],
-        sad=sad_params,
-        prompt_set=DYNAMICS["prompt_set"],
-        prompts=prompt_params(DYNAMICS["prompt_set"]),
-    script:
-        "../../scripts/dynamics_checkpoint.py"
+if DYNAMICS_SERIES_JOB:
+
+    # The whole series through weights -> SVD -> SAD in one process (config dynamics.checkpoint_jobs): the steps of
+    # rule dynamics_checkpoint for each checkpoint in turn, to the same paths; our 2-layer checkpoints take ~0.5 s
+    # each, less than one job's start-up.
+    rule dynamics_series:
+        input:
+            unpack(dynamics_chain_inputs),
+        output:
+            weights=series_paths(rules.extract_weights.output[0]),
+            svd=series_paths(rules.svd.output.svd),
+            bases=series_paths(rules.svd.output.bases),
+            pairs=series_paths(rules.sad.output.pairs),
+            summary=series_paths(rules.sad.output.summary),
+            prompts=series_paths(rules.sad.output.prompts),
+        log:
+            f"{LOGS}/dynamics_series.log",
+        benchmark:
+            f"{BENCHMARKS}/dynamics_series.tsv"
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=5000,
+            runtime=60,
+            gpu=GPU_JOBS,
+        params:
+            models=series_model_params(),
+            seed=config["random_init"]["seed"],
+            svd=config["svd"],
+            device=config["device"],
+            sad=sad_params,
+            prompt_set=DYNAMICS["prompt_set"],
+            prompts=prompt_params(DYNAMICS["prompt_set"]),
+        script:
+            "../../scripts/dynamics_series.py"
+
+else:
+
+    # One checkpoint through weights -> SVD -> SAD in one process (and one cluster submission): the steps of rules
+    # extract_weights, svd and sad, to the same paths; a checkpoint is one job, not three.
+    rule dynamics_checkpoint:
+        input:
+            unpack(dynamics_chain_inputs),
+        output:
+            weights=rules.extract_weights.output[0],
+            svd=rules.svd.output.svd,
+            bases=rules.svd.output.bases,
+            pairs=checkpoint_sad_path(rules.sad.output.pairs),
+            summary=checkpoint_sad_path(rules.sad.output.summary),
+            prompts=checkpoint_sad_path(rules.sad.output.prompts),
+        log:
+            f"{LOGS}/dynamics_checkpoint/{{model}}_{{variant}}.log",
+        benchmark:
+            f"{BENCHMARKS}/dynamics_checkpoint/{{model}}_{{variant}}.tsv"
+        wildcard_constraints:
+            model=CHECKPOINT_MODEL,
+            variant="trained",
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=5000,
+            runtime=30,
+            gpu=GPU_JOBS,
+        params:
+            model=model_params,
+            seed=config["random_init"]["seed"],
+            svd=config["svd"],
+            device=config["device"],
+            sad=sad_params,
+            prompt_set=DYNAMICS["prompt_set"],
+            prompts=prompt_params(DYNAMICS["prompt_set"]),
+        script:
+            "../../scripts/dynamics_checkpoint.py"
 
 
 rule dynamics_scores:

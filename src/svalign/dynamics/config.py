@@ -23,6 +23,7 @@ __all__ = [
     "checkpoint_step",
     "checkpoint_steps",
     "dynamics_models",
+    "series_in_one_job",
 ]
 
 SPECIAL_TOKENS = ("<unk>", "<pad>", "<bos>")
@@ -238,3 +239,13 @@ def dynamics_models(dynamics: Mapping[str, Any], checkpoint_dir: str) -> dict[st
             "ours": False,
         }
     return models
+
+
+def series_in_one_job(dynamics: Mapping[str, Any]) -> bool:
+    """Whether the checkpoints run in one job (rule dynamics_series) or one job each (rule dynamics_checkpoint):
+    ``dynamics.checkpoint_jobs``, where ``auto`` means one job for our own series (small checkpoints, whose
+    start-up costs more than their work) and one job each for external checkpoints."""
+    jobs = dynamics.get("checkpoint_jobs", "auto")
+    if jobs == "auto":
+        return not dynamics.get("checkpoints")
+    return jobs == "series"
