@@ -139,22 +139,29 @@ def test_small_run_produces_tables_figures_and_report(small_run):
 
 @pytest.mark.slow
 def test_jobs_use_exactly_their_rules_threads(small_run):
-    """Torch and BLAS threads inside each job equal the rule's `threads:` (cores are never oversubscribed)."""
+    """Torch and BLAS threads inside each job equal the rule's `threads:` (cores are never oversubscribed); on the
+    small run's 2 cores every compute rule runs one thread per job (`JOB_THREADS`)."""
     logs = small_run / "results" / "logs"
-    expected = {
-        "toy_train": 1,
-        "dynamics_series": 1,
-        "sad": 2,
-        "svd": 2,
-        "dynamics_train": 2,
-        "sae_train": 2,
-        "sae_align": 2,
-    }
-    for rule, threads in expected.items():
+    rules = ("toy_train", "dynamics_series", "sad", "svd", "dynamics_train", "sae_train", "sae_align")
+    for rule in rules:
         files = sorted((logs / rule).glob("*.log")) or [logs / f"{rule}.log"]
         assert files, rule
         for path in files:
-            assert f"threads: torch {threads}, OMP_NUM_THREADS={threads}" in path.read_text(), path
+            assert "threads: torch 1, OMP_NUM_THREADS=1" in path.read_text(), path
+
+
+def test_compute_rules_take_two_threads_from_five_cores(workdir):
+    """`JOB_THREADS`: 1 up to 4 cores (jobs side by side), 2 from 5 cores (shorter long jobs); Snakemake plans it."""
+    for cores, threads in ((4, 1), (8, 2)):
+        out = snakemake(workdir, "-n", "--forceall", "sad_all", cores=cores).stdout
+        blocks = [block for block in out.split("\n\n") if "rule sad:" in block]
+        # Snakemake prints a job's threads only when they are more than one.
+        planned = {int(line.split(":")[1]) if line else 1 for block in blocks for line in _threads_line(block)}
+        assert blocks and planned == {threads}, (cores, out)
+
+
+def _threads_line(block: str) -> list[str]:
+    return [line for line in block.splitlines() if line.strip().startswith("threads:")] or [""]
 
 
 def _check_sae_tables(results):

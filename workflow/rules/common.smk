@@ -54,6 +54,12 @@ CHECKPOINT_MODEL = "dyn_[a-z0-9_]+"
 CONFIGURED_MODEL = "(?!dyn_)[a-z][a-z0-9_]*"
 MODEL_ENTRIES = {**{m: config["models"][m] for m in MODELS}, **DYNAMICS_MODELS}
 VARIANTS = ["trained", "random"] if config["random_init"]["enabled"] else ["trained"]
+# Threads of the compute rules (torch and BLAS use exactly this many; svalign.runtime.configure_torch). With up to
+# 4 cores one thread per job, jobs side by side, does the most work per CPU second: on 2 cores (measured) a 2-thread
+# dynamics_train took 59 s against 50 s with one thread, toy_anisotropy 84 CPU-s against 62, a SmolLM2 SAD job 76
+# against 61 — small matmuls do not pay for a second thread. From 5 cores on, the DAG is narrower than the machine
+# at the end of the run, and 2 threads shorten its long jobs. `--set-threads rule=N` overrides either.
+JOB_THREADS = 1 if workflow.cores <= 4 else 2
 # Rules that compute with torch ask the scheduler for a GPU only when the config demands CUDA; with
 # device: auto a cluster profile can add the request per rule (see profiles/).
 GPU_JOBS = 1 if config["device"] == "cuda" else 0

@@ -13,7 +13,7 @@ rule dynamics_train:
         f"{BENCHMARKS}/dynamics_train.tsv"
     conda:
         ENV
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=4000,
         runtime=60,
@@ -138,7 +138,7 @@ rule dynamics_scores:
         f"{BENCHMARKS}/dynamics_scores.tsv"
     conda:
         ENV
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=4000,
         runtime=30,

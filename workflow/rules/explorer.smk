@@ -40,7 +40,7 @@ rule explorer_readouts:
         model=CONFIGURED_MODEL,
     conda:
         ENV
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=30,

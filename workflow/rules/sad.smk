@@ -20,7 +20,7 @@ rule sad:
         model=CONFIGURED_MODEL,
     conda:
         ENV
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=12000,
         runtime=60,

@@ -39,7 +39,7 @@ rule sae_train:
         model=CONFIGURED_MODEL,
     conda:
         ENV
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=60,
@@ -75,7 +75,7 @@ rule sae_align:
         model=CONFIGURED_MODEL,
     conda:
         ENV
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=30,

@@ -15,7 +15,7 @@ rule svd:
         model=CONFIGURED_MODEL,
     conda:
         ENV
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=30,

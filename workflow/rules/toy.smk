@@ -103,7 +103,7 @@ rule toy_anisotropy:
         f"{BENCHMARKS}/toy_anisotropy.tsv"
     conda:
         ENV
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=4000,
         runtime=60,
@@ -175,7 +175,7 @@ use rule toy_sweep_point as toy_sweep_group with:
         f"{LOGS}/toy_sweep_group/{SWEEP_SHAPES.wildcard_pattern}.log",
     benchmark:
         f"{BENCHMARKS}/toy_sweep_group/{SWEEP_SHAPES.wildcard_pattern}.tsv"
-    threads: 2
+    threads: JOB_THREADS
     params:
         points=sweep_shape_points,
         base=SWEEPS["base"],

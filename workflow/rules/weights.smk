@@ -10,7 +10,7 @@ rule convert_smollm2:
         f"{BENCHMARKS}/convert_smollm2.tsv"
     conda:
         ENV
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=6000,
         runtime=20,
@@ -31,7 +31,7 @@ rule extract_weights:
         model=CONFIGURED_MODEL,
     conda:
         ENV
-    threads: 2
+    threads: JOB_THREADS
     resources:
         mem_mb=8000,
         runtime=30,
