@@ -182,6 +182,15 @@ def test_rotation_null_preserves_the_spectrum_and_orthonormality():
     torch.testing.assert_close(torch.linalg.svdvals(dense)[..., :4], svd.S, atol=1e-5, rtol=1e-5)
 
 
+def test_haar_rotate_applies_the_haar_orthogonal_of_the_same_draw():
+    """null_bases rotates through the Householder reflectors; the result is haar_orthogonal(…) @ bases."""
+    bases = torch.randn(3, 20, 4, generator=torch.Generator().manual_seed(2))
+    first, second = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    rotated = decompose.haar_rotate(bases, first)
+    torch.testing.assert_close(rotated, decompose.haar_orthogonal(20, second) @ bases, atol=1e-5, rtol=1e-5)
+    assert first.get_state().equal(second.get_state())  # the same stream consumed: later draws stay in step
+
+
 def test_rank_one_head_on_aligned_inputs_needs_one_term():
     """Ω = 3 u vᵀ (+ small noise in other directions): queries along u, keys along v fire with N_recon = 1."""
     d = 6

@@ -27,10 +27,9 @@ from svalign.sad.decompose import (
     augment_inputs,
     check_scores,
     decompose,
-    haar_orthogonal,
+    haar_rotate,
     layer_svd,
     pair_statistics,
-    rotate_svd,
 )
 from svalign.svd import HeadSVD, ModelSVD
 from svalign.tables import SAD_PAIRS, SAD_SUMMARY
@@ -259,14 +258,13 @@ def null_bases(model_svd: ModelSVD, n_layers: int, config: SADConfig) -> list[li
     data is seen (layer by layer, draw by draw, Q_U before Q_V). The rotated bases are built once here, not per
     prompt chunk (they cost as much memory as the rotations).
     """
-    d_in = model_svd.svd.basis_q.shape[-2]
     generator = torch.Generator().manual_seed(config.null_seed)
     bases = []
     for layer in range(n_layers):
         svd = layer_svd(model_svd, layer)
         bases.append(
             [
-                rotate_svd(svd, haar_orthogonal(d_in, generator), haar_orthogonal(d_in, generator))
+                svd._replace(basis_q=haar_rotate(svd.basis_q, generator), basis_k=haar_rotate(svd.basis_k, generator))
                 for _ in range(config.null_draws)
             ]
         )

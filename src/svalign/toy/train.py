@@ -136,7 +136,9 @@ class FeatureSampler:
         u = torch.empty(len(self.generators), batch_size, self.n_tokens, self.n_features, device=self.device)
         for i, generator in enumerate(self.generators):
             torch.rand(u.shape[1:], generator=generator, device=self.device, out=u[i])
-        return torch.where(u < self.sparsity, 0.0, (u - self.sparsity) / (1.0 - self.sparsity))
+        # In place, (u − S)/(1 − S) clamped at 0: the same values as where(u < S, 0, (u − S)/(1 − S)) without three
+        # temporaries of the batch's size (the sampler was ~15 % of a training step).
+        return u.sub_(self.sparsity).div_(1.0 - self.sparsity).clamp_(min=0.0)
 
 
 def toy_losses(
