@@ -29,9 +29,7 @@ include: "workflow/rules/report.smk"
 localrules:
     all,
     toy,
-    toy_figure_geometry,
-    toy_figure_alignment,
-    toy_figure_dynamics,
+    toy_figures,
     toy_figure_anisotropy,
     toy_sweep,
     toy_figure_sweeps,

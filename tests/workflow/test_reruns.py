@@ -40,16 +40,20 @@ def test_forcerun_of_figure_rules_reruns_only_figures(small_run):
     tables_before = _mtimes(results, "*.parquet")
     figures_before = _mtimes(results / "figures", "*.png")
     out = run_snakemake(
-        small_run, *SMALL_TARGETS, "--forcerun", "svd_figure_spectra", "toy_figure_geometry", *SMALL_CONFIG
+        small_run, *SMALL_TARGETS, "--forcerun", "svd_figure_spectra", "toy_figures", *SMALL_CONFIG
     ).stdout
     counts = job_counts(out)
     # `toy` is the stage's target rule (no outputs, no command): it follows any of its inputs.
-    assert counts == {"svd_figure_spectra": 1, "toy_figure_geometry": 3, "toy": 1}, out
+    assert counts == {"svd_figure_spectra": 1, "toy_figures": 3, "toy": 1}, out
     assert _mtimes(results, "*.parquet") == tables_before
     changed = {p.name for p, t in _mtimes(results / "figures", "*.png").items() if t != figures_before[p]}
     assert changed == {
         "spectra_minilm.png",
-        *(f"geometry_{e}.png" for e in ("single_pair", "multi_pair", "orthogonalisation")),
+        *(
+            f"{figure}_{e}.png"
+            for figure in ("geometry", "alignment", "dynamics")
+            for e in ("single_pair", "multi_pair", "orthogonalisation")
+        ),
     }
 
 
@@ -57,9 +61,7 @@ def test_changing_a_toy_parameter_reruns_only_that_experiment_and_its_consumers(
     counts = _plan_with_override(small_run, "steps.yaml", "toy:\n  experiments:\n    single_pair:\n      steps: 50\n")
     assert counts == {
         "toy_train": 1,
-        "toy_figure_geometry": 1,
-        "toy_figure_alignment": 1,
-        "toy_figure_dynamics": 1,
+        "toy_figures": 1,
         "toy": 1,
         "results_table": 1,
     }

@@ -50,7 +50,7 @@ SLURM_OPTIONS = [
 ]
 # The figure rule is a `localrules` entry: it runs in the Snakemake process, not as a SLURM job.
 SUBMITTED_RULES = ("toy_train", "slurm_test_fails")
-LOCAL_RULE = "toy_figure_geometry"
+LOCAL_RULE = "toy_figures"
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
 TIMEOUT = 300
 

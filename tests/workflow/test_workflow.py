@@ -16,7 +16,7 @@ def test_dry_run_plans_every_job(workdir):
     counts = job_counts(out)
     expected = {
         "toy_train": 3,
-        "toy_figure_geometry": 3,
+        "toy_figures": 3,
         "toy_anisotropy": 1,
         "toy_sweep_point": 11,
         "extract_weights": 4,  # 2 models x 2 variants

@@ -5,6 +5,7 @@
 import dataclasses
 
 import pandas as pd
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import Paramspace, validate
 from svalign.config import check_config, enabled_models, sae_sites
 from svalign.dynamics.config import dynamics_models, series_in_one_job
@@ -59,7 +60,19 @@ VARIANTS = ["trained", "random"] if config["random_init"]["enabled"] else ["trai
 # dynamics_train took 59 s against 50 s with one thread, toy_anisotropy 84 CPU-s against 62, a SmolLM2 SAD job 76
 # against 61 — small matmuls do not pay for a second thread. From 5 cores on, the DAG is narrower than the machine
 # at the end of the run, and 2 threads shorten its long jobs. `--set-threads rule=N` overrides either.
-JOB_THREADS = 1 if workflow.cores <= 4 else 2
+
+
+def job_threads():
+    try:
+        cores = workflow.cores
+    except (
+        WorkflowError
+    ):  # a cluster executor has no local core count: 2, as profiles/slurm sets them
+        return 2
+    return 1 if cores <= 4 else 2
+
+
+JOB_THREADS = job_threads()
 # Rules that compute with torch ask the scheduler for a GPU only when the config demands CUDA; with
 # device: auto a cluster profile can add the request per rule (see profiles/).
 GPU_JOBS = 1 if config["device"] == "cuda" else 0
@@ -129,14 +142,11 @@ def sweep_files(wildcards):
 
 
 def toy_targets():
-    figures = [
-        rules.toy_figure_geometry,
-        rules.toy_figure_alignment,
-        rules.toy_figure_dynamics,
-    ]
     targets = expand(rules.toy_train.output.metrics, experiment=TOY_EXPERIMENTS)
-    for rule_ in figures:
-        targets += expand(rule_.output.png, experiment=TOY_EXPERIMENTS)
+    for name in ("geometry", "alignment", "dynamics"):
+        targets += expand(
+            getattr(rules.toy_figures.output, name), experiment=TOY_EXPERIMENTS
+        )
     if config["toy"]["anisotropy"]["enabled"]:
         targets.append(rules.toy_figure_anisotropy.output.png)
     if SWEEPS["enabled"]:

@@ -27,23 +27,43 @@ rule toy_train:
         "../../scripts/toy_train.py"
 
 
-# The three figure rules share one script, which dispatches on the rule name.
-rule toy_figure_geometry:
+# The three figures of one experiment in one job: each is a second of drawing after seconds of imports.
+rule toy_figures:
     input:
         metrics=rules.toy_train.output.metrics,
+        trajectory=rules.toy_train.output.trajectory,
     output:
-        png=report(
+        geometry=report(
             "results/figures/toy/geometry_{experiment}.png",
             caption="../report/toy_geometry.rst",
             category="Toy model",
             subcategory="{experiment}",
             labels={"figure": "feature geometry", "experiment": "{experiment}"},
         ),
-        pdf="results/figures/toy/geometry_{experiment}.pdf",
+        alignment=report(
+            "results/figures/toy/alignment_{experiment}.png",
+            caption="../report/toy_alignment.rst",
+            category="Toy model",
+            subcategory="{experiment}",
+            labels={
+                "figure": "singular vectors vs features",
+                "experiment": "{experiment}",
+            },
+        ),
+        dynamics=report(
+            "results/figures/toy/dynamics_{experiment}.png",
+            caption="../report/toy_dynamics.rst",
+            category="Toy model",
+            subcategory="{experiment}",
+            labels={"figure": "training dynamics", "experiment": "{experiment}"},
+        ),
+        geometry_pdf="results/figures/toy/geometry_{experiment}.pdf",
+        alignment_pdf="results/figures/toy/alignment_{experiment}.pdf",
+        dynamics_pdf="results/figures/toy/dynamics_{experiment}.pdf",
     log:
-        f"{LOGS}/toy_figure_geometry/{{experiment}}.log",
+        f"{LOGS}/toy_figures/{{experiment}}.log",
     benchmark:
-        f"{BENCHMARKS}/toy_figure_geometry/{{experiment}}.tsv"
+        f"{BENCHMARKS}/toy_figures/{{experiment}}.tsv"
     conda:
         ENV
     threads: 1
@@ -54,44 +74,7 @@ rule toy_figure_geometry:
         seed=config["toy"]["figures"]["seed"],
         measured=MEASURED,
     script:
-        "../../scripts/toy_figure.py"
-
-
-use rule toy_figure_geometry as toy_figure_alignment with:
-    output:
-        png=report(
-            "results/figures/toy/alignment_{experiment}.png",
-            caption="../report/toy_alignment.rst",
-            category="Toy model",
-            subcategory="{experiment}",
-            labels={
-                "figure": "singular vectors vs features",
-                "experiment": "{experiment}",
-            },
-        ),
-        pdf="results/figures/toy/alignment_{experiment}.pdf",
-    log:
-        f"{LOGS}/toy_figure_alignment/{{experiment}}.log",
-    benchmark:
-        f"{BENCHMARKS}/toy_figure_alignment/{{experiment}}.tsv"
-
-
-use rule toy_figure_geometry as toy_figure_dynamics with:
-    input:
-        trajectory=rules.toy_train.output.trajectory,
-    output:
-        png=report(
-            "results/figures/toy/dynamics_{experiment}.png",
-            caption="../report/toy_dynamics.rst",
-            category="Toy model",
-            subcategory="{experiment}",
-            labels={"figure": "training dynamics", "experiment": "{experiment}"},
-        ),
-        pdf="results/figures/toy/dynamics_{experiment}.pdf",
-    log:
-        f"{LOGS}/toy_figure_dynamics/{{experiment}}.log",
-    benchmark:
-        f"{BENCHMARKS}/toy_figure_dynamics/{{experiment}}.tsv"
+        "../../scripts/toy_figures.py"
 
 
 rule toy_anisotropy:
