@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
+import psutil
 
 if TYPE_CHECKING:
     import torch
@@ -71,6 +74,18 @@ def derive_seed(seed: int, purpose: str) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1)
 
 
+def process_usage() -> str:
+    """This process's CPU time (user + system, every thread, imports included), wall time since it started and peak
+    RSS: exact per job, where Snakemake's benchmark files sample CPU time (every 30 s after the first 15 s, so a
+    longer job's last stretch is missed)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    started = psutil.Process().create_time()
+    return (
+        f"usage: cpu {usage.ru_utime + usage.ru_stime:.1f} s, wall {time.time() - started:.1f} s, "
+        f"peak rss {usage.ru_maxrss / 1024:.0f} MB"
+    )
+
+
 @contextmanager
 def rule_logging(log_path: str | os.PathLike[str] | None, level: int = logging.INFO) -> Iterator[TextIO]:
     """Send logging (and the returned stream, for tqdm) to a rule's ``log:`` file, else to stderr."""
@@ -90,6 +105,8 @@ def rule_logging(log_path: str | os.PathLike[str] | None, level: int = logging.I
     except BaseException:
         log.exception("rule failed")
         raise
+    else:
+        log.info("%s", process_usage())
     finally:
         root.removeHandler(handler)
         if handle is not sys.stderr:

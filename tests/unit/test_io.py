@@ -1,4 +1,6 @@
 import os
+import re
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -6,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from svalign import io
+from svalign.runtime import rule_logging
 
 SCHEMA = io.TableSchema(
     "example",
@@ -110,3 +113,21 @@ def test_schema_docs_are_up_to_date(repo):
     assert (repo / "docs" / "schemas.md").read_text() == schemas_markdown(), (
         "docs/schemas.md is stale: python -m svalign.tables > docs/schemas.md"
     )
+
+
+def test_rule_log_ends_with_the_jobs_cpu_wall_and_peak_memory(tmp_path):
+    """Every rule's log ends with exact CPU and wall time (Snakemake's benchmark samples CPU time coarsely)."""
+    log_file = tmp_path / "job.log"
+    with rule_logging(log_file):
+        deadline = time.process_time() + 0.3
+        while time.process_time() < deadline:  # burn 0.3 s of CPU
+            pass
+    last = log_file.read_text().strip().splitlines()[-1]
+    match = re.search(r"usage: cpu ([\d.]+) s, wall ([\d.]+) s, peak rss (\d+) MB", last)
+    assert match, last
+    cpu, wall, rss = float(match[1]), float(match[2]), int(match[3])
+    assert 0.3 <= cpu <= wall and rss > 10
+    failing = tmp_path / "failed.log"
+    with pytest.raises(RuntimeError), rule_logging(failing):
+        raise RuntimeError("boom")
+    assert "usage:" not in failing.read_text() and "rule failed" in failing.read_text()
