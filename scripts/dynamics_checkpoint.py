@@ -10,15 +10,9 @@ from svalign.runtime import configure_torch, rule_logging
 
 with rule_logging(snakemake.log[0]):
     configure_torch(snakemake.threads)
-    params = snakemake.params
     pipeline.checkpoint_chain(
-        params.model,
+        snakemake.params.model,
         {name: getattr(snakemake.output, name) for name in pipeline.CHECKPOINT_OUTPUTS},
-        seed=params.seed,
-        svd_config=params.svd,
-        device=params.device,
-        prompt_set=params.prompt_set,
-        sad_options=params.sad,
-        prompt_params=params.prompts,
         repeated=pipeline.repeated_texts(snakemake.input.get("prompts")),
+        **pipeline.chain_options(snakemake.params),
     )

@@ -14,14 +14,5 @@ with rule_logging(snakemake.log[0]) as log_stream:
     params, out = snakemake.params, snakemake.output
     repeated = pipeline.repeated_texts(snakemake.input.get("prompts"))
     for index, model in enumerate(tqdm(params.models, desc="checkpoints", file=log_stream, mininterval=5.0)):
-        pipeline.checkpoint_chain(
-            model,
-            {name: getattr(out, name)[index] for name in pipeline.CHECKPOINT_OUTPUTS},
-            seed=params.seed,
-            svd_config=params.svd,
-            device=params.device,
-            prompt_set=params.prompt_set,
-            sad_options=params.sad,
-            prompt_params=params.prompts,
-            repeated=repeated,
-        )
+        paths = {name: getattr(out, name)[index] for name in pipeline.CHECKPOINT_OUTPUTS}
+        pipeline.checkpoint_chain(model, paths, repeated=repeated, **pipeline.chain_options(params))

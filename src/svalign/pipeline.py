@@ -29,6 +29,7 @@ from svalign.sad.config import SADConfig
 __all__ = [
     "CHECKPOINT_OUTPUTS",
     "StepTables",
+    "chain_options",
     "checkpoint_chain",
     "read_svd",
     "read_weights",
@@ -179,3 +180,16 @@ def checkpoint_chain(
     model_svd = read_svd(paths["svd"], paths["bases"])
     keys = {"model": model["name"], "variant": variant, "prompt_set": prompt_set}
     write_step(sad_step(bridge, weights, model_svd, keys, sad_options, prompt_params, repeated), paths)
+
+
+def chain_options(params: Any) -> dict[str, Any]:
+    """:func:`checkpoint_chain`'s options from the params of rule dynamics_checkpoint or dynamics_series (fields
+    ``seed``, ``svd``, ``device``, ``prompt_set``, ``sad``, ``prompts``)."""
+    return {
+        "seed": params.seed,
+        "svd_config": params.svd,
+        "device": params.device,
+        "prompt_set": params.prompt_set,
+        "sad_options": params.sad,
+        "prompt_params": params.prompts,
+    }
