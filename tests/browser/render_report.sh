@@ -52,9 +52,10 @@ install_chromium() {
     echo "render_report: installing chromium with apt-get (log: $log) ..." >&2
     # Debian's package is `chromium`; refresh the package lists only when it is unknown.
     if ! apt-cache show chromium >/dev/null 2>&1; then
-        "${sudo[@]}" apt-get update >>"$log" 2>&1 || true
+        "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update >>"$log" 2>&1 || true
     fi
-    if ! DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends \
+    # The SLURM test may be installing its packages at the same moment (another pytest worker): wait for the lock.
+    if ! DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends \
         chromium fonts-dejavu-core >>"$log" 2>&1; then
         tail -n 15 "$log" >&2
         echo "render_report: apt-get install chromium failed (offline, or no such package?); see $log" >&2

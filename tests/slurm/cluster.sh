@@ -56,8 +56,9 @@ cmd_install() {
     # No recommends: the daemons only. In containers policy-rc.d stops the packages starting services;
     # on a systemd machine munge starts and is reused by `up`; slurmctld/slurmd need a slurm.conf first.
     # A fresh image may have no package lists yet: `apt-get update` once, then try again.
-    local apt=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PACKAGES[@]}")
-    "${apt[@]}" || { apt-get update -q && "${apt[@]}"; } || die "apt-get install ${PACKAGES[*]} failed" 3
+    # DPkg::Lock::Timeout: the browser tests may be installing Chromium at the same moment (another pytest worker).
+    local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${PACKAGES[@]}")
+    "${apt[@]}" || { apt-get -o DPkg::Lock::Timeout=600 update -q && "${apt[@]}"; } || die "apt-get install ${PACKAGES[*]} failed" 3
     have_binaries || die "installed ${PACKAGES[*]} but slurmctld/slurmd/sbatch/munged are not on PATH" 3
 }
 

@@ -199,3 +199,28 @@ def test_hub_revision_without_safetensors_fetches_the_bin_weights(monkeypatch, t
     calls.clear()
     new = models._snapshot("EleutherAI/pythia-160m", "new")
     assert (new / "model.safetensors").exists() and len(calls) == 1 and "pytorch_model*.bin" not in calls[0]
+
+
+def test_gguf_is_parsed_once_during_a_conversion_and_gguf_is_restored_after(tmp_path):
+    import gguf
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_tensor("token_embd.weight", torch.arange(12, dtype=torch.float32).reshape(3, 4).numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    originals = gguf.GGUFReader, gguf.get_tensor_name_map
+
+    with models._gguf_parsed_once():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is first  # the same parse for the config, tokenizer and weights
+        assert first.tensors[0].data.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+        name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is name_map
+        assert name_map.get_name("model.layers.1.self_attn.q_proj") == "blk.1.attn_q"
+
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == originals
+    assert gguf.GGUFReader(path) is not first

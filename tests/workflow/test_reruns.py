@@ -99,20 +99,18 @@ def test_changing_the_ioi_prompt_count_reruns_only_ioi_sad_jobs(small_run):
     assert counts == {**expected, **SAE_ANALYSIS}
 
 
-# The resume test's run: a toy experiment, MiniLM's weights -> SVD -> SAD (trained and random) and the training
-# checkpoints' chains (two asked for; the series job makes all 4) — every kind of job that writes tables, a third of
-# the small run's jobs.
+# The resume test's run: a toy experiment, MiniLM's weights -> SVD -> SAD and the training checkpoints' chains (two
+# asked for; the series job makes all 4) — every kind of job that writes tables (one of each suffices: the other
+# variants and experiments run the same code), a quarter of the small run's jobs.
 RESUME_TARGETS = [
     "results/toy/single_pair/metrics.parquet",
-    "results/toy/multi_pair/metrics.parquet",
     "results/sad/minilm/trained/ioi/summary.parquet",
-    "results/sad/minilm/random/ioi/summary.parquet",
     "results/sad/dyn_step000000/trained/repeated/summary.parquet",
     "results/sad/dyn_step000004/trained/repeated/summary.parquet",
 ]
-# Their tables: 2 toy experiments x 3; MiniLM 2 variants x (weights, SVD, bases, 3 SAD); the training log, the
+# Their tables: 1 toy experiment x 3; MiniLM's trained variant (weights, SVD, bases, 3 SAD); the training log, the
 # repeated prompts and 4 checkpoints x 6.
-RESUME_TABLES = 2 * 3 + 2 * 6 + 2 + 4 * 6
+RESUME_TABLES = 3 + 6 + 2 + 4 * 6
 
 
 def test_killed_run_resumes_to_the_same_tables_as_an_uninterrupted_run(workdir, small_run):
@@ -146,11 +144,13 @@ def test_killed_run_resumes_to_the_same_tables_as_an_uninterrupted_run(workdir, 
     assert killed_tables <= set(parquet_contents(results))
     run_snakemake(workdir, "--unlock", *RESUME_TARGETS, *SMALL_CONFIG)
 
-    # --until svd: only the MiniLM weights and SVD (and what they need) run; SAD and the toy stage wait.
+    # --until svd: only the MiniLM weights and SVD (and what they need) run; SAD and the toy stage wait. (Which
+    # SAD tables the killed run had finished depends on the machine's speed, so compare, not expect none.)
+    sad_before = {name for name in parquet_contents(results) if name.startswith("sad/")}
     out = run_snakemake(workdir, *RESUME_TARGETS, "--until", "svd", "--rerun-incomplete", *SMALL_CONFIG).stdout
     assert set(job_counts(out)) <= {"extract_weights", "svd", "dynamics_train"}, out
     assert (results / "svd" / "minilm" / "trained.parquet").exists()
-    assert not (results / "sad").exists()
+    assert {name for name in parquet_contents(results) if name.startswith("sad/")} == sad_before
 
     run_snakemake(workdir, *RESUME_TARGETS, "--rerun-incomplete", *SMALL_CONFIG)
     resumed, uninterrupted = parquet_contents(results), parquet_contents(small_run / "results")
