@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from workflow_helpers import SMALL_CONFIG, SMALL_TARGETS, job_counts
 from workflow_helpers import run_snakemake as snakemake
@@ -35,20 +37,23 @@ def test_dry_run_plans_every_job(workdir):
     assert {rule: counts.get(rule) for rule in expected} == expected, out
 
 
+def _default_plan_with(workdir: Path, target: str, override: str) -> tuple[dict[str, int], str]:
+    """Job counts and output of a dry run of ``target`` under the default config with ``override`` merged last."""
+    (workdir / "override.yaml").write_text(override)
+    out = snakemake(workdir, "-n", target, "--configfile", "config.yaml", "override.yaml").stdout
+    return job_counts(out), out
+
+
 def test_checkpoint_jobs_each_plans_one_job_per_checkpoint(workdir):
     """dynamics.checkpoint_jobs: each (auto's choice for external checkpoints) makes every checkpoint its own job."""
-    (workdir / "each.yaml").write_text("dynamics:\n  checkpoint_jobs: each\n")
-    out = snakemake(workdir, "-n", "dynamics", "--configfile", "config.yaml", "each.yaml").stdout
-    counts = job_counts(out)
+    counts, out = _default_plan_with(workdir, "dynamics", "dynamics:\n  checkpoint_jobs: each\n")
     assert counts["dynamics_checkpoint"] == 30 and "dynamics_series" not in counts, out
     assert "results/sad/dyn_step000000/trained/repeated/summary.parquet" in out
 
 
 def test_batched_sweeps_plan_one_job_per_shape(workdir):
     """The 11 default points have 7 shapes (N, m, H): the 5 base-shape points (λ, S vary) become one job."""
-    (workdir / "batch.yaml").write_text("toy:\n  sweeps:\n    batch_shared_shapes: true\n")
-    out = snakemake(workdir, "-n", "toy", "--configfile", "config.yaml", "batch.yaml").stdout
-    counts = job_counts(out)
+    counts, out = _default_plan_with(workdir, "toy", "toy:\n  sweeps:\n    batch_shared_shapes: true\n")
     assert counts["toy_sweep_group"] == 7 and "toy_sweep_point" not in counts, out
     assert "groups/n_features~20/context_len~8/d_head~10/metrics.parquet" in out
 
