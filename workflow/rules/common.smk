@@ -73,6 +73,12 @@ def job_threads():
 
 
 JOB_THREADS = job_threads()
+# Scheduling order (`priority:`; Snakemake starts the highest-priority ready jobs first and does not pass a rule's
+# priority on to its inputs, so every rule of a long chain carries it). The long jobs and the chains that lead to
+# them (SmolLM2 conversion -> weights -> SVD -> SAD, toy and dynamics training, the SAE) start first; the many
+# short jobs (sweep points, figures, tables) then fill the cores to the end. Without it, on 2 cores, a 90 s SmolLM2
+# SAD job started last and ran alone for its whole length.
+LONG_CHAIN = 1
 # Rules that compute with torch ask the scheduler for a GPU only when the config demands CUDA; with
 # device: auto a cluster profile can add the request per rule (see profiles/).
 GPU_JOBS = 1 if config["device"] == "cuda" else 0

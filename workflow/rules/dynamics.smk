@@ -11,6 +11,7 @@ rule dynamics_train:
         f"{LOGS}/dynamics_train.log",
     benchmark:
         f"{BENCHMARKS}/dynamics_train.tsv"
+    priority: LONG_CHAIN
     conda:
         ENV
     threads: JOB_THREADS

@@ -18,6 +18,7 @@ rule sad:
         f"{BENCHMARKS}/sad/{{model}}_{{variant}}_{{prompt_set}}.tsv"
     wildcard_constraints:
         model=CONFIGURED_MODEL,
+    priority: LONG_CHAIN
     conda:
         ENV
     threads: JOB_THREADS

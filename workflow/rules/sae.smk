@@ -10,6 +10,7 @@ rule sae_corpus:
         f"{LOGS}/sae_corpus.log",
     benchmark:
         f"{BENCHMARKS}/sae_corpus.tsv"
+    priority: LONG_CHAIN
     conda:
         ENV
     threads: 1
@@ -37,6 +38,7 @@ rule sae_train:
         f"{BENCHMARKS}/sae_train/{{model}}.tsv"
     wildcard_constraints:
         model=CONFIGURED_MODEL,
+    priority: LONG_CHAIN
     conda:
         ENV
     threads: JOB_THREADS
@@ -73,6 +75,7 @@ rule sae_align:
         f"{BENCHMARKS}/sae_align/{{model}}.tsv"
     wildcard_constraints:
         model=CONFIGURED_MODEL,
+    priority: LONG_CHAIN
     conda:
         ENV
     threads: JOB_THREADS

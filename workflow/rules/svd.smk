@@ -13,6 +13,7 @@ rule svd:
         f"{BENCHMARKS}/svd/{{model}}_{{variant}}.tsv"
     wildcard_constraints:
         model=CONFIGURED_MODEL,
+    priority: LONG_CHAIN
     conda:
         ENV
     threads: JOB_THREADS

@@ -11,6 +11,7 @@ rule toy_train:
         f"{LOGS}/toy_train/{{experiment}}.log",
     benchmark:
         f"{BENCHMARKS}/toy_train/{{experiment}}.tsv"
+    priority: LONG_CHAIN
     conda:
         ENV
     # One thread per job: the toy's matmuls are small, so jobs in parallel beat threads in one job
@@ -84,6 +85,7 @@ rule toy_anisotropy:
         f"{LOGS}/toy_anisotropy.log",
     benchmark:
         f"{BENCHMARKS}/toy_anisotropy.tsv"
+    priority: LONG_CHAIN
     conda:
         ENV
     threads: JOB_THREADS

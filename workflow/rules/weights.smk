@@ -8,6 +8,7 @@ rule convert_smollm2:
         f"{LOGS}/convert_smollm2.log",
     benchmark:
         f"{BENCHMARKS}/convert_smollm2.tsv"
+    priority: LONG_CHAIN
     conda:
         ENV
     threads: JOB_THREADS
@@ -29,6 +30,7 @@ rule extract_weights:
         f"{BENCHMARKS}/extract_weights/{{model}}_{{variant}}.tsv"
     wildcard_constraints:
         model=CONFIGURED_MODEL,
+    priority: LONG_CHAIN
     conda:
         ENV
     threads: JOB_THREADS
