@@ -1,9 +1,9 @@
 """Shared fixtures: fixed seeds for every test and a device parameter (CPU always, CUDA when present).
 
-`make test` runs pytest with pytest-xdist (``-n auto --dist loadgroup``): the Snakemake end-to-end tests share one
-finished run, so they form one group on one worker, as do the tests that need the converted SmolLM2 (a session
-fixture of ~15 s); the rest spread over the other workers. Each worker then uses one torch thread, so the workers
-together never ask for more cores than the machine has.
+`make test` runs pytest with pytest-xdist (``-n auto --dist loadgroup``): the Snakemake end-to-end tests that read
+the shared small run form one group on one worker, as do the tests that need the converted SmolLM2 (a session
+fixture of ~15 s); the rest (the workflow's dry runs included) spread over the other workers. Each worker then uses
+one torch thread, so the workers together never ask for more cores than the machine has.
 """
 
 from __future__ import annotations
@@ -20,13 +20,16 @@ REPO = Path(__file__).resolve().parents[1]
 # One thread per xdist worker (``-n auto`` starts one worker per core), two in a plain ``pytest`` run.
 TORCH_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
 SMOLLM2_FIXTURES = {"smollm2_dir", "smollm2_bridge", "smollm2"}
+SMALL_RUN_FIXTURES = {"small_run", "small_report"}  # tests/workflow/conftest.py: the shared small run
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """xdist groups: the workflow tests (one shared run) on one worker, the SmolLM2 tests (one conversion) on one;
-    the SLURM test (its own cluster and workflow) is a group of its own, free to run beside the shared run.
+    """xdist groups: the tests of the shared small run on one worker, the SmolLM2 tests (one conversion) on one;
+    the SLURM test (its own cluster and workflow) is a group of its own, free to run beside the shared run. The
+    workflow tests that plan from a fresh copy (dry runs, ~2–4 s each) belong to no group: they run beside the
+    small run, on the other worker, instead of after it.
 
     The marks alone do not hold under ``--dist loadgroup``, so this hook also tags the node ids:
 
@@ -39,7 +42,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.name == "test_slurm.py":
             item.add_marker(pytest.mark.xdist_group("slurm"))
-        elif "workflow" in item.path.parts:
+        elif SMALL_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("workflow"))
         elif SMOLLM2_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("smollm2"))
