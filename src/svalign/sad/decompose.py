@@ -416,17 +416,19 @@ def haar_rotate(bases: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     ormqr), which skips building the ``[dim, dim]`` Q and its product (a third of a draw's cost at d = 576).
 
     Args:
-        bases: ``[head, dim, r]``; computed in float64, returned in ``bases.dtype``.
+        bases: ``[..., dim, r]`` (e.g. ``[head, dim, r]``: one Q for every head); computed in float64, returned in
+            ``bases.dtype``.
     """
-    heads, dim, rank = bases.shape
+    dim, rank = bases.shape[-2:]
     gaussian = torch.randn(dim, dim, generator=generator, dtype=torch.float64)
     reflectors, tau = torch.geqrf(gaussian)
     signs = torch.sign(torch.diagonal(reflectors)).unsqueeze(-1)  # Q_haar = Q · diag(sign(diag R))
-    flat = bases.to(torch.float64).transpose(0, 1).reshape(dim, heads * rank)
+    flat = bases.to(torch.float64).movedim(-2, 0).reshape(dim, -1)  # [dim, (...)·r]: one ormqr for all
     rotated = torch.ormqr(reflectors, tau, signs * flat)
-    return rotated.reshape(dim, heads, rank).transpose(0, 1).to(bases.dtype)
+    return rotated.reshape(dim, *bases.shape[:-2], rank).movedim(0, -2).to(bases.dtype)
 
 
-def rotate_svd(svd: HeadSVD, Q_U: torch.Tensor, Q_V: torch.Tensor) -> HeadSVD:
-    """The spectrum-preserving null: U → Q_U U, V → Q_V V (σ and the cores kept), via the bases."""
-    return HeadSVD(Q_U @ svd.basis_q, Q_V @ svd.basis_k, svd.S, svd.core_u, svd.core_v)
+def rotate_svd(svd: HeadSVD, generator: torch.Generator) -> HeadSVD:
+    """The spectrum-preserving null: U → Q_U U, V → Q_V V (σ and the cores kept), via the bases, for Haar-random
+    Q_U then Q_V drawn from ``generator`` (:func:`haar_rotate`)."""
+    return svd._replace(basis_q=haar_rotate(svd.basis_q, generator), basis_k=haar_rotate(svd.basis_k, generator))

@@ -27,9 +27,9 @@ from svalign.sad.decompose import (
     augment_inputs,
     check_scores,
     decompose,
-    haar_rotate,
     layer_svd,
     pair_statistics,
+    rotate_svd,
 )
 from svalign.svd import HeadSVD, ModelSVD
 from svalign.tables import SAD_PAIRS, SAD_SUMMARY
@@ -262,12 +262,7 @@ def null_bases(model_svd: ModelSVD, n_layers: int, config: SADConfig) -> list[li
     bases = []
     for layer in range(n_layers):
         svd = layer_svd(model_svd, layer)
-        bases.append(
-            [
-                svd._replace(basis_q=haar_rotate(svd.basis_q, generator), basis_k=haar_rotate(svd.basis_k, generator))
-                for _ in range(config.null_draws)
-            ]
-        )
+        bases.append([rotate_svd(svd, generator) for _ in range(config.null_draws)])
     return bases
 
 
