@@ -4,7 +4,7 @@ import logging
 import time
 
 from svalign import io
-from svalign.explorer_page import build_page, check_report_size
+from svalign.explorer.page import build_page, check_report_size
 from svalign.runtime import rule_logging
 
 with rule_logging(snakemake.log[0]):

@@ -1,7 +1,8 @@
 """Rule explorer_readouts: token read-outs of every head's leading singular directions and its SAD examples, from one
 boot of the model and one pass over the explorer's prompt sets."""
 
-from svalign import io, models, pipeline, readouts
+from svalign import io, models, pipeline
+from svalign.explorer import readouts
 from svalign.runtime import configure_torch, rule_logging
 from svalign.tables import SAD_PAIRS
 
@@ -26,4 +27,4 @@ with rule_logging(snakemake.log[0]):
     record = io.provenance("explorer_readouts", {**keys, **params.options, "prompts": params.prompts})
     options = readouts.ReadoutOptions(**params.options, chunk_prompts=params.chunk_prompts)
     step = readouts.readouts_step(model, weights, model_svd, sets, options, keys, record)
-    pipeline.write_step(step, snakemake.output)
+    io.write_step(step, snakemake.output)

@@ -2,7 +2,7 @@
 
 from svalign import degeneracy, io
 from svalign.runtime import rule_logging
-from svalign.tables import HEAD_SPECTRUM_BLOCKS, HEAD_SVD
+from svalign.tables import HEAD_DEGENERACY_BLOCKS, HEAD_SVD
 
 with rule_logging(snakemake.log[0]):
     options = snakemake.params.options
@@ -12,4 +12,4 @@ with rule_logging(snakemake.log[0]):
     )
     keys = {"model": snakemake.wildcards.model, "variant": snakemake.wildcards.variant}
     record = io.provenance("explorer_spectra", {**keys, **options})
-    io.write_table(snakemake.output[0], HEAD_SPECTRUM_BLOCKS, columns, record)
+    io.write_table(snakemake.output[0], HEAD_DEGENERACY_BLOCKS, columns, record)

@@ -1,7 +1,7 @@
 """Rule extract_weights: per-head W_Q/W_K (+ biases, RoPE) of one model variant of a verified family (through
 TransformerBridge or the family's transformers modules, svalign.families); a refused family fails here, saying why."""
 
-from svalign import pipeline
+from svalign import io, pipeline
 from svalign.runtime import configure_torch, rule_logging
 
 with rule_logging(snakemake.log[0]):
@@ -10,4 +10,4 @@ with rule_logging(snakemake.log[0]):
     step, _ = pipeline.weights_step(
         params.model, snakemake.wildcards.variant, params.seed, snakemake.input.get("model_dir")
     )
-    pipeline.write_step(step, {"weights": snakemake.output[0]})
+    io.write_step(step, {"weights": snakemake.output[0]})

@@ -2,8 +2,9 @@
 
 from svalign import io, models, pipeline
 from svalign.runtime import configure_torch, rule_logging
+from svalign.sad.config import SADConfig
 from svalign.sae import run
-from svalign.sae.schemas import SAE_DICTIONARY, SAE_QUALITY
+from svalign.tables import SAE_DICTIONARY, SAE_QUALITY
 
 with rule_logging(snakemake.log[0]):
     configure_torch(snakemake.threads)
@@ -13,5 +14,6 @@ with rule_logging(snakemake.log[0]):
     bridge, _ = models.load_model(params.model, "trained", params.seed, inputs.get("model_dir"))
     tables = io.read_table(inputs.dictionary, SAE_DICTIONARY), io.read_table(inputs.quality, SAE_QUALITY)
     name = params.model["name"]
-    step = run.analyse_step(bridge, weights, svds, *tables, params.sae, params.sad, params.prompts, name)
-    pipeline.write_step(step, snakemake.output)
+    sad_config = SADConfig.from_mapping(params.sad)
+    step = run.analyse_step(bridge, weights, svds, *tables, params.sae, sad_config, params.prompts, name)
+    io.write_step(step, snakemake.output)

@@ -3,7 +3,7 @@
 from svalign import io
 from svalign.runtime import rule_logging
 from svalign.sae.corpus import build_corpus, corpus_digest
-from svalign.sae.schemas import SAE_CORPUS
+from svalign.tables import SAE_CORPUS
 
 with rule_logging(snakemake.log[0]):
     corpus = build_corpus()

@@ -3,7 +3,7 @@
 from svalign import io, models, pipeline
 from svalign.runtime import configure_torch, resolve_device, rule_logging
 from svalign.sae import run
-from svalign.sae.schemas import SAE_CORPUS
+from svalign.tables import SAE_CORPUS
 
 with rule_logging(snakemake.log[0]) as progress:
     configure_torch(snakemake.threads)
@@ -13,4 +13,4 @@ with rule_logging(snakemake.log[0]) as progress:
     texts = io.read_table(inputs.corpus, SAE_CORPUS).column("text").to_pylist()
     device = resolve_device(params.device)
     step = run.train_step(bridge, weights, texts, params.layers, params.sae, params.model["name"], device, progress)
-    pipeline.write_step(step, snakemake.output)
+    io.write_step(step, snakemake.output)

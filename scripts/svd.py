@@ -1,6 +1,6 @@
 """Rule svd: batched factored SVD of every head's (augmented, per-RoPE-offset) QK form."""
 
-from svalign import pipeline
+from svalign import io, pipeline
 from svalign.runtime import configure_torch, rule_logging
 
 with rule_logging(snakemake.log[0]):
@@ -8,4 +8,4 @@ with rule_logging(snakemake.log[0]):
     weights = pipeline.read_weights(snakemake.input[0])
     wildcards, params = snakemake.wildcards, snakemake.params
     step = pipeline.svd_step(weights, wildcards.model, wildcards.variant, params.svd, params.device)
-    pipeline.write_step(step, snakemake.output)
+    io.write_step(step, snakemake.output)

@@ -8,32 +8,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from svalign.mappings import ConfigError, check_offset_coverage
 from svalign.toy.config import ToyConfig
 
 __all__ = ["ConfigError", "check_config", "check_offset_coverage", "enabled_models", "sae_sites"]
 
 
-class ConfigError(ValueError):
-    """A config value is invalid; the message starts with the dotted key path."""
-
-
 def enabled_models(config: Mapping[str, Any]) -> list[str]:
     """Names of the configured models whose stages run (``models.<name>.enabled``, default true), sorted."""
     return sorted(name for name, entry in config["models"].items() if entry.get("enabled", True))
-
-
-def check_offset_coverage(max_offset: int, n_positions: int, what: str) -> None:
-    """Fail unless RoPE offsets 0..``max_offset`` cover every query-key distance of ``n_positions`` tokens.
-
-    A RoPE head has one QK form per offset δ = t − j, so SAD of a sequence of n tokens needs the SVDs of offsets
-    0..n − 1. The one place this is decided: config validation (our dynamics series, whose length is known) and
-    the SAD stage (prompt lengths known after tokenising) both call it.
-    """
-    if max_offset < n_positions - 1:
-        raise ConfigError(
-            f"config key svd.max_offset: {max_offset} is below {n_positions - 1}: {what} has {n_positions} tokens, "
-            f"and a RoPE model needs one SVD per query-key offset: raise svd.max_offset to at least {n_positions - 1}"
-        )
 
 
 def _check_memory(config: ToyConfig, key: str, limit_gb: float) -> None:

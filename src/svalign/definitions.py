@@ -11,6 +11,9 @@ the results table, its bootstrap resamples, the report captions and the figure t
 * :func:`share_sparser`: the share of heads whose median S is below their null's;
 * :func:`pooled_share`: a fraction pooled over firing pairs (not a mean over heads);
 * :func:`crossings` / :func:`anisotropy_crossing`: where a decreasing curve crosses a level;
+  :func:`anisotropy_curves` and :func:`crossing_text`: the anisotropy sweep's curves and their crossing in words
+  (the results table, the captions and the figure titles say it the same way);
+* :data:`SIGNIFICANT_SIGMA_RATIO`: when a singular value counts as "significant";
 * :func:`gap_below_null`: how far S lies below the null's S, as a fraction of the null's.
 
 Functions take arrays whose last axis is the heads (or the curve), so the same call serves the point estimate
@@ -32,7 +35,10 @@ __all__ = [
     "PAPER_ALIGNMENT_LEVEL",
     "PAPER_ANISOTROPY_NORM",
     "PAPER_SAE_INTERFERENCE",
+    "SIGNIFICANT_SIGMA_RATIO",
     "anisotropy_crossing",
+    "anisotropy_curves",
+    "crossing_text",
     "crossings",
     "gap_below_null",
     "grid_crossings",
@@ -60,6 +66,8 @@ MATCH_MARGIN = 0.0
 pair's when the pooled match rate exceeds both the rotation null's match rate and chance by more than this."""
 NULL_GAP = 0.1
 """"Absent under the null" over training: S at least this fraction below the null's S at the last checkpoint."""
+SIGNIFICANT_SIGMA_RATIO = 0.05
+"""σ_k/σ_1 above this counts as a "significant" singular value (paper Fig 2b; toy metrics, spectra figure)."""
 
 
 def lower_half(top_rank: Any, rank: int) -> np.ndarray:
@@ -137,3 +145,24 @@ def anisotropy_crossing(mean_by_norm: Any, level: float = PAPER_ALIGNMENT_LEVEL)
 def gap_below_null(real: Any, null: Any) -> np.ndarray:
     """How far S lies below the null's S, as a fraction of the null's: 1 − S / S_null (0.1 = 10 % below)."""
     return 1 - np.asarray(real, dtype=np.float64) / np.asarray(null, dtype=np.float64)
+
+
+def anisotropy_curves(table) -> tuple[Any, Any]:
+    """Mean matched |cos| over feature seeds by interference norm (sorted): trained head, closed form Ω*."""
+    by_norm = table.groupby("interference_norm")
+    return (
+        by_norm["mean_matched_cos"].mean().sort_index(),
+        by_norm["closed_form_mean_matched_cos"].mean().sort_index(),
+    )
+
+
+def crossing_text(curve, threshold: float = PAPER_ALIGNMENT_LEVEL, norm: str = "‖E_X‖₂") -> str:
+    """Where ``curve`` (:func:`anisotropy_crossing`) drops below ``threshold``, as a predicate of "the curve":
+    "crosses 0.75 at ‖E_X‖₂ ≈ 43", "is below 0.75 from the first norm (0)" (a curve that starts below has no
+    crossing, though its crossing norm is the first), or "stays above 0.75 (up to ‖E_X‖₂ = 60)"."""
+    value = anisotropy_crossing(curve, threshold)
+    if value is None:
+        return f"stays above {threshold:g} (up to {norm} = {curve.index.max():g})"
+    if float(curve.iloc[0]) < threshold:
+        return f"is below {threshold:g} from the first norm ({curve.index[0]:g})"
+    return f"crosses {threshold:g} at {norm} ≈ {value:.0f}"

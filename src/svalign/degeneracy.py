@@ -11,7 +11,7 @@ are not resolved by the SVD at all.
 :func:`spectrum_blocks` groups the singular values of every (head, offset) at once: adjacent σ_k ≥ σ_{k+1} share a
 block when their relative gap (σ_k − σ_{k+1}) / σ_k is below ``gap``; every direction below the numerical rank goes
 into one last block (the numerical null space). :func:`spectra_columns` gives the rows of
-:data:`svalign.tables.HEAD_SPECTRUM_BLOCKS`; :func:`block_sums` regroups any per-direction quantity by block.
+:data:`svalign.tables.HEAD_DEGENERACY_BLOCKS`; :func:`block_sums` regroups any per-direction quantity by block.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def svd_columns(table: Any) -> dict[str, np.ndarray]:
 
 
 def spectra_columns(svd_columns: Mapping[str, Any], gap: float, rank_rtol: float, top: int) -> dict[str, Any]:
-    """Columns of :data:`svalign.tables.HEAD_SPECTRUM_BLOCKS` from a ``head_svd`` table's key and σ columns.
+    """Columns of :data:`svalign.tables.HEAD_DEGENERACY_BLOCKS` from a ``head_svd`` table's key and σ columns.
 
     Args:
         svd_columns: ``model``, ``variant``, ``layer``, ``head``, ``offset`` (``[rows]``) and ``sigma [rows, r]``.

@@ -36,17 +36,24 @@ __all__ = [
     "HEAD_KEYS",
     "Column",
     "ParquetReadError",
+    "PathLike",
     "SchemaMismatchError",
+    "StepTables",
     "TableSchema",
     "atomic_file",
     "provenance",
+    "read_frame",
     "read_provenance",
     "read_table",
     "tensor",
     "to_frame",
+    "write_step",
     "write_table",
     "write_text",
 ]
+
+PathLike = str | os.PathLike[str]
+"""A filesystem path as the library accepts it."""
 
 PROVENANCE_KEY = b"svalign"
 _VERSIONED_PACKAGES = ("svalign", "torch", "numpy", "pyarrow", "pandas", "scipy", "snakemake")
@@ -141,7 +148,7 @@ class TableSchema:
             return pa.array([np.asarray(v).tolist() for v in values], type=pa.list_(column.dtype))
         return pa.array(np.asarray(values).tolist() if isinstance(values, np.ndarray) else values, type=column.dtype)
 
-    def validate(self, arrow_schema: pa.Schema, source: str | os.PathLike[str] = "<table>") -> None:
+    def validate(self, arrow_schema: pa.Schema, source: PathLike = "<table>") -> None:
         """Raise :class:`SchemaMismatchError` unless the schema has exactly the declared columns and types."""
         names = arrow_schema.names
         missing = [n for n in self.column_names if n not in names]
@@ -262,7 +269,7 @@ def provenance(stage: str, config: Mapping[str, Any] | None = None, seed: int | 
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+def atomic_file(path: PathLike) -> Iterator[BinaryIO]:
     """A binary handle whose content appears under ``path`` only when the block ends without error.
 
     Written to a temporary file in the same directory, fsynced, then renamed over ``path``; on any error the
@@ -284,7 +291,7 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         raise
 
 
-def write_text(path: str | os.PathLike[str], text: str) -> Path:
+def write_text(path: PathLike, text: str) -> Path:
     """Atomically write a UTF-8 text file (generated Markdown, CSV)."""
     with atomic_file(path) as handle:
         handle.write(text.encode())
@@ -292,7 +299,7 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def write_table(
-    path: str | os.PathLike[str],
+    path: PathLike,
     schema: TableSchema,
     data: Mapping[str, Any] | pa.Table,
     provenance_record: Mapping[str, Any],
@@ -340,7 +347,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot record {type(value).__name__} in provenance")
 
 
-def read_table(path: str | os.PathLike[str], schema: TableSchema, columns: Sequence[str] | None = None) -> pa.Table:
+def read_table(path: PathLike, schema: TableSchema, columns: Sequence[str] | None = None) -> pa.Table:
     """Read a declared table, failing clearly on a missing, corrupt or foreign file.
 
     Args:
@@ -368,7 +375,7 @@ def read_table(path: str | os.PathLike[str], schema: TableSchema, columns: Seque
     return table
 
 
-def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_provenance(path: PathLike) -> dict[str, Any]:
     """The provenance record stored in a file written by :func:`write_table`."""
     try:
         metadata = pq.read_schema(path).metadata or {}
@@ -377,3 +384,27 @@ def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
     if PROVENANCE_KEY not in metadata:
         raise ParquetReadError(f"{path}: no svalign provenance; it was not written by svalign")
     return json.loads(metadata[PROVENANCE_KEY])
+
+
+def read_frame(path: PathLike, schema: TableSchema, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A declared table as a DataFrame (:func:`read_table`, then :func:`to_frame`: tensor cells as arrays)."""
+    return to_frame(read_table(path, schema, columns=columns))
+
+
+@dataclass
+class StepTables:
+    """The tables one pipeline step made: output name → (schema, columns), one provenance record for all of them.
+
+    Library steps return it; rule scripts write it with :func:`write_step`. ``row_groups_by`` names, per output,
+    the column whose values get their own row group (see :func:`write_table`).
+    """
+
+    tables: dict[str, tuple[TableSchema, Any]]
+    record: dict[str, Any]
+    row_groups_by: dict[str, str] = field(default_factory=dict)
+
+
+def write_step(step: StepTables, paths: Mapping[str, PathLike]) -> None:
+    """Write every table of ``step`` to ``paths[output name]`` (atomically, one file at a time)."""
+    for name, (schema, columns) in step.tables.items():
+        write_table(paths[name], schema, columns, step.record, row_groups_by=step.row_groups_by.get(name))

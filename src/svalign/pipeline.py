@@ -12,23 +12,21 @@ before, so a chained run computes on exactly the bytes that separate jobs would.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from svalign import io, models, svd, tables
-from svalign.io import TableSchema
+from svalign.io import PathLike, StepTables, write_step
 from svalign.runtime import resolve_device
-from svalign.sad import prompts, run
+from svalign.sad import run
 from svalign.sad.config import SADConfig
+from svalign.sad.forward import PromptSet
 
 __all__ = [
     "CHECKPOINT_OUTPUTS",
-    "StepTables",
     "chain_options",
     "checkpoint_chain",
     "read_svd",
@@ -37,30 +35,9 @@ __all__ = [
     "sad_step",
     "svd_step",
     "weights_step",
-    "write_step",
 ]
 
 log = logging.getLogger(__name__)
-PathLike = str | os.PathLike[str]
-
-
-@dataclass
-class StepTables:
-    """The tables one step made: output name → (schema, columns), one provenance record for all of them.
-
-    ``row_groups_by`` names, per output, the column whose values get their own row group (see
-    :func:`svalign.io.write_table`).
-    """
-
-    tables: dict[str, tuple[TableSchema, Any]]
-    record: dict[str, Any]
-    row_groups_by: dict[str, str] = field(default_factory=dict)
-
-
-def write_step(step: StepTables, paths: Mapping[str, PathLike]) -> None:
-    """Write every table of ``step`` to ``paths[output name]`` (atomically, one file at a time)."""
-    for name, (schema, columns) in step.tables.items():
-        io.write_table(paths[name], schema, columns, step.record, row_groups_by=step.row_groups_by.get(name))
 
 
 def weights_step(
@@ -114,7 +91,7 @@ def sad_step(
     weights: models.HeadWeights,
     model_svd: svd.ModelSVD,
     keys: Mapping[str, str],
-    options: Mapping[str, Any],
+    config: SADConfig,
     prompt_params: Mapping[str, Any],
     repeated: Sequence[str] | None = None,
 ) -> StepTables:
@@ -122,24 +99,30 @@ def sad_step(
 
     Args:
         keys: ``{"model", "variant", "prompt_set"}``.
-        options: the SAD options (fields of :class:`SADConfig`).
+        config: the SAD options.
         prompt_params: what the prompt set needs (IOI: ``n_ioi_prompts``, ``prompt_seed``; else nothing).
         repeated: texts of the ``repeated`` prompt set (the dynamics stage's table), else None.
     """
-    config = SADConfig.from_mapping(options)
-    texts, answers = prompts.prompt_set(keys["prompt_set"], **prompt_params, repeated=repeated)
-    batches, kept = run.tokenize_prompts(bridge.tokenizer, texts, weights.causal, bridge.cfg.n_ctx, answers)
-    pairs, diagnostics = run.run_sad(bridge, weights, model_svd, batches, config)  # checks the offsets first
+    prompts = PromptSet.build(bridge, weights, keys["prompt_set"], prompt_params, repeated)
+    pairs, diagnostics = run.run_sad(bridge, weights, model_svd, prompts.batches, config)  # checks the offsets first
     record = io.provenance(
         "sad",
-        {**keys, **options, **prompt_params, "prompts_kept": len(kept), "prepend_bos": False, **diagnostics},
-        seed=options["null_seed"],
+        {
+            **keys,
+            **config.to_dict(),
+            **prompt_params,
+            "prompts_kept": len(prompts.kept),
+            "prepend_bos": False,
+            **diagnostics,
+        },
+        seed=config.null_seed,
     )
     rank = model_svd.svd.S.shape[-1]
+    prompt_columns = run.prompts_table(prompts.texts, prompts.answers, prompts.batches, pairs["logit_diff"], dict(keys))
     made = {
         "pairs": (tables.SAD_PAIRS, run.pairs_table(pairs, dict(keys))),
         "summary": (tables.SAD_SUMMARY, run.summarize(pairs, rank, dict(keys))),
-        "prompts": (tables.SAD_PROMPTS, run.prompts_table(texts, answers, batches, pairs["logit_diff"], dict(keys))),
+        "prompts": (tables.SAD_PROMPTS, prompt_columns),
     }
     return StepTables(made, record, row_groups_by={"pairs": "layer"})
 
@@ -164,7 +147,7 @@ def checkpoint_chain(
     svd_config: Mapping[str, Any],
     device: str,
     prompt_set: str,
-    sad_options: Mapping[str, Any],
+    sad_config: SADConfig,
     prompt_params: Mapping[str, Any],
     repeated: Sequence[str] | None = None,
 ) -> None:
@@ -179,7 +162,7 @@ def checkpoint_chain(
     write_step(svd_step(weights, model["name"], variant, svd_config, device), paths)
     model_svd = read_svd(paths["svd"], paths["bases"])
     keys = {"model": model["name"], "variant": variant, "prompt_set": prompt_set}
-    write_step(sad_step(bridge, weights, model_svd, keys, sad_options, prompt_params, repeated), paths)
+    write_step(sad_step(bridge, weights, model_svd, keys, sad_config, prompt_params, repeated), paths)
 
 
 def chain_options(params: Any) -> dict[str, Any]:
@@ -190,6 +173,6 @@ def chain_options(params: Any) -> dict[str, Any]:
         "svd_config": params.svd,
         "device": params.device,
         "prompt_set": params.prompt_set,
-        "sad_options": params.sad,
+        "sad_config": SADConfig.from_mapping(params.sad),
         "prompt_params": params.prompts,
     }

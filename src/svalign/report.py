@@ -18,7 +18,6 @@ The Snakefile imports this module on every call, dry runs included, so it import
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,32 +25,21 @@ from svalign.claims.core import Claim, claims_markdown, claims_table
 from svalign.claims.dynamics import dynamics_claim
 from svalign.claims.sad import nrecon_claim, null_claim, small_sigma_claim
 from svalign.claims.sae import sae_alignment_claim, sae_attribution_claim
-from svalign.claims.toy import anisotropy_claim, anisotropy_curves, crossing_text, multi_pair_claim, single_pair_claim
-from svalign.definitions import (
-    PAPER_ALIGNMENT_LEVEL,
-    PAPER_ANISOTROPY_NORM,
-    PAPER_SAE_INTERFERENCE,
-    anisotropy_crossing,
-)
+from svalign.claims.toy import anisotropy_claim, multi_pair_claim, single_pair_claim
+from svalign.io import PathLike
 from svalign.stats import BootstrapOptions
 from svalign.tables import RESULTS_CLAIMS
 
 __all__ = [
     "CLAIM_FUNCTIONS",
-    "PAPER_ALIGNMENT_LEVEL",
-    "PAPER_ANISOTROPY_NORM",
-    "PAPER_SAE_INTERFERENCE",
     "RESULTS_CLAIMS",
     "BootstrapOptions",
     "Claim",
     "Measured",
     "anisotropy_claim",
-    "anisotropy_crossing",
-    "anisotropy_curves",
     "claims_from_inputs",
     "claims_markdown",
     "claims_table",
-    "crossing_text",
     "dynamics_claim",
     "multi_pair_claim",
     "nrecon_claim",
@@ -61,8 +49,6 @@ __all__ = [
     "single_pair_claim",
     "small_sigma_claim",
 ]
-
-PathLike = str | os.PathLike[str]
 
 CLAIM_FUNCTIONS = {
     "single_pair": single_pair_claim,
@@ -115,7 +101,8 @@ def claims_from_inputs(
 ) -> list[Claim]:
     """Every claim the given tables support, in the table's order.
 
-    ``inputs`` names tables as rule ``results_table`` does (``results_table_inputs`` in workflow/rules/common.smk):
+    ``inputs`` names tables as rule ``results_table`` does (``results_table_inputs`` in
+    workflow/rules/report_functions.smk):
     ``single_pair``, ``multi_pair`` (toy metrics), ``anisotropy``, ``sad_<model>`` and ``pairs_<model>`` (summary
     and pairs of the trained variant on IOI prompts), ``dynamics`` with ``dynamics_first`` and ``dynamics_last``
     (pairs of the first and last checkpoint), ``sae_heads_<model>``, ``sae_sites_<model>`` and

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from svalign import io, models, runtime, svd, tables
 from svalign.dynamics import scores, task, train
 from svalign.dynamics.config import (
-    N_SPECIAL,
+    N_RESERVED,
     DynamicsConfig,
     checkpoint_name,
     checkpoint_step,
@@ -24,6 +24,7 @@ from svalign.dynamics.config import (
     series_in_one_job,
 )
 from svalign.dynamics.scores import induction_score, previous_token_score
+from svalign.sad import forward
 from svalign.sad import run as sad_run
 from svalign.sad.config import SADConfig
 
@@ -157,7 +158,7 @@ def test_every_sequence_holds_a_segment_and_its_immediate_copy():
     config = DynamicsConfig(**{**TINY, "seq_len": 40, "max_period": 15})
     batch = task.repeat_batch(config, 256, 3, "train", 1)
     T = config.seq_len
-    assert batch.tokens.shape == (256, T) and int(batch.tokens.min()) >= N_SPECIAL
+    assert batch.tokens.shape == (256, T) and int(batch.tokens.min()) >= N_RESERVED
     assert int(batch.tokens.max()) < config.model_vocab_size
     assert int(batch.period.min()) >= config.min_period and int(batch.period.max()) <= config.max_period
     assert int(batch.start.min()) >= 0 and bool((batch.start + 2 * batch.period <= T).all())
@@ -391,7 +392,7 @@ def test_checkpoint_runs_through_extract_svd_and_sad(tiny, tiny_run):
     svd.check_reconstruction(result, 1e-4)
     assert float(result.recon_error.max()) < 1e-5
     bridge, _ = models.load_model(source, "trained", 0)
-    batches, kept = sad_run.tokenize_prompts(bridge.tokenizer, task.sad_prompts(tiny, 4), True, bridge.cfg.n_ctx)
+    batches, kept = forward.tokenize_prompts(bridge.tokenizer, task.sad_prompts(tiny, 4), True, bridge.cfg.n_ctx)
     assert kept == [0, 1, 2, 3] and [b.tokens.shape[1] for b in batches] == [tiny.seq_len]
     pairs, diagnostics = sad_run.run_sad(bridge, weights, result, batches, SADConfig(null_draws=1))
     assert diagnostics["max_score_error"] < 1e-4 and len(pairs["layer"]) > 0

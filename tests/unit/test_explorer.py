@@ -13,9 +13,11 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from svalign import degeneracy, explorer, explorer_page, io, tables
+from svalign import degeneracy, io, tables
 from svalign.degeneracy import block_sums, degenerate_within, spectrum_blocks
-from svalign.explorer import block_terms, explorer_data
+from svalign.explorer import data as explorer
+from svalign.explorer import page as explorer_page
+from svalign.explorer.data import block_terms, explorer_data
 
 GAP, RTOL = 1e-2, 1e-5
 
@@ -95,8 +97,8 @@ def _svd_columns(sigma: np.ndarray, offsets: int = 1) -> dict:
 def test_spectra_table_round_trips_through_its_schema(tmp_path):
     sigma = np.array([[3.0, 2.0, 1.99, 0.5], [3.0, 1.0, 0.5, 0.0]], dtype=np.float32)
     columns = degeneracy.spectra_columns(_svd_columns(sigma), GAP, RTOL, top=2)
-    path = io.write_table(tmp_path / "spectra.parquet", tables.HEAD_SPECTRUM_BLOCKS, columns, io.provenance("t"))
-    frame = io.to_frame(io.read_table(path, tables.HEAD_SPECTRUM_BLOCKS))
+    path = io.write_table(tmp_path / "spectra.parquet", tables.HEAD_DEGENERACY_BLOCKS, columns, io.provenance("t"))
+    frame = io.to_frame(io.read_table(path, tables.HEAD_DEGENERACY_BLOCKS))
     assert frame["block"][0].tolist() == [0, 1, 1, 2] and frame["block"][1].tolist() == [0, 1, 2, 3]
     assert frame["degenerate_top"].tolist() == [True, False]
 
@@ -247,7 +249,7 @@ def test_page_too_large_for_the_report_fails_naming_the_keys():
 def test_page_builds_from_tables_on_disk(tmp_path):
     frames = synthetic_frames()
     schemas = {
-        "spectra": tables.HEAD_SPECTRUM_BLOCKS,
+        "spectra": tables.HEAD_DEGENERACY_BLOCKS,
         "readouts": tables.EXPLORER_READOUTS,
         "examples": tables.EXPLORER_EXAMPLES,
         "tokens": tables.EXPLORER_TOKENS,
@@ -293,7 +295,8 @@ def _summary_table(summary: pd.DataFrame) -> dict:
 
 
 def test_explorer_modules_import_without_torch():
-    code = "import sys, svalign.explorer, svalign.explorer_page, svalign.degeneracy; assert 'torch' not in sys.modules"
+    modules = "svalign.explorer.data, svalign.explorer.page, svalign.degeneracy"
+    code = f"import sys, {modules}; assert 'torch' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -328,8 +331,8 @@ def test_explorer_config_defaults_are_documented_and_shipped(repo):
 def test_sae_matches_read_the_sae_stages_alignment_table(tmp_path):
     """The SAE stage fills the hook: trained rows only, u/v named query/key, best |cos| as cos."""
     from svalign import io
-    from svalign.explorer import SAE_COLUMNS, sae_matches
-    from svalign.sae.schemas import SAE_ALIGNMENT
+    from svalign.explorer.data import SAE_COLUMNS, sae_matches
+    from svalign.tables import SAE_ALIGNMENT
 
     rows = {
         "model": ["m"] * 3,

@@ -22,14 +22,15 @@ from attention_oracle import oracle_logits
 from conftest import ORACLE_ERROR
 from transformers import PreTrainedTokenizerFast
 
-from svalign import pipeline
+from svalign import io, pipeline
 from svalign.dynamics.config import DynamicsConfig, dynamics_models
 from svalign.dynamics.scores import dynamics_sad_columns
 from svalign.dynamics.task import build_tokenizer, prompts_columns
 from svalign.families import UnsupportedFamilyError
 from svalign.heads import RotarySpec
 from svalign.io import provenance, read_table, to_frame, write_table
-from svalign.sad import decompose, run
+from svalign.sad import decompose, forward
+from svalign.sad.config import SADConfig
 from svalign.tables import DYNAMICS_PROMPTS, DYNAMICS_SAD, SAD_SUMMARY
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,7 @@ VOCAB = 32  # ordinary tokens t0 … t31 of the word-level tokenizer (ids 3 … 
 N_POS = 12  # prompt length: longer than every sliding window below
 N_PROMPTS = 3
 TOLERANCE = 1e-4
-SPECIAL = {"vocab_size": VOCAB + 3, "bos_token_id": 2, "eos_token_id": 2, "pad_token_id": 1}
+TOKEN_IDS = {"vocab_size": VOCAB + 3, "bos_token_id": 2, "eos_token_id": 2, "pad_token_id": 1}
 DECODER = {
     "hidden_size": 32,
     "intermediate_size": 64,
@@ -46,7 +47,7 @@ DECODER = {
     "num_attention_heads": 4,
     "max_position_embeddings": 64,
     "initializer_range": 0.2,  # logits of order 1, so patterns are far from uniform
-    **SPECIAL,
+    **TOKEN_IDS,
 }
 GEMMA3_ROPE = {
     "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
@@ -55,7 +56,7 @@ GEMMA3_ROPE = {
 ALTERNATING = {"sliding_window": 4, "layer_types": ["sliding_attention", "full_attention"]}
 HEAD_NORMALIZED, HEAD_RESIDUAL = "blocks.{layer}.ln1.hook_normalized", "blocks.{layer}.attn.hook_in"
 
-GPT2_LIKE = {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "initializer_range": 0.2, **SPECIAL}
+GPT2_LIKE = {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "initializer_range": 0.2, **TOKEN_IDS}
 OPT = {
     "hidden_size": 32,
     "ffn_dim": 64,
@@ -64,7 +65,7 @@ OPT = {
     "max_position_embeddings": 64,
     "word_embed_proj_dim": 32,
     "init_std": 0.2,
-    **SPECIAL,
+    **TOKEN_IDS,
 }
 SCALE_24 = 24**0.5  # √query_pre_attn_scalar, not √head_dim = 4
 
@@ -223,32 +224,33 @@ def _through_the_pipeline(entry: dict, repo, out: Path, texts: list[str], varian
     if type(model.tokenizer).__name__ == "Qwen2Tokenizer":  # transformers 5 picks it for model_type qwen2, whatever
         # tokenizer class was saved: give the tiny model back its word-level tokenizer
         model.tokenizer = PreTrainedTokenizerFast.from_pretrained(entry["source"])
-    pipeline.write_step(step, {"weights": out / "weights.parquet"})
+    io.write_step(step, {"weights": out / "weights.parquet"})
     weights = pipeline.read_weights(out / "weights.parquet")
     svd_config = {**_config_section(repo, "svd"), "max_offset": N_POS - 1}
     paths = {name: out / f"{name}.parquet" for name in ("svd", "bases", "pairs", "summary", "prompts")}
-    pipeline.write_step(pipeline.svd_step(weights, name, variant, svd_config, "cpu"), paths)
+    io.write_step(pipeline.svd_step(weights, name, variant, svd_config, "cpu"), paths)
     model_svd = pipeline.read_svd(paths["svd"], paths["bases"])
     sad_options = {**_config_section(repo, "sad"), "null_draws": 1}
     sad_options = {k: v for k, v in sad_options.items() if k not in ("prompt_sets", "n_ioi_prompts", "prompt_seed")}
     keys = {"model": name, "variant": variant, "prompt_set": "repeated"}
-    sad = pipeline.sad_step(model, weights, model_svd, keys, sad_options, {}, texts)  # asserts its own score check
-    pipeline.write_step(sad, paths)
+    sad_config = SADConfig.from_mapping(sad_options)
+    sad = pipeline.sad_step(model, weights, model_svd, keys, sad_config, {}, texts)  # asserts its own score check
+    io.write_step(sad, paths)
     return model, weights, model_svd, sad
 
 
 def _relative_errors(model, weights, model_svd, model_dir) -> list[float]:
     """Per layer: max over heads of max |Σ_k a_k / attn_scale − oracle| / max |oracle| over allowed pairs; asserts
     that K(t) is the model's own mask."""
-    batches, _ = run.tokenize_prompts(model.tokenizer, _prompts(), weights.causal, model.cfg.n_ctx)
+    batches, _ = forward.tokenize_prompts(model.tokenizer, _prompts(), weights.causal, model.cfg.n_ctx)
     tokens = batches[0].tokens
-    cache, _ = run.layer_activations(model, tokens, weights)
+    cache, _ = forward.layer_activations(model, tokens, weights)
     errors = []
     for layer, oracle in enumerate(oracle_logits(model_dir, tokens)):
         window = weights.window(layer)
         allowed = decompose.allowed_keys(tokens.shape[1], weights.causal, window=window)
         assert torch.equal(oracle.allowed, allowed.expand_as(oracle.allowed)), f"layer {layer}: K(t) differs"
-        inputs = run.layer_inputs(cache, layer, weights, model_svd.augmented)
+        inputs = forward.layer_inputs(cache, layer, weights, model_svd.augmented)
         terms = inputs.terms(decompose.layer_svd(model_svd, layer), weights.causal, model_svd.uses_offsets)
         ours = terms.sum(-1).double() / weights.attn_scale  # [b, h, t, j]: the oracle's scaled, pre-cap logits
         mask = oracle.allowed[:, None]
@@ -292,7 +294,7 @@ def test_sliding_window_keys_and_relative_attention_over_them():
 
 REFUSED = {
     "bloom_alibi": (
-        Family("BloomConfig", "BloomForCausalLM", {"hidden_size": 32, "n_layer": 2, "n_head": 4, **SPECIAL}, {}),
+        Family("BloomConfig", "BloomForCausalLM", {"hidden_size": 32, "n_layer": 2, "n_head": 4, **TOKEN_IDS}, {}),
         r"model family 'bloom' is not supported: ALiBi adds a per-head linear position bias",
     ),
     "gpt2_inverse_layer_scaling": (
@@ -313,7 +315,7 @@ REFUSED = {
         r"model family 'llama' is not supported: rope_type 'linear' \(layer 0\) rescales the rotary frequencies",
     ),
     "unverified_family": (
-        Family("GPTBigCodeConfig", "GPTBigCodeForCausalLM", {"n_embd": 32, "n_layer": 2, "n_head": 4, **SPECIAL}, {}),
+        Family("GPTBigCodeConfig", "GPTBigCodeForCausalLM", {"n_embd": 32, "n_layer": 2, "n_head": 4, **TOKEN_IDS}, {}),
         r"model family 'gpt_bigcode' is not supported: not a verified family \(verified: bert, gemma, ",
     ),
 }

@@ -1,4 +1,4 @@
-"""Token read-outs and SAD examples (svalign.readouts) on a tiny RoPE decoder and on the real MiniLM.
+"""Token read-outs and SAD examples (svalign.explorer.readouts) on a tiny RoPE decoder and on the real MiniLM.
 
 The read-outs are checked against a brute-force pass (every position's projection, sorted), the embedding inputs
 against the model's own head input at layer 0, and the examples' recomputed terms against the SAD stage's ℓ̃ (the
@@ -13,13 +13,15 @@ import pyarrow as pa
 import pytest
 import torch
 
-from svalign import io, pipeline, readouts, tables
+from svalign import io, pipeline, tables
 from svalign.dynamics.config import DynamicsConfig
 from svalign.dynamics.task import build_tokenizer
-from svalign.readouts import PromptSetInput, ReadoutOptions, TopPositions, embedding_inputs, select_examples
-from svalign.sad import run
+from svalign.explorer import readouts
+from svalign.explorer.readouts import PromptSetInput, ReadoutOptions, TopPositions, embedding_inputs, select_examples
+from svalign.sad import forward
+from svalign.sad.config import SADConfig
 
-SAD_OPTIONS = {"threshold": None, "skip_first_key": False, "null_draws": 1, "null_seed": 0, "chunk_prompts": 2}
+SAD_OPTIONS = SADConfig(threshold=None, skip_first_key=False, null_draws=1, null_seed=0, chunk_prompts=2)
 SVD_CONFIG = {"max_offset": 15, "precision": "float32", "max_recon_error": 1e-5}
 OPTIONS = ReadoutOptions(readout_directions=3, n_tokens=4, context_tokens=2, n_examples=3, chunk_prompts=2)
 
@@ -56,13 +58,13 @@ def tiny_llama(directory):
 def through_sad(entry: dict, out, prompt_set: str, params: dict, texts=None):
     """extract_weights -> svd -> sad of the trained variant as the rules run them; returns what the explorer reads."""
     step, model = pipeline.weights_step(entry, "trained", 0)
-    pipeline.write_step(step, {"weights": out / "weights.parquet"})
+    io.write_step(step, {"weights": out / "weights.parquet"})
     weights = pipeline.read_weights(out / "weights.parquet")
     paths = {name: out / f"{name}.parquet" for name in ("svd", "bases", "pairs", "summary", "prompts")}
-    pipeline.write_step(pipeline.svd_step(weights, entry["name"], "trained", SVD_CONFIG, "cpu"), paths)
+    io.write_step(pipeline.svd_step(weights, entry["name"], "trained", SVD_CONFIG, "cpu"), paths)
     model_svd = pipeline.read_svd(paths["svd"], paths["bases"])
     keys = {"model": entry["name"], "variant": "trained", "prompt_set": prompt_set}
-    pipeline.write_step(pipeline.sad_step(model, weights, model_svd, keys, SAD_OPTIONS, params, texts), paths)
+    io.write_step(pipeline.sad_step(model, weights, model_svd, keys, SAD_OPTIONS, params, texts), paths)
     pairs = io.read_table(paths["pairs"], tables.SAD_PAIRS, columns=readouts.EXAMPLE_PAIR_COLUMNS)
     return model, weights, model_svd, pairs
 
@@ -77,7 +79,7 @@ def llama(tmp_path_factory):
     model, weights, model_svd, pairs = through_sad(
         {"name": "tiny", "source": str(directory)}, out, "repeated", {}, texts
     )
-    batches, _ = run.tokenize_prompts(model.tokenizer, texts, weights.causal, model.cfg.n_ctx)
+    batches, _ = forward.tokenize_prompts(model.tokenizer, texts, weights.causal, model.cfg.n_ctx)
     sets = {"repeated": PromptSetInput(batches, readouts.pairs_frame(pairs, "repeated"))}
     return model, weights, model_svd, sets, readouts.run_readouts(model, weights, model_svd, sets, OPTIONS)
 
@@ -87,9 +89,9 @@ def brute_force_projections(model, weights, model_svd, batches) -> dict:
     out = {}
     U, V = model_svd.svd.U()[:, :, 0], model_svd.svd.V()[:, :, 0]  # [L, H, d_in, r]
     for batch in batches:
-        cache, _ = run.layer_activations(model, batch.tokens, weights)
+        cache, _ = forward.layer_activations(model, batch.tokens, weights)
         for layer in range(weights.n_layers):
-            inputs = run.layer_inputs(cache, layer, weights, model_svd.augmented)
+            inputs = forward.layer_inputs(cache, layer, weights, model_svd.augmented)
             for side, vectors in (("query", U), ("key", V)):
                 projection = torch.einsum("bpd,hdk->hkbp", inputs.x, vectors[layer])
                 for head, k in np.ndindex(*projection.shape[:2]):
@@ -149,7 +151,7 @@ def test_examples_are_the_top_attention_pairs_with_their_terms_at_their_own_offs
 def test_examples_from_other_prompts_than_the_sad_run_fail_loudly(llama):
     model, weights, model_svd, sets, _ = llama
     batches = sets["repeated"].batches
-    shuffled = [run.PromptBatch(b.tokens.flip(0), b.prompt, b.io_token, b.s_token) for b in batches]
+    shuffled = [forward.PromptBatch(b.tokens.flip(0), b.prompt, b.io_token, b.s_token) for b in batches]
     wrong = {"repeated": PromptSetInput(shuffled, sets["repeated"].pairs)}
     with pytest.raises(ArithmeticError, match="rerun the sad rule"):
         readouts.run_readouts(model, weights, model_svd, wrong, OPTIONS)
@@ -216,7 +218,7 @@ def test_minilm_readouts_and_examples_validate_against_their_schemas(tmp_path):
     keys = {"model": "minilm", "variant": "trained"}
     step = readouts.readouts_step(model, weights, model_svd, sets, OPTIONS, keys, io.provenance("explorer_readouts"))
     paths = {name: tmp_path / f"{name}_explorer.parquet" for name in ("readouts", "examples", "tokens")}
-    pipeline.write_step(step, paths)
+    io.write_step(step, paths)
     examples = io.to_frame(io.read_table(paths["examples"], tables.EXPLORER_EXAMPLES))
     assert (examples["offset"] == 0).all() and len(examples) == 72 * OPTIONS.n_examples
     tokens = io.read_table(paths["tokens"], tables.EXPLORER_TOKENS).to_pandas()

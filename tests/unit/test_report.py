@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from svalign import io, report
+from svalign import definitions, io, report
 from svalign.claims.core import Comparison, combine
 from svalign.stats import BootstrapOptions
 from svalign.tables import schema
@@ -47,9 +47,9 @@ def test_single_pair_claim_reads_the_head_instances(single_pair_metrics):
 
 def test_anisotropy_crossing_interpolates_linearly():
     curve = pd.Series([0.95, 0.85, 0.65, 0.55], index=[0, 10, 20, 30])
-    assert report.anisotropy_crossing(curve) == pytest.approx(15.0)
-    assert report.anisotropy_crossing(pd.Series([0.9, 0.8], index=[0, 60])) is None
-    assert report.anisotropy_crossing(pd.Series([0.7, 0.6], index=[0, 60])) == 0.0
+    assert definitions.anisotropy_crossing(curve) == pytest.approx(15.0)
+    assert definitions.anisotropy_crossing(pd.Series([0.9, 0.8], index=[0, 60])) is None
+    assert definitions.anisotropy_crossing(pd.Series([0.7, 0.6], index=[0, 60])) == 0.0
 
 
 def test_caption_text_escapes_rst_markup_and_markdown_escapes_pipes():
@@ -96,7 +96,7 @@ def test_figure_title_and_results_table_quote_the_same_crossing():
     """One definition of the anisotropy crossing: the claim, the caption and the figure title agree."""
     import pandas as pd
 
-    from svalign import figures
+    from svalign.figures import toy as toy_figures
 
     table = pd.DataFrame(
         {
@@ -106,11 +106,11 @@ def test_figure_title_and_results_table_quote_the_same_crossing():
             "closed_form_mean_matched_cos": [1.0, 0.81, 0.71, 1.0, 0.79, 0.69],
         }
     )
-    trained, _ = report.anisotropy_curves(table)
+    trained, _ = definitions.anisotropy_curves(table)
     # mean curve 0.98, 0.79, 0.69: crosses 0.75 at 40 + 0.04 / 0.10 * 10 = 44
-    assert report.anisotropy_crossing(trained) == pytest.approx(44.0)
-    assert report.crossing_text(trained) == "crosses 0.75 at ‖E_X‖₂ ≈ 44"
-    title = figures.anisotropy_figure(table).axes[0].get_title()
+    assert definitions.anisotropy_crossing(trained) == pytest.approx(44.0)
+    assert definitions.crossing_text(trained) == "crosses 0.75 at ‖E_X‖₂ ≈ 44"
+    title = toy_figures.anisotropy_figure(table).axes[0].get_title()
     assert "crosses 0.75 at ‖E‖₂ ≈ 44" in title, title
 
 
@@ -227,12 +227,12 @@ def test_resampled_medians_reproduce_the_summary_and_the_other_sad_claims(tmp_pa
 
 
 def test_figure_title_and_claim_quote_the_same_share_of_heads(tmp_path):
-    from svalign import figures
+    from svalign.figures import sad as sad_figures
 
     summary, pairs = _sad_run(tmp_path, [_constant(2), _constant(3), _constant(8)], [_constant(8)] * 3)
     claim = report.nrecon_claim(summary, pairs, "toy", {"resamples": 50})
     frame = io.to_frame(io.read_table(summary, schema("sad_summary")))
-    title = figures.sad_heads_figure({"trained": frame}, "toy")._suptitle.get_text()
+    title = sad_figures.sad_heads_figure({"trained": frame}, "toy")._suptitle.get_text()
     assert f"{claim.tests[0].estimate:.1%} of heads have median N_recon ≤ 4 (signed ordering)" in title, title
     assert f"{claim.tests[0].estimate:.1%} of 3 heads" in claim.ours
 

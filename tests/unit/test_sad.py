@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from svalign.config import ConfigError
-from svalign.sad import decompose, prompts, run
+from svalign.sad import decompose, forward, prompts, run
 from svalign.sad.config import SADConfig
 from svalign.svd import HeadSVD, model_svd, qk_svd
 
@@ -240,25 +240,25 @@ def test_prompt_sets_take_the_repeated_texts_from_the_caller():
 
 def test_ioi_logit_difference_reads_the_answer_tokens():
     last_logits = torch.tensor([[0.0, 1.0, 3.0], [2.0, 0.5, -1.0]])
-    diff = run.ioi_logit_diff(last_logits, torch.tensor([2, 0]), torch.tensor([1, 2]))
+    diff = forward.ioi_logit_diff(last_logits, torch.tensor([2, 0]), torch.tensor([1, 2]))
     assert diff == [2.0, 3.0]
 
 
 def test_prompt_errors_are_clear(minilm_bridge):
     tokenizer = minilm_bridge.tokenizer
     with pytest.raises(ValueError, match="empty"):
-        run.tokenize_prompts(tokenizer, [], False, 512)
+        forward.tokenize_prompts(tokenizer, [], False, 512)
     with pytest.raises(ValueError, match="more than the model's context of 8"):
-        run.tokenize_prompts(tokenizer, ["a sentence that is far too long for a tiny context"], False, 8)
+        forward.tokenize_prompts(tokenizer, ["a sentence that is far too long for a tiny context"], False, 8)
     with pytest.raises(ValueError, match=r"prompt 1 \(' '\) has 0 token\(s\); a prompt needs at least 2"):
-        run.tokenize_prompts(tokenizer, ["two words", " "], True, 512)  # causal: no special tokens
+        forward.tokenize_prompts(tokenizer, ["two words", " "], True, 512)  # causal: no special tokens
     with pytest.raises(ValueError, match="split into several tokens"):
-        run.tokenize_prompts(tokenizer, ["When Xqzzyx and Wbrrg met"], False, 512, [("Xqzzyx", "Wbrrg")])
+        forward.tokenize_prompts(tokenizer, ["When Xqzzyx and Wbrrg met"], False, 512, [("Xqzzyx", "Wbrrg")])
 
 
 def _run(bridge, weights, max_offset, n=6):
     texts, answers = prompts.prompt_set("ioi", n, 0)
-    batches, kept = run.tokenize_prompts(bridge.tokenizer, texts, weights.causal, bridge.cfg.n_ctx, answers)
+    batches, kept = forward.tokenize_prompts(bridge.tokenizer, texts, weights.causal, bridge.cfg.n_ctx, answers)
     result = model_svd(weights, max_offset=max_offset)
     pairs, diagnostics = run.run_sad(
         bridge, weights, result, batches, SADConfig(null_draws=2, n_recon_order="magnitude")
@@ -295,7 +295,7 @@ def test_offsets_come_from_the_svd(minilm_weights, smollm2):
 
 def test_too_few_rope_offsets_fail_with_the_key_before_any_computation(smollm2_bridge, smollm2):
     texts, _ = prompts.prompt_set("plain")
-    batches, _ = run.tokenize_prompts(smollm2_bridge.tokenizer, texts[:2], True, smollm2_bridge.cfg.n_ctx)
+    batches, _ = forward.tokenize_prompts(smollm2_bridge.tokenizer, texts[:2], True, smollm2_bridge.cfg.n_ctx)
     result = model_svd(smollm2, max_offset=3)
     with pytest.raises(ConfigError, match=r"svd\.max_offset: 3 is below"):
         run.run_sad(None, smollm2, result, batches, SADConfig())  # no model: it fails before the forward pass
@@ -303,9 +303,9 @@ def test_too_few_rope_offsets_fail_with_the_key_before_any_computation(smollm2_b
 
 def test_vectorised_statistics_equal_the_per_pair_reference_loop(minilm_bridge, minilm_weights):
     texts, answers = prompts.prompt_set("ioi", 3, 1)
-    batches, _ = run.tokenize_prompts(minilm_bridge.tokenizer, texts, False, minilm_bridge.cfg.n_ctx, answers)
+    batches, _ = forward.tokenize_prompts(minilm_bridge.tokenizer, texts, False, minilm_bridge.cfg.n_ctx, answers)
     result = model_svd(minilm_weights)
-    cache, _ = run.layer_activations(minilm_bridge, batches[0].tokens, minilm_weights)
+    cache, _ = forward.layer_activations(minilm_bridge, batches[0].tokens, minilm_weights)
     layer = 3
     x = decompose.augment_inputs(cache[minilm_weights.head_input_hook.format(layer=layer)], result.augmented)
     terms = decompose.decompose(x, decompose.layer_svd(result, layer), False, False)

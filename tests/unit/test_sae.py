@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from svalign.sad.run import LayerInputs
+from svalign.sad.forward import LayerInputs
 from svalign.sae import align, attribution, dictionary
 from svalign.sae.config import SAEConfig
 from svalign.sae.corpus import build_corpus, corpus_digest

@@ -9,8 +9,8 @@ from svalign import io, report
 from svalign.claims.details import details_markdown
 from svalign.claims.sae import PAPER_SAE_TEXT
 from svalign.sae.config import SAEConfig
-from svalign.sae.schemas import SAE_ATTRIBUTION, SAE_HEADS, SAE_SITES
 from svalign.stats import BootstrapOptions
+from svalign.tables import SAE_ATTRIBUTION, SAE_HEADS, SAE_SITES
 
 OPTIONS = BootstrapOptions(resamples=400, confidence=0.95, seed=0)
 MODEL, LAYER = "tiny", 1

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from svalign import figures, io
-from svalign.sae import figures as sae_figures
-from svalign.sae import summary
-from svalign.sae.schemas import SAE_ALIGNMENT, SAE_HEADS, SAE_QUALITY, SAE_SITES
-from svalign.tables import TOY_ANISOTROPY
+from svalign import captions as summary
+from svalign import definitions, io
+from svalign.figures import sae as sae_figures
+from svalign.figures import toy as toy_figures
+from svalign.tables import SAE_ALIGNMENT, SAE_HEADS, SAE_QUALITY, SAE_SITES, TOY_ANISOTROPY
 
 LAYERS, HEADS, RANKS = (1, 4), 3, 5
 
@@ -181,7 +181,7 @@ def test_anisotropy_figure_marks_each_sae_site_at_its_interference_norms():
     sae = summary.site_interference([quality_table()], [sites_table()])
     assert sae["interference_norm"].tolist() == [12.5, 70.0]
     assert sae["interference_norm_active"].tolist() == [4.0, 7.0]  # trained rows only
-    ax = figures.anisotropy_figure(toy, sae=sae).axes[0]
+    ax = toy_figures.anisotropy_figure(toy, sae=sae).axes[0]
     markers = {
         marker: [float(x) for line in ax.get_lines() if line.get_marker() == marker for x in line.get_xdata()]
         for marker in "v^"
@@ -189,12 +189,11 @@ def test_anisotropy_figure_marks_each_sae_site_at_its_interference_norms():
     assert markers["v"] == [12.5, 70.0] and markers["^"] == [4.0, 7.0]
     labels = [line.get_label() for line in ax.get_lines()]
     assert "m L1 SAE, all latents (12.5)" in labels and "m L4 SAE, active latents (7.0)" in labels
-    plain = figures.anisotropy_figure(toy).axes[0]
+    plain = toy_figures.anisotropy_figure(toy).axes[0]
     assert not [line for line in plain.get_lines() if "SAE" in line.get_label()]
 
 
 def test_crossing_words_agree_when_the_curve_starts_below_the_level():
-    from svalign import report
 
     toy = pd.DataFrame(
         {
@@ -204,12 +203,12 @@ def test_crossing_words_agree_when_the_curve_starts_below_the_level():
             "closed_form_mean_matched_cos": [1.0, 0.5],
         }
     )
-    trained, closed = report.anisotropy_curves(toy)
-    assert report.anisotropy_crossing(trained) == 0.0  # the number the verdict tests is unchanged
-    assert report.crossing_text(trained) == "is below 0.75 from the first norm (0)"
-    assert report.crossing_text(closed) == "crosses 0.75 at ‖E_X‖₂ ≈ 15"
-    assert report.crossing_text(pd.Series([0.9, 0.8], index=[0, 60])) == "stays above 0.75 (up to ‖E_X‖₂ = 60)"
-    title = figures.anisotropy_figure(toy).axes[0].get_title()
+    trained, closed = definitions.anisotropy_curves(toy)
+    assert definitions.anisotropy_crossing(trained) == 0.0  # the number the verdict tests is unchanged
+    assert definitions.crossing_text(trained) == "is below 0.75 from the first norm (0)"
+    assert definitions.crossing_text(closed) == "crosses 0.75 at ‖E_X‖₂ ≈ 15"
+    assert definitions.crossing_text(pd.Series([0.9, 0.8], index=[0, 60])) == "stays above 0.75 (up to ‖E_X‖₂ = 60)"
+    title = toy_figures.anisotropy_figure(toy).axes[0].get_title()
     assert title.endswith("trained mean |cos| is below 0.75 from the first norm (0)") and "≈ 0" not in title
 
 
@@ -249,6 +248,6 @@ def test_captions_quote_the_tables(tmp_path):
 def test_caption_helper_is_inert_for_snakemake_and_the_modules_are_torch_free():
     captions = pickle.loads(pickle.dumps(summary.SAECaptions()))
     assert repr(captions) == "SAECaptions()" and captions.heads is summary.heads_text
-    code = "import sys, svalign.sae.figures, svalign.sae.summary; assert 'torch' not in sys.modules"
+    code = "import sys, svalign.figures.sae, svalign.captions; assert 'torch' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -171,7 +171,7 @@ def _threads_line(block: str) -> list[str]:
 
 def _check_sae_tables(results):
     """The SAE stage of the small run: one MiniLM site (layer 1), every head of both variants, exact attribution."""
-    from svalign.sae import schemas
+    from svalign import tables as schemas
 
     quality = io.to_frame(io.read_table(results / "sae" / "minilm" / "quality.parquet", schemas.SAE_QUALITY))
     assert quality["layer"].tolist() == [1] and quality["n_tokens"].tolist() == [2048]

@@ -1,4 +1,4 @@
-# Training dynamics (SPEC section 5, paper Fig 7b): train a small transformer from scratch with checkpoints on a
+# Training dynamics (paper Fig 7b): train a small transformer from scratch with checkpoints on a
 # log-spaced schedule (or take external checkpoints), run every checkpoint through the extract_weights -> svd ->
 # sad rules (models dyn_stepNNNNNN / dyn_cNNN), then follow one head's SAD across training, real vs null.
 

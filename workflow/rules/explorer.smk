@@ -20,7 +20,7 @@ rule explorer_spectra:
         mem_mb=2000,
         runtime=10,
     params:
-        options=explorer_options(EXPLORER_SPECTRA_KEYS),
+        options=explorer_options(EXPLORER_BLOCK_KEYS),
     script:
         "../../scripts/explorer_spectra.py"
 

@@ -1,4 +1,4 @@
-# Results stage (SPEC section 6): the paper's claims beside our numbers, from the current tables.
+# Results stage: the paper's claims beside our numbers, from the current tables.
 
 
 rule results_table:

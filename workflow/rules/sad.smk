@@ -1,4 +1,4 @@
-# SAD stage (SPEC section 4): every firing attention logit split over singular-vector terms, real and under the
+# SAD stage (paper Figs 8, 9a): every firing attention logit split over singular-vector terms, real and under the
 # spectrum-preserving rotation null, per model, variant and prompt set; then the per-model SAD figures.
 
 

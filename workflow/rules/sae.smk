@@ -1,4 +1,4 @@
-# SAE stage (README "Real features: SAE"): an offline corpus, one TopK SAE per site on the head input, singular
+# SAE stage (docs/method.md, "Real features"): an offline corpus, one TopK SAE per site on the head input, singular
 # vectors against its decoder directions (vs a Haar-frame null and the random-init twin), firing logits split over
 # latent pairs; then the per-model figures.
 

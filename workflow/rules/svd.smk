@@ -1,4 +1,4 @@
-# SVD stage (SPEC section 3): batched factored SVD of every head's QK form, and the spectra figure.
+# SVD stage: batched factored SVD of every head's QK form, and the spectra figure.
 
 
 rule svd:

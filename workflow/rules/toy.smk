@@ -1,4 +1,4 @@
-# Toy model stage (SPEC section 1): batched training of autoencoder + bilinear head, metrics, figures; the
+# Toy model stage (paper Figs 1-4): batched training of autoencoder + bilinear head, metrics, figures; the
 # anisotropy sweep (Theorem 2) and the one-at-a-time robustness sweeps (App. A/E).
 
 

@@ -1,4 +1,4 @@
-# Real-model weights (SPEC section 2): per-head W_Q/W_K (+ biases, RoPE, GQA) of every model variant.
+# Real-model weights: per-head W_Q/W_K (+ biases, RoPE, GQA) of every model variant.
 
 
 rule convert_smollm2:

@@ -9,7 +9,6 @@ the captions and the figure titles.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from svalign import io
-from svalign.claims.toy import anisotropy_curves, crossing_text
-from svalign.definitions import pooled_share, share_at_most
+from svalign.definitions import anisotropy_curves, crossing_text, pooled_share, share_at_most
+from svalign.io import PathLike
 from svalign.tables import schema
 
 __all__ = [
@@ -29,12 +28,6 @@ __all__ = [
     "sweep_section",
     "toy_section",
 ]
-
-PathLike = str | os.PathLike[str]
-
-
-def _frame(path: PathLike, name: str) -> pd.DataFrame:
-    return io.to_frame(io.read_table(path, schema(name)))
 
 
 def _span(values: Any, spec: str = ".3f") -> str:
@@ -96,7 +89,7 @@ def toy_section(metrics: Mapping[str, PathLike]) -> str:
     README discusses (alignment, spectrum, closed form, orthogonalisation)."""
     rows = []
     for experiment, path in metrics.items():
-        frame = _frame(path, "toy_metrics")
+        frame = io.read_frame(path, schema("toy_metrics"))
         for lam, group in frame.groupby("lam", sort=False):
             label = f"{'head' if lam > 0 else 'control'} λ = {lam:g}, {_count(len(group), 'seed')}"
             rows.append([experiment, label, *(cell(group) for cell in _TOY_COLUMNS.values())])
@@ -106,7 +99,7 @@ def toy_section(metrics: Mapping[str, PathLike]) -> str:
 
 def anisotropy_section(path: PathLike) -> str:
     """The anisotropy sweep by interference norm: trained and closed-form alignment, and where each crosses."""
-    table = _frame(path, "toy_anisotropy")
+    table = io.read_frame(path, schema("toy_anisotropy"))
     trained, closed = anisotropy_curves(table)
     rows = []
     for norm, group in table.groupby("interference_norm"):
@@ -136,7 +129,7 @@ def anisotropy_section(path: PathLike) -> str:
 def sweep_section(path: PathLike) -> str:
     """The robustness sweeps: mean matched |cos| per point, one parameter at a time (the others at the base, the
     value every other parameter's points share)."""
-    table = _frame(path, "toy_sweep")
+    table = io.read_frame(path, schema("toy_sweep"))
     names = ["lam", "sparsity", "n_features", "context_len", "d_head"]
     base = {name: table[name].mode().iloc[0] for name in names}
     rows = []
@@ -188,7 +181,7 @@ def sad_section(summaries: Mapping[str, PathLike]) -> str:
     runs = {tuple(name.removeprefix("summary_").rsplit("_", 2)): path for name, path in summaries.items()}
     rows = []
     for (model, variant, prompt_set), path in sorted(runs.items(), key=lambda item: (item[0][0], item[0][2])):
-        cells = _sad_cells(_frame(path, "sad_summary"), io.read_provenance(path))
+        cells = _sad_cells(io.read_frame(path, schema("sad_summary")), io.read_provenance(path))
         rows.append([f"{model}, {prompt_set}", variant, *cells])
     header = [
         "model, prompts",
@@ -225,7 +218,7 @@ def _checkpoint_row(label: str, row: pd.Series) -> list[str]:
 
 def dynamics_section(path: PathLike) -> str:
     """The tracked head at the checkpoints the README discusses, and every head at the last checkpoint."""
-    table = _frame(path, "dynamics_sad")
+    table = io.read_frame(path, schema("dynamics_sad"))
     rows = table[table["chosen"]].sort_values("step").reset_index(drop=True)
     rise = rows["induction_score"].diff()
     marks = {"init": 0, "lowest S": int(rows["median_sparseness"].idxmin())}

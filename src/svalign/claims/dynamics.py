@@ -7,19 +7,16 @@ with its rotation null. Both checkpoints read the same prompts, so a resample dr
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from svalign import io
 from svalign.claims.core import Claim, combine, compare
 from svalign.definitions import NULL_GAP, gap_below_null
+from svalign.io import PathLike
 from svalign.stats import BootstrapOptions, generator, resample_counts, weighted_medians
 from svalign.tables import SAD_PAIRS, schema
 
 __all__ = ["dynamics_claim", "head_pairs"]
-
-PathLike = str | os.PathLike[str]
 
 
 def head_pairs(pairs_path: PathLike, checkpoint: str, layer: int, head: int) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ import numpy as np
 from svalign import io
 from svalign.claims.core import Claim, Reading, compare
 from svalign.definitions import MOST_HEADS, N_RECON_LIMIT, OFTEN, lower_half, pooled_share, share_at_most, share_sparser
+from svalign.io import PathLike
 from svalign.sad.config import N_RECON_ORDERS
 from svalign.stats import BootstrapOptions, generator, pooled_ratio, resample_counts, weighted_medians
 from svalign.tables import SAD_PAIRS, SAD_SUMMARY
@@ -32,7 +33,6 @@ __all__ = [
     "small_sigma_claim",
 ]
 
-PathLike = str | os.PathLike[str]
 _PAIR_COLUMNS = ["layer", "head", "prompt", "n_recon_signed", "n_recon_magnitude", "sparseness", "top_rank"]
 
 

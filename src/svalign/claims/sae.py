@@ -14,22 +14,21 @@ for features: both claims are then ``inconclusive`` whatever their intervals, an
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
 
 from svalign import io
+from svalign.captions import recorded_option
 from svalign.claims.core import Claim, compare
 from svalign.definitions import MATCH_MARGIN, MOST_HEADS, PAPER_SAE_INTERFERENCE
-from svalign.sae.schemas import SAE_ATTRIBUTION, SAE_HEADS, SAE_SITES
-from svalign.sae.summary import recorded_option
+from svalign.io import PathLike
 from svalign.stats import BootstrapOptions, generator, percentile_interval, pooled_ratio, resample_counts
+from svalign.tables import SAE_ATTRIBUTION, SAE_HEADS, SAE_SITES
 
 __all__ = ["PAPER_SAE_TEXT", "sae_alignment_claim", "sae_attribution_claim", "unusable_text"]
 
-PathLike = str | os.PathLike[str]
 PAPER_SAE_TEXT = (
     f"not in the paper (its GPT-2 SAE estimate ‖E_X‖₂ ≈ {PAPER_SAE_INTERFERENCE[0]:g}–{PAPER_SAE_INTERFERENCE[1]:g} "
     "only)"

@@ -8,9 +8,6 @@ seed meets the criterion, "differs" that none does; with one seed the interval i
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 import numpy as np
 
 from svalign import io
@@ -18,31 +15,21 @@ from svalign.claims.core import Claim, Reading, combine, compare
 from svalign.definitions import (
     PAPER_ALIGNMENT_LEVEL,
     PAPER_ANISOTROPY_NORM,
-    PAPER_SAE_INTERFERENCE,
     anisotropy_crossing,
+    anisotropy_curves,
+    crossing_text,
     crossings,
     grid_crossings,
 )
+from svalign.io import PathLike
 from svalign.stats import BootstrapOptions, generator, resample_counts
 from svalign.tables import schema
 
 __all__ = [
-    "PAPER_ALIGNMENT_LEVEL",
-    "PAPER_ANISOTROPY_NORM",
-    "PAPER_SAE_INTERFERENCE",
     "anisotropy_claim",
-    "anisotropy_curves",
-    "crossing_text",
     "multi_pair_claim",
     "single_pair_claim",
 ]
-
-PathLike = str | os.PathLike[str]
-
-
-def _frame(path: PathLike, schema_name: str):
-    """A validated table as a pandas DataFrame (tensor cells as arrays)."""
-    return io.to_frame(io.read_table(path, schema(schema_name)))
 
 
 def _head_rows(metrics):
@@ -71,7 +58,7 @@ def _over_seeds(n: int, options: BootstrapOptions, noun: str = "seed") -> str:
 def single_pair_claim(metrics_path: PathLike, options: BootstrapOptions | None = None) -> Claim:
     """Paper Fig 2a: one attended pair gives one significant σ, |cos(w_0, u_1)| ≈ |cos(w_1, v_1)| ≈ 1."""
     options = BootstrapOptions.from_mapping(options)
-    rows = _head_rows(_frame(metrics_path, "toy_metrics"))
+    rows = _head_rows(io.read_frame(metrics_path, schema("toy_metrics")))
     cos_u = rows["matched_cos_u"].map(lambda a: float(a[0])).to_numpy()
     cos_v = rows["matched_cos_v"].map(lambda a: float(a[0])).to_numpy()
     ratio = rows["sigma2_over_sigma1"].to_numpy(dtype=float)
@@ -110,7 +97,7 @@ def single_pair_claim(metrics_path: PathLike, options: BootstrapOptions | None =
 def multi_pair_claim(metrics_path: PathLike, options: BootstrapOptions | None = None) -> Claim:
     """Paper Fig 2b: the top P singular pairs align with the P template pairs in order, σ tracks T."""
     options = BootstrapOptions.from_mapping(options)
-    rows = _head_rows(_frame(metrics_path, "toy_metrics"))
+    rows = _head_rows(io.read_frame(metrics_path, schema("toy_metrics")))
     n_pairs = len(rows["matched_cos_u"].iloc[0])
     mean_cos = rows["mean_matched_cos"].to_numpy(dtype=float)
     spearman = rows["spearman_sigma_T"].to_numpy(dtype=float)
@@ -152,27 +139,6 @@ def multi_pair_claim(metrics_path: PathLike, options: BootstrapOptions | None = 
     )
 
 
-def anisotropy_curves(table) -> tuple[Any, Any]:
-    """Mean matched |cos| over feature seeds by interference norm (sorted): trained head, closed form Ω*."""
-    by_norm = table.groupby("interference_norm")
-    return (
-        by_norm["mean_matched_cos"].mean().sort_index(),
-        by_norm["closed_form_mean_matched_cos"].mean().sort_index(),
-    )
-
-
-def crossing_text(curve, threshold: float = PAPER_ALIGNMENT_LEVEL, norm: str = "‖E_X‖₂") -> str:
-    """Where ``curve`` (:func:`anisotropy_crossing`) drops below ``threshold``, as a predicate of "the curve":
-    "crosses 0.75 at ‖E_X‖₂ ≈ 43", "is below 0.75 from the first norm (0)" (a curve that starts below has no
-    crossing, though its crossing norm is the first), or "stays above 0.75 (up to ‖E_X‖₂ = 60)"."""
-    value = anisotropy_crossing(curve, threshold)
-    if value is None:
-        return f"stays above {threshold:g} (up to {norm} = {curve.index.max():g})"
-    if float(curve.iloc[0]) < threshold:
-        return f"is below {threshold:g} from the first norm ({curve.index[0]:g})"
-    return f"crosses {threshold:g} at {norm} ≈ {value:.0f}"
-
-
 def anisotropy_claim(
     anisotropy_path: PathLike,
     threshold: float = PAPER_ALIGNMENT_LEVEL,
@@ -181,7 +147,7 @@ def anisotropy_claim(
 ) -> Claim:
     """Paper Fig 4 / Theorem 2: mean matched |cos| stays above 0.75 up to ‖E_X‖₂ ≈ 55."""
     options = BootstrapOptions.from_mapping(options)
-    table = _frame(anisotropy_path, "toy_anisotropy")
+    table = io.read_frame(anisotropy_path, schema("toy_anisotropy"))
     trained, closed = anisotropy_curves(table)
     crossing = anisotropy_crossing(trained, threshold)
     by_seed = table.pivot_table(index="feature_seed", columns="interference_norm", values="mean_matched_cos")

@@ -1,4 +1,4 @@
-"""The training-dynamics stage (SPEC §5, paper Fig 7b): a small transformer trained from scratch on repeated
+"""The training-dynamics stage (paper Fig 7b): a small transformer trained from scratch on repeated
 segments, its checkpoints scored and run through the SAD stage.
 
 Submodules (imported one by one; this package imports nothing, so :mod:`svalign.dynamics.config` stays torch-free):

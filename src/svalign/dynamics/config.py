@@ -16,8 +16,8 @@ import numpy as np
 from svalign.mappings import known_fields
 
 __all__ = [
-    "N_SPECIAL",
-    "SPECIAL_TOKENS",
+    "N_RESERVED",
+    "RESERVED_TOKENS",
     "DynamicsConfig",
     "checkpoint_name",
     "checkpoint_step",
@@ -26,11 +26,11 @@ __all__ = [
     "series_in_one_job",
 ]
 
-SPECIAL_TOKENS = ("<unk>", "<pad>", "<bos>")
+RESERVED_TOKENS = ("<unk>", "<pad>", "<bos>")
 """Special tokens, ids 0, 1, 2. Training never uses them (no BOS: the SAD stage feeds causal models without one);
 they exist so the tokenizer behaves like any other Hugging Face tokenizer (unknown words, padding)."""
-N_SPECIAL = len(SPECIAL_TOKENS)
-"""Number of special tokens: ordinary token ``t{i}`` has model id ``i + N_SPECIAL``."""
+N_RESERVED = len(RESERVED_TOKENS)
+"""Number of special tokens: ordinary token ``t{i}`` has model id ``i + N_RESERVED``."""
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,8 @@ class DynamicsConfig:
 
     @property
     def model_vocab_size(self) -> int:
-        """Vocabulary of the model and tokenizer: the ordinary tokens plus :data:`SPECIAL_TOKENS`."""
-        return self.vocab_size + N_SPECIAL
+        """Vocabulary of the model and tokenizer: the ordinary tokens plus :data:`RESERVED_TOKENS`."""
+        return self.vocab_size + N_RESERVED
 
     @property
     def d_head(self) -> int:

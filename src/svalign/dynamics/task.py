@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from svalign.dynamics.config import N_SPECIAL, SPECIAL_TOKENS, DynamicsConfig
+from svalign.dynamics.config import N_RESERVED, RESERVED_TOKENS, DynamicsConfig
 from svalign.runtime import derive_seed
 
 __all__ = [
@@ -102,7 +102,7 @@ def repeat_batch(config: DynamicsConfig, n: int, seed: int, purpose: str, step: 
     """
     generator = torch.Generator().manual_seed(derive_seed(seed, f"dynamics/{purpose}/{step}"))
     T = config.seq_len
-    fresh = torch.randint(config.vocab_size, (n, T), generator=generator) + N_SPECIAL
+    fresh = torch.randint(config.vocab_size, (n, T), generator=generator) + N_RESERVED
     echo = torch.rand(n, T, generator=generator) < config.aba_prob  # x_t = x_{t−2}
     echo[:, :2] = False
     # Resolve chains without a loop over positions: within each parity class, x_t is the fresh token of the last
@@ -123,9 +123,9 @@ def repeat_batch(config: DynamicsConfig, n: int, seed: int, purpose: str, step: 
 
 def tokens_to_texts(tokens: torch.Tensor) -> list[str]:
     """``[batch, seq]`` model ids of ordinary tokens → texts ``"t12 t5 …"`` (what the tokenizer maps back)."""
-    if (tokens < N_SPECIAL).any():
+    if (tokens < N_RESERVED).any():
         raise ValueError("tokens_to_texts: special tokens have no text form here")
-    return [" ".join(f"t{int(i) - N_SPECIAL}" for i in row) for row in tokens]
+    return [" ".join(f"t{int(i) - N_RESERVED}" for i in row) for row in tokens]
 
 
 def sad_prompts(config: DynamicsConfig, n: int = 32, seed: int = 0) -> list[str]:
@@ -155,8 +155,8 @@ def build_tokenizer(config: DynamicsConfig) -> Any:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
-    vocab.update({f"t{i}": i + N_SPECIAL for i in range(config.vocab_size)})
+    vocab = {token: i for i, token in enumerate(RESERVED_TOKENS)}
+    vocab.update({f"t{i}": i + N_RESERVED for i in range(config.vocab_size)})
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from svalign.dynamics.config import SPECIAL_TOKENS, DynamicsConfig, checkpoint_name, checkpoint_step
+from svalign.dynamics.config import RESERVED_TOKENS, DynamicsConfig, checkpoint_name, checkpoint_step
 from svalign.dynamics.task import build_tokenizer, repeat_batch, sequence_losses
 from svalign.runtime import TrainingDivergedError, derive_seed
 
@@ -76,9 +76,9 @@ def _model_config(config: DynamicsConfig) -> Any:
         hidden_dropout=0.0,
         attention_dropout=0.0,
         tie_word_embeddings=False,  # as in Pythia
-        bos_token_id=SPECIAL_TOKENS.index("<bos>"),
-        eos_token_id=SPECIAL_TOKENS.index("<bos>"),
-        pad_token_id=SPECIAL_TOKENS.index("<pad>"),
+        bos_token_id=RESERVED_TOKENS.index("<bos>"),
+        eos_token_id=RESERVED_TOKENS.index("<bos>"),
+        pad_token_id=RESERVED_TOKENS.index("<pad>"),
     )
 
 

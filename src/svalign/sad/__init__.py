@@ -1,4 +1,4 @@
-"""The SAD stage (SPEC §4): sparse attention decomposition of every head's attention logits over the
+"""The SAD stage (paper Figs 8, 9a): sparse attention decomposition of every head's attention logits over the
 singular-vector terms of its QK form, real and under the spectrum-preserving rotation null.
 
 Submodules (imported one by one; this package imports nothing, so :mod:`svalign.sad.config` stays torch-free):

@@ -114,7 +114,7 @@ def decompose(
         svd: the layer's SVD, tensors ``[head, n_offsets, …]`` (bases ``[head, d_in, r]``).
         causal: keys j > t are masked (their terms are 0).
         offsets_used: RoPE model: pair (t, j) uses the SVD of offset δ = t − j (needs n_offsets ≥ pos; the SAD
-            stage checks this with :func:`svalign.config.check_offset_coverage` before any computation).
+            stage checks this with :func:`svalign.mappings.check_offset_coverage` before any computation).
         window: sliding window of the layer (keys t − w < j ≤ t; :func:`allowed_keys`), or None.
         query_scale, key_scale: per-token scalars ``[batch, head, pos]`` of q/k-norm models, 1/ρ_q(t) and 1/ρ_k(j):
             then a_k(t, j) = σ_k (x̃_t · u_k)(v_k · x̃_j) / (ρ_q(t) ρ_k(j)), still summing to the model's logit.

@@ -1,36 +1,27 @@
-"""The SAD stage over a prompt set: prompts to tokens, one forward pass per chunk of prompts, the decomposition of
-every layer, real and under the rotation null, and the columns of the ``sad_pairs``, ``sad_summary`` and
-``sad_prompts`` tables (:mod:`svalign.tables`; scripts write them).
+"""The SAD stage over a prompt set: the decomposition of every layer of every forward pass, real and under the
+rotation null, and the columns of the ``sad_pairs``, ``sad_summary`` and ``sad_prompts`` tables
+(:mod:`svalign.tables`; scripts write them).
 
 :func:`run_sad` is a sequence of named steps: :func:`null_bases` (the seeded rotations, drawn before any data is
-seen) → per prompt chunk :func:`process_chunk` (forward pass, :func:`ioi_logit_diff`, then :func:`layer_pairs` per
-layer) → :func:`assemble_pairs` (sorted columns, mean shares) and the diagnostics.
+seen) → per forward pass of :func:`svalign.sad.forward.forward_passes` :func:`process_chunk` (the IOI logit
+differences, then :func:`layer_pairs` per layer) → :func:`assemble_pairs` (sorted columns, mean shares) and the
+diagnostics.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from svalign.config import check_offset_coverage
 from svalign.definitions import N_RECON_LIMIT, lower_half
-from svalign.models import HeadWeights
+from svalign.heads import HeadWeights
 from svalign.sad.config import SADConfig
-from svalign.sad.decompose import (
-    PairStatistics,
-    allowed_keys,
-    augment_inputs,
-    check_scores,
-    decompose,
-    layer_svd,
-    pair_statistics,
-    rotate_svd,
-)
+from svalign.sad.decompose import PairStatistics, check_scores, layer_svd, pair_statistics, rotate_svd
+from svalign.sad.forward import ForwardChunk, LayerInputs, PromptBatch, check_offsets, forward_passes
 from svalign.svd import HeadSVD, ModelSVD
 from svalign.tables import SAD_PAIRS, SAD_SUMMARY
 
@@ -38,24 +29,15 @@ __all__ = [
     "PAIR_COLUMNS",
     "SCORE_TOLERANCE",
     "Accumulator",
-    "LayerInputs",
     "LayerPairs",
-    "PromptBatch",
     "assemble_pairs",
-    "check_offsets",
-    "ioi_logit_diff",
-    "layer_activations",
-    "layer_inputs",
     "layer_pairs",
-    "model_scores",
     "null_bases",
     "pairs_table",
     "process_chunk",
-    "prompt_chunks",
     "prompts_table",
     "run_sad",
     "summarize",
-    "tokenize_prompts",
 ]
 
 SCORE_TOLERANCE = 1e-4
@@ -84,169 +66,6 @@ _CONFIGURED = ("n_recon", "null_n_recon")  # the arrays of ordering sad.n_recon_
 
 
 # --------------------------------------------------------------------------------------------------
-# Prompts → tokens
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PromptBatch:
-    """Prompts of one token length (padding-free), with their indices in the prompt set.
-
-    Attributes:
-        tokens: ``[n, pos]`` token ids.
-        prompt: ``[n]`` prompt indices.
-        io_token, s_token: ``[n]`` IOI answer tokens (−1 for plain text).
-    """
-
-    tokens: torch.Tensor
-    prompt: torch.Tensor
-    io_token: torch.Tensor
-    s_token: torch.Tensor
-
-
-def _single_token(tokenizer: Any, name: str, causal: bool) -> int | None:
-    if causal:
-        ids = tokenizer(" " + name, add_special_tokens=False)["input_ids"]
-    else:
-        ids = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(name))
-    return int(ids[0]) if len(ids) == 1 else None
-
-
-def tokenize_prompts(
-    tokenizer: Any, texts: list[str], causal: bool, n_ctx: int, answers: list[tuple[str, str]] | None = None
-) -> tuple[list[PromptBatch], list[int]]:
-    """Tokenise and group prompts by length; IOI prompts whose names are not single tokens are dropped.
-
-    Causal models get no BOS (recorded in provenance); BERT gets its usual [CLS] … [SEP].
-
-    Returns:
-        (batches sorted by length, kept prompt indices).
-
-    Raises:
-        ValueError: empty prompt set, a prompt of fewer than 2 tokens, no prompt left after filtering, or a prompt
-            longer than the context.
-    """
-    if not texts:
-        raise ValueError("the prompt set is empty")
-    by_length: dict[int, list[tuple[int, list[int], int, int]]] = {}
-    kept = []
-    for index, text in enumerate(texts):
-        ids = tokenizer(text, add_special_tokens=not causal)["input_ids"]
-        if len(ids) < 2:  # an empty or whitespace-only prompt: no pair (t, j) with a choice of keys
-            raise ValueError(f"prompt {index} ({text!r}) has {len(ids)} token(s); a prompt needs at least 2")
-        if len(ids) > n_ctx:
-            raise ValueError(f"prompt {index} has {len(ids)} tokens, more than the model's context of {n_ctx}")
-        io_token = s_token = -1
-        if answers is not None:
-            io_id, s_id = (_single_token(tokenizer, name, causal) for name in answers[index])
-            if io_id is None or s_id is None:
-                continue
-            io_token, s_token = io_id, s_id
-        kept.append(index)
-        by_length.setdefault(len(ids), []).append((index, ids, io_token, s_token))
-    if not kept:
-        raise ValueError("no prompt is left: every IOI name is split into several tokens by this tokenizer")
-    batches = [
-        PromptBatch(
-            tokens=torch.tensor([r[1] for r in rows]),
-            prompt=torch.tensor([r[0] for r in rows]),
-            io_token=torch.tensor([r[2] for r in rows]),
-            s_token=torch.tensor([r[3] for r in rows]),
-        )
-        for _, rows in sorted(by_length.items())
-    ]
-    return batches, kept
-
-
-def check_offsets(model_svd: ModelSVD, batches: list[PromptBatch]) -> None:
-    """Fail (naming ``svd.max_offset``) unless a RoPE model's offsets cover the longest prompt of ``batches``."""
-    if model_svd.uses_offsets:
-        longest = max(batch.tokens.shape[1] for batch in batches)
-        check_offset_coverage(model_svd.max_offset, longest, "the longest prompt of this prompt set")
-
-
-# --------------------------------------------------------------------------------------------------
-# Model activations
-# --------------------------------------------------------------------------------------------------
-
-
-def layer_activations(bridge: Any, tokens: torch.Tensor, weights: HeadWeights) -> tuple[dict, torch.Tensor]:
-    """One forward pass caching each layer's head input, attention pattern and the model's unscaled scores.
-
-    Returns:
-        (the cache, last-position logits ``[n, vocab]``).
-    """
-    names = set()
-    for layer in range(weights.n_layers):
-        names.add(weights.head_input_hook.format(layer=layer))
-        names.add(f"blocks.{layer}.attn.hook_pattern")
-        if weights.qk_norm:  # per-token 1/ρ of q/k-norm models (svalign.hf_models)
-            names.update([f"blocks.{layer}.attn.hook_query_scale", f"blocks.{layer}.attn.hook_key_scale"])
-        names.update(
-            [f"blocks.{layer}.attn.hook_q", f"blocks.{layer}.attn.hook_k"]
-            if weights.family.scores_from_qk
-            else [f"blocks.{layer}.attn.hook_attn_scores"]
-        )
-    with torch.no_grad():
-        logits, cache = bridge.run_with_cache(tokens, names_filter=names.__contains__)
-    return cache, logits[:, -1]
-
-
-def model_scores(cache: dict, layer: int, weights: HeadWeights) -> torch.Tensor:
-    """The model's own pre-softmax scores ``[b, h, t, j]`` before the 1/√d_head scale (masked entries 0)."""
-    if weights.family.scores_from_qk:
-        q, k = cache[f"blocks.{layer}.attn.hook_q"], cache[f"blocks.{layer}.attn.hook_k"]
-        return torch.einsum("bthe,bshe->bhts", q, k)
-    scores = cache[f"blocks.{layer}.attn.hook_attn_scores"] * weights.attn_scale
-    allowed = allowed_keys(scores.shape[-1], weights.causal, scores.device, weights.window(layer))
-    return torch.where(allowed, scores, torch.zeros((), dtype=scores.dtype))  # select before arithmetic on -inf
-
-
-@dataclass
-class LayerInputs:
-    """What the decomposition of one layer reads from a forward pass (:func:`layer_inputs`).
-
-    Attributes:
-        x: head inputs ``[b, pos, d_in]`` (with the bias coordinate when the SVD is augmented).
-        scores: the model's unscaled scores ``[b, h, t, j]`` (:func:`model_scores`; entries outside K(t) are 0).
-        pattern: the real model's attention ``[b, h, t, j]``; it fixes the firing pairs of every null draw.
-        window: the layer's sliding window (K(t) = t − w < j ≤ t), or None.
-        query_scale, key_scale: per-token 1/ρ_q, 1/ρ_k ``[b, h, pos]`` of q/k-norm models, else None.
-    """
-
-    x: torch.Tensor
-    scores: torch.Tensor
-    pattern: torch.Tensor
-    window: int | None = None
-    query_scale: torch.Tensor | None = None
-    key_scale: torch.Tensor | None = None
-
-    def terms(self, svd: HeadSVD, causal: bool, offsets_used: bool) -> torch.Tensor:
-        """The terms a_k(t, j) ``[b, h, t, j, r]`` of ``svd`` (the layer's, or a null draw's) on these inputs."""
-        scales = {"query_scale": self.query_scale, "key_scale": self.key_scale}
-        return decompose(self.x, svd, causal, offsets_used, window=self.window, **scales)
-
-
-def layer_inputs(cache: dict, layer: int, weights: HeadWeights, augmented: bool) -> LayerInputs:
-    """One layer's :class:`LayerInputs` from :func:`layer_activations`' cache."""
-    hook = f"blocks.{layer}.attn.hook_"
-    scales = [cache[hook + name].float() for name in ("query_scale", "key_scale")] if weights.qk_norm else []
-    return LayerInputs(
-        augment_inputs(cache[weights.head_input_hook.format(layer=layer)].float(), augmented),
-        model_scores(cache, layer, weights).float(),
-        cache[hook + "pattern"].float(),
-        weights.window(layer),
-        *scales,
-    )
-
-
-def ioi_logit_diff(last_logits: torch.Tensor, io_token: torch.Tensor, s_token: torch.Tensor) -> list[float]:
-    """logit(IO) − logit(S) of each prompt, from last-position logits ``[n, vocab]`` and answers ``[n]``."""
-    rows = torch.arange(len(last_logits))
-    return (last_logits[rows, io_token] - last_logits[rows, s_token]).tolist()
-
-
-# --------------------------------------------------------------------------------------------------
 # The stage: null bases, prompt chunks, per-layer statistics, assembled columns
 # --------------------------------------------------------------------------------------------------
 
@@ -264,25 +83,6 @@ def null_bases(model_svd: ModelSVD, n_layers: int, config: SADConfig) -> list[li
         svd = layer_svd(model_svd, layer)
         bases.append([rotate_svd(svd, generator) for _ in range(config.null_draws)])
     return bases
-
-
-def prompt_chunks(
-    batches: list[PromptBatch], chunk_prompts: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Consecutive chunks of at most ``chunk_prompts`` prompts of each batch, in order.
-
-    Yields:
-        (tokens ``[n, pos]``, prompt indices ``[n]``, IO tokens ``[n]``, S tokens ``[n]``).
-    """
-    for batch in batches:
-        for start in range(0, len(batch.tokens), chunk_prompts):
-            stop = start + chunk_prompts
-            yield (
-                batch.tokens[start:stop],
-                batch.prompt[start:stop],
-                batch.io_token[start:stop],
-                batch.s_token[start:stop],
-            )
 
 
 @dataclass
@@ -318,18 +118,19 @@ def layer_pairs(
     """Decompose one layer's scores, check them against the model's, and score its firing pairs, real and null.
 
     Args:
-        inputs: the layer's head inputs, the model's unscaled scores and attention (:func:`layer_inputs`).
+        inputs: the layer's head inputs, the model's unscaled scores and attention
+            (:meth:`svalign.sad.forward.ForwardChunk.inputs`).
         svd: the layer's SVD; nulls: its rotated SVDs, one per draw (:func:`null_bases`).
     """
-    statistics = {"threshold": config.threshold, "skip_first_key": config.skip_first_key, "window": inputs.window}
+    firing = (config.threshold, config.skip_first_key, inputs.window)  # which pairs fire: the same for every draw
     terms = inputs.terms(svd, causal, offsets_used)  # [b, h, t, j, r]
     score_error = check_scores(terms, inputs.scores, causal, SCORE_TOLERANCE, layer, inputs.window)
-    real = pair_statistics(terms, inputs.pattern, causal, **statistics)
+    real = pair_statistics(terms, inputs.pattern, causal, *firing)
     del terms  # one [b, h, t, j, r] tensor at a time
     draws = []
     for null_svd in nulls:
         null_terms = inputs.terms(null_svd, causal, offsets_used)
-        draws.append(pair_statistics(null_terms, inputs.pattern, causal, **statistics))
+        draws.append(pair_statistics(null_terms, inputs.pattern, causal, *firing))
         del null_terms
     return LayerPairs(
         real,
@@ -378,32 +179,22 @@ class Accumulator:
 
 
 def process_chunk(
-    bridge: Any,
-    weights: HeadWeights,
-    model_svd: ModelSVD,
-    nulls: list[list[HeadSVD]],
-    chunk: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-    config: SADConfig,
-    collected: Accumulator,
+    chunk: ForwardChunk, model_svd: ModelSVD, nulls: list[list[HeadSVD]], config: SADConfig, collected: Accumulator
 ) -> None:
-    """One forward pass over a chunk of prompts (:func:`prompt_chunks`), then every layer's pairs into ``collected``."""
-    tokens, prompts, io_token, s_token = chunk
-    cache, last_logits = layer_activations(bridge, tokens, weights)
-    if weights.causal and (io_token >= 0).all():
-        diff = ioi_logit_diff(last_logits, io_token, s_token)
-        collected.logit_diff.update(zip(prompts.tolist(), diff, strict=True))
-    offsets_used = model_svd.uses_offsets
+    """One forward pass (:func:`svalign.sad.forward.forward_passes`): every layer's pairs into ``collected``."""
+    collected.logit_diff.update(chunk.ioi_logit_diff())
+    weights = chunk.weights
     for layer in range(weights.n_layers):
         pairs = layer_pairs(
-            layer_inputs(cache, layer, weights, model_svd.augmented),
+            chunk.inputs(layer),
             layer_svd(model_svd, layer),
             nulls[layer],
             causal=weights.causal,
-            offsets_used=offsets_used,
+            offsets_used=model_svd.uses_offsets,
             config=config,
             layer=layer,
         )
-        collected.add(layer, prompts, pairs, config.null_draws)
+        collected.add(layer, chunk.batch.prompt, pairs, config.null_draws)
 
 
 def assemble_pairs(
@@ -435,7 +226,7 @@ def assemble_pairs(
 
 
 def run_sad(
-    bridge: Any, weights: HeadWeights, model_svd: ModelSVD, batches: list[PromptBatch], config: SADConfig
+    model: Any, weights: HeadWeights, model_svd: ModelSVD, batches: list[PromptBatch], config: SADConfig
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """SAD statistics of every firing pair of every head, real and under the rotation null.
 
@@ -453,8 +244,8 @@ def run_sad(
         share=torch.zeros(weights.n_layers, weights.n_heads, rank),
         null_share=torch.zeros(weights.n_layers, weights.n_heads, rank),
     )
-    for chunk in prompt_chunks(batches, config.chunk_prompts):
-        process_chunk(bridge, weights, model_svd, nulls, chunk, config, collected)
+    for chunk in forward_passes(model, weights, batches, config.chunk_prompts, model_svd.augmented):
+        process_chunk(chunk, model_svd, nulls, config, collected)
     diagnostics: dict[str, Any] = {"max_score_error": collected.worst}
     if collected.logit_diff:
         values = np.array(list(collected.logit_diff.values()))

@@ -128,7 +128,7 @@ def site_alignment(
 def alignment_columns(
     result: SiteAlignment, keys: dict[str, Any], frequency: np.ndarray, null_quantile: float
 ) -> dict[str, Any]:
-    """Column data for :data:`svalign.sae.schemas.SAE_ALIGNMENT`: rows by (head, side, rank) of one site/variant.
+    """Column data for :data:`svalign.tables.SAE_ALIGNMENT`: rows by (head, side, rank) of one site/variant.
 
     ``keys``: ``{"model", "variant", "layer"}``.
     """

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from svalign.sad.decompose import firing_mask
-from svalign.sad.run import LayerInputs
+from svalign.sad.forward import LayerInputs
 from svalign.sae.dictionary import encode
 from svalign.svd import HeadSVD
 
@@ -128,11 +128,11 @@ def attribute_pairs(
     """Attribute every firing pair of one layer and prompt chunk to latent pairs (see the module docstring).
 
     Args:
-        inputs: the layer's :class:`svalign.sad.run.LayerInputs` (head inputs, model scores, pattern).
+        inputs: the layer's :class:`svalign.sad.forward.LayerInputs` (head inputs, model scores, pattern).
         svd: the layer's SVD ``[head, n_offsets, …]``; nulls: its rotation-null draws (same layout).
 
     Returns:
-        Columns ``[pairs]``: ``b``, ``head``, ``t``, ``j`` and those of :data:`svalign.sae.schemas.SAE_ATTRIBUTION`
+        Columns ``[pairs]``: ``b``, ``head``, ``t``, ``j`` and those of :data:`svalign.tables.SAE_ATTRIBUTION`
         computed here (none when no pair fires), plus ``active_latents`` (the latents active anywhere in the chunk,
         unique).
 

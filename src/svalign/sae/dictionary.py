@@ -250,7 +250,7 @@ def interference_norm(decoder: torch.Tensor) -> float:
 
 
 def dictionary_columns(sae: Any, model: str, layer: int, frequency: np.ndarray) -> dict[str, Any]:
-    """Column data for :data:`svalign.sae.schemas.SAE_DICTIONARY` (one site)."""
+    """Column data for :data:`svalign.tables.SAE_DICTIONARY` (one site)."""
     n = sae.num_latents
     return {
         "model": [model] * n,

@@ -1,5 +1,5 @@
 """The SAE stage's two steps, as rules call them: train the sites' SAEs (``train_step``), then align and attribute
-(``analyse_step``). Each returns :class:`svalign.pipeline.StepTables`; the rule script writes them."""
+(``analyse_step``). Each returns :class:`svalign.io.StepTables`; the rule script writes them."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ import pyarrow as pa
 import torch
 
 from svalign import io
-from svalign.pipeline import StepTables
-from svalign.sad import prompts
-from svalign.sad import run as sad_run
+from svalign.io import StepTables
 from svalign.sad.config import SADConfig
 from svalign.sad.decompose import layer_svd
+from svalign.sad.forward import PromptSet, check_offsets, forward_passes
+from svalign.sad.run import null_bases
 from svalign.sae import align, attribution, dictionary
 from svalign.sae.config import SAEConfig
 from svalign.sae.corpus import corpus_digest
-from svalign.sae.schemas import (
+from svalign.svd import ModelSVD
+from svalign.tables import (
     SAE_ALIGNMENT,
     SAE_ATTRIBUTION,
     SAE_DICTIONARY,
@@ -30,7 +31,6 @@ from svalign.sae.schemas import (
     SAE_SITES,
     SAE_TOKENS,
 )
-from svalign.svd import ModelSVD
 
 __all__ = ["analyse_step", "check_sites", "train_step"]
 
@@ -137,7 +137,7 @@ def analyse_step(
     dictionary_table: pa.Table,
     quality_table: pa.Table,
     options: Mapping[str, Any],
-    sad_options: Mapping[str, Any],
+    sad_config: SADConfig,
     prompt_params: Mapping[str, Any],
     model: str,
 ) -> StepTables:
@@ -145,7 +145,7 @@ def analyse_step(
 
     Tables ``alignment``, ``heads``, ``attribution``, ``sites`` (SAE_*). ``bridge``/``weights``: the trained model.
     """
-    config, sad_config = SAEConfig.from_mapping(options), SADConfig.from_mapping(sad_options)
+    config = SAEConfig.from_mapping(options)
     sites = _site_saes(dictionary_table, quality_table)
     alignments = {
         (variant, layer): align.site_alignment(
@@ -200,17 +200,15 @@ def _attribute(
     prompt_params: Mapping[str, Any],
 ) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
     """Latent-pair attribution of every firing pair at the sites on the prompt set ``sae.prompt_set``."""
-    texts, answers = prompts.prompt_set(config.prompt_set, **prompt_params)
-    batches, _ = sad_run.tokenize_prompts(bridge.tokenizer, texts, weights.causal, bridge.cfg.n_ctx, answers)
-    sad_run.check_offsets(model_svd, batches)
-    nulls = sad_run.null_bases(model_svd, weights.n_layers, sad_config)  # the SAD stage's own draws
+    prompts = PromptSet.build(bridge, weights, config.prompt_set, prompt_params)
+    check_offsets(model_svd, prompts.batches)
+    nulls = null_bases(model_svd, weights.n_layers, sad_config)  # the SAD stage's own draws
     collected = attribution.AttributionCollector(active={layer: set() for layer in sites})
-    for tokens, prompt_index, _, _ in sad_run.prompt_chunks(batches, sad_config.chunk_prompts):
-        cache, _ = sad_run.layer_activations(bridge, tokens, weights)
+    chunks = forward_passes(bridge, weights, prompts.batches, sad_config.chunk_prompts, model_svd.augmented)
+    for chunk in chunks:
         for layer, (sae, _) in sites.items():
-            inputs = sad_run.layer_inputs(cache, layer, weights, model_svd.augmented)
             result = attribution.attribute_pairs(
-                inputs,
+                chunk.inputs(layer),
                 sae,
                 layer_svd(model_svd, layer),
                 nulls[layer],
@@ -222,7 +220,7 @@ def _attribute(
             collected.active[layer].update(result.pop("active_latents").tolist())
             if not result:  # no pair of this layer fired in the chunk
                 continue
-            result["prompt"] = prompt_index.numpy()[result.pop("b")]
+            result["prompt"] = chunk.batch.prompt.numpy()[result.pop("b")]
             result["layer"] = np.full(len(result["head"]), layer)
             collected.add(result)
     pairs = collected.arrays()

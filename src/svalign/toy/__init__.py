@@ -1,4 +1,4 @@
-"""The toy stage (SPEC §1, paper Figs 1-4, App. A and E): a superposition autoencoder trained jointly with one
+"""The toy stage (paper Figs 1-4, App. A and E): a superposition autoencoder trained jointly with one
 bilinear attention head, its alignment metrics, the closed-form optimum and the parameter sweeps.
 
 Submodules (imported one by one; this package imports nothing, so :mod:`svalign.toy.config` stays torch-free):

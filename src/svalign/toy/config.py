@@ -16,7 +16,6 @@ import numpy as np
 from svalign.mappings import known_fields
 
 __all__ = [
-    "SIGNIFICANT_SIGMA_RATIO",
     "SWEEP_PARAMETERS",
     "SWEEP_SHAPE",
     "AttentionLoss",
@@ -219,7 +218,6 @@ def sweep_points(base: dict, grid: dict[str, Sequence[float]]) -> list[dict[str,
     return points
 
 
-SIGNIFICANT_SIGMA_RATIO = 0.05  # σ_k/σ_1 above this counts as a "significant" singular value (SPEC §1)
 SWEEP_SHAPE = ("n_features", "context_len", "d_head")
 
 

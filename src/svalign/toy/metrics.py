@@ -15,10 +15,11 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import spearmanr
 
+from svalign.definitions import SIGNIFICANT_SIGMA_RATIO
 from svalign.io import TableSchema
 from svalign.svd import factored_svd
 from svalign.tables import TOY_INSTANCE_COLUMNS, TOY_METRICS, TOY_TRAJECTORY
-from svalign.toy.config import SIGNIFICANT_SIGMA_RATIO, Template
+from svalign.toy.config import Template
 
 __all__ = [
     "feature_cosines",

@@ -1,6 +1,6 @@
 """Toy model: a superposition autoencoder trained jointly with one bilinear attention head.
 
-Model (SPEC §1, after Elhage et al. "Toy Models of Superposition"):
+Model (paper Figs 1-3, after Elhage et al. "Toy Models of Superposition"):
 
 * N sparse features; an activation ``f ∈ ℝ^N`` has ``f_i = 0`` with probability S, else ``f_i ~ U[0, 1]``.
 * Feature directions are the columns of ``W ∈ ℝ^{D×N}``; a token is ``x = W f`` (row convention ``f Wᵀ``).

@@ -14,8 +14,9 @@ For each head's leading singular pairs (σ_k, u_k, v_k) at offset δ = 0 (the on
   terms c_k(t, j) recomputed exactly as the SAD stage computes them (:mod:`svalign.sad.decompose`); their sum is
   checked against the stored ℓ̃.
 
-:func:`run_readouts` does all three in one pass over the prompts (one forward pass per chunk) and returns the columns
-of :data:`svalign.tables.EXPLORER_READOUTS`, ``EXPLORER_EXAMPLES`` and ``EXPLORER_TOKENS``.
+:func:`run_readouts` does all three in one pass over the prompts (:func:`svalign.sad.forward.forward_passes`, the
+loop every stage that reads activations shares) and returns the columns of :data:`svalign.tables.EXPLORER_READOUTS`,
+``EXPLORER_EXAMPLES`` and ``EXPLORER_TOKENS``.
 """
 
 from __future__ import annotations
@@ -31,13 +32,11 @@ import pandas as pd
 import torch
 
 from svalign import tables
+from svalign.heads import HeadWeights
 from svalign.hf_models import TransformersModel
-from svalign.io import tensor
-from svalign.models import HeadWeights
-from svalign.pipeline import StepTables
+from svalign.io import StepTables, tensor
 from svalign.sad.decompose import augment_inputs, layer_svd, relative
-from svalign.sad.prompts import prompt_set
-from svalign.sad.run import PromptBatch, check_offsets, layer_activations, layer_inputs, prompt_chunks, tokenize_prompts
+from svalign.sad.forward import ForwardChunk, PromptBatch, PromptSet, check_offsets, forward_passes
 from svalign.svd import ModelSVD
 
 __all__ = [
@@ -46,16 +45,22 @@ __all__ = [
     "SIDES",
     "PromptSetInput",
     "ReadoutOptions",
+    "ReadoutPass",
+    "TokenText",
     "TopPositions",
     "check_contributions",
+    "context_rows",
     "context_string",
     "direction_vectors",
     "embedding_inputs",
     "embedding_readouts",
+    "embedding_rows",
+    "example_columns",
     "pairs_frame",
     "readouts_step",
     "run_readouts",
     "select_examples",
+    "token_columns",
     "vocabulary",
 ]
 
@@ -319,10 +324,9 @@ class PromptSetInput:
     ) -> PromptSetInput:
         """Tokenise prompt set ``name`` (``params``: what :func:`svalign.sad.prompts.prompt_set` needs) as the SAD
         stage does, and take its ``sad_pairs`` table ``pairs`` (pyarrow)."""
-        texts, answers = prompt_set(name, **params)
-        batches, _ = tokenize_prompts(model.tokenizer, texts, weights.causal, model.cfg.n_ctx, answers)
-        check_offsets(model_svd, batches)
-        return cls(batches, pairs_frame(pairs, name))
+        prompts = PromptSet.build(model, weights, name, params)
+        check_offsets(model_svd, prompts.batches)
+        return cls(prompts.batches, pairs_frame(pairs, name))
 
 
 def _prompt_tokens(batches: list[PromptBatch]) -> dict[int, list[int]]:
@@ -337,30 +341,44 @@ def _key_tokens(pairs: pd.DataFrame, tokens: dict[int, list[int]]) -> np.ndarray
     return flat[pairs["prompt"].map(starts).to_numpy() + pairs["j"].to_numpy()]
 
 
-def _chunk(model: Any, weights: HeadWeights, model_svd: ModelSVD, state: dict, chunk: tuple, set_index: int) -> None:
-    """One forward pass: every layer's projections into ``state["top"]`` and its examples' relative terms into
-    ``state["contributions"]``."""
-    tokens, prompts = chunk[0], chunk[1]
-    cache, _ = layer_activations(model, tokens, weights)
-    first = state["top"].add(set_index, prompts, tokens.shape[1])
-    examples, k = state["examples"], state["top"].values.shape[2]
-    in_chunk = (examples["set_index"] == set_index).to_numpy() & examples["prompt"].isin(prompts.tolist()).to_numpy()
-    row_of_prompt = {int(p): i for i, p in enumerate(prompts)}
-    for layer in range(weights.n_layers):
-        inputs = layer_inputs(cache, layer, weights, model_svd.augmented)
-        projection = torch.einsum("bpd,shdk->shkbp", inputs.x, direction_vectors(model_svd, layer, k))
-        for side, scale in enumerate((inputs.query_scale, inputs.key_scale)):
-            if scale is not None:  # [b, h, pos] -> [h, 1, b, pos]
-                projection[side] *= scale.permute(1, 0, 2).unsqueeze(1)
-        state["top"].update(layer, projection.flatten(-2), first)
-        rows = np.flatnonzero(in_chunk & (examples["layer"] == layer).to_numpy())
-        if rows.size:
-            terms = inputs.terms(layer_svd(model_svd, layer), weights.causal, model_svd.uses_offsets)
-            c = relative(terms, weights.causal, inputs.window)
-            chosen = examples.iloc[rows]
-            batch = torch.tensor([row_of_prompt[int(p)] for p in chosen["prompt"]])
-            index = (batch, *(torch.tensor(chosen[n].to_numpy()) for n in ("head", "t", "j")))
-            state["contributions"][rows] = c[index].numpy()
+@dataclass
+class ReadoutPass:
+    """What :func:`run_readouts` gathers over the forward passes of every prompt set.
+
+    Attributes:
+        top: the running top positions of every direction, side and pole.
+        examples: the chosen SAD examples (:func:`select_examples`, with ``set_index``: the prompt set's index).
+        contributions: ``[examples, r]`` each example's relative terms c_k, filled as its prompt passes.
+    """
+
+    top: TopPositions
+    examples: pd.DataFrame
+    contributions: np.ndarray
+
+    def add(self, chunk: ForwardChunk, model_svd: ModelSVD, set_index: int) -> None:
+        """One forward pass: every layer's projections into :attr:`top`, its examples' terms into
+        :attr:`contributions`."""
+        tokens, prompts, weights = chunk.batch.tokens, chunk.batch.prompt, chunk.weights
+        first = self.top.add(set_index, prompts, tokens.shape[1])
+        examples, k = self.examples, self.top.values.shape[2]
+        in_set = (examples["set_index"] == set_index).to_numpy()
+        in_chunk = in_set & examples["prompt"].isin(prompts.tolist()).to_numpy()
+        row_of_prompt = {int(p): i for i, p in enumerate(prompts)}
+        for layer in range(weights.n_layers):
+            inputs = chunk.inputs(layer)
+            projection = torch.einsum("bpd,shdk->shkbp", inputs.x, direction_vectors(model_svd, layer, k))
+            for side, scale in enumerate((inputs.query_scale, inputs.key_scale)):
+                if scale is not None:  # [b, h, pos] -> [h, 1, b, pos]
+                    projection[side] *= scale.permute(1, 0, 2).unsqueeze(1)
+            self.top.update(layer, projection.flatten(-2), first)
+            rows = np.flatnonzero(in_chunk & (examples["layer"] == layer).to_numpy())
+            if rows.size:
+                terms = inputs.terms(layer_svd(model_svd, layer), weights.causal, model_svd.uses_offsets)
+                c = relative(terms, weights.causal, inputs.window)
+                chosen = examples.iloc[rows]
+                batch = torch.tensor([row_of_prompt[int(p)] for p in chosen["prompt"]])
+                index = (batch, *(torch.tensor(chosen[n].to_numpy()) for n in ("head", "t", "j")))
+                self.contributions[rows] = c[index].numpy()
 
 
 def run_readouts(
@@ -378,27 +396,28 @@ def run_readouts(
     keys = np.concatenate([_key_tokens(sets[n].pairs, tokens[n]) for n in names])
     examples = select_examples(pairs, keys, options.n_examples, options.examples_per_key_token)
     k = min(options.readout_directions, model_svd.svd.S.shape[-1])
-    state = {
-        "top": TopPositions(weights.n_layers, weights.n_heads, k, options.n_tokens),
-        "examples": examples,
-        "contributions": np.zeros((len(examples), model_svd.svd.S.shape[-1]), dtype=np.float32),
-    }
+    gathered = ReadoutPass(
+        TopPositions(weights.n_layers, weights.n_heads, k, options.n_tokens),
+        examples,
+        np.zeros((len(examples), model_svd.svd.S.shape[-1]), dtype=np.float32),
+    )
     for set_index, name in enumerate(names):
-        for chunk in prompt_chunks(sets[name].batches, options.chunk_prompts):
-            _chunk(model, weights, model_svd, state, chunk, set_index)
-    worst = check_contributions(state["contributions"], examples["ltilde"].to_numpy())
+        for chunk in forward_passes(model, weights, sets[name].batches, options.chunk_prompts, model_svd.augmented):
+            gathered.add(chunk, model_svd, set_index)
+    worst = check_contributions(gathered.contributions, examples["ltilde"].to_numpy())
     log.info("%d examples; their terms sum to the stored ℓ̃ to %.1e", len(examples), worst)
     tokenizer = model.tokenizer
     vocab = vocabulary(tokenizer, _hf_module(model).get_input_embeddings().num_embeddings)
     x = augment_inputs(embedding_inputs(model, weights, vocab, options.embedding_position), model_svd.augmented)
     emb_values, emb_rows = embedding_readouts(x, model_svd, k, options.n_tokens)
-    text = _Text(tokenizer, tokens, names)
+    text = TokenText(tokenizer, tokens, names)
+    top = gathered.top
     readouts = _concat(
-        text.context_rows(state["top"].values, state["top"].index, state["top"].refs, options.context_tokens),
-        text.embedding_rows(emb_values, vocab[emb_rows]),
+        context_rows(text, top.values, top.index, top.refs, options.context_tokens),
+        embedding_rows(text, emb_values, vocab[emb_rows]),
     )
-    examples = text.example_columns(examples, state["contributions"], model_svd.uses_offsets)
-    return readouts, examples, text.token_columns()
+    example_table = example_columns(text, examples, gathered.contributions, model_svd.uses_offsets)
+    return readouts, example_table, token_columns(text)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -424,8 +443,14 @@ def _concat(*parts: dict[str, Any]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([np.asarray(part[name]) for part in parts]) for name in parts[0]}
 
 
-class _Text:
-    """Token strings of the explorer's prompts and vocabulary, decoded once per id (or context) and cached."""
+class TokenText:
+    """Token strings of the explorer's prompts and vocabulary, each id decoded once and cached.
+
+    Attributes:
+        tokenizer: the model's tokenizer.
+        tokens: prompt set name → {prompt: token ids}.
+        names: the prompt sets in order (a prompt set index names ``names[index]``).
+    """
 
     def __init__(self, tokenizer: Any, tokens: dict[str, dict[int, list[int]]], names: list[str]) -> None:
         self.tokenizer, self.tokens, self.names = tokenizer, tokens, names
@@ -436,69 +461,77 @@ class _Text:
             self._decoded[token_id] = self.tokenizer.decode([int(token_id)])
         return self._decoded[token_id]
 
-    def context_rows(self, values: torch.Tensor, index: torch.Tensor, refs: np.ndarray, width: int) -> dict:
-        """Rows of the context read-outs (positions that were never filled, index −1, are dropped)."""
-        flat = index.numpy().ravel()
-        keep = flat >= 0
-        rows = {name: column[keep] for name, column in _grid(values).items()}
-        ref = refs[flat[keep]]
-        ids = [self.tokens[self.names[s]][p] for s, p in ref[:, :2]]
-        contexts = {}
-        for key, prompt_ids in zip(map(tuple, ref), ids, strict=True):
-            if key not in contexts:
-                contexts[key] = context_string(self.tokenizer, prompt_ids, int(key[2]), width)
-        token_ids = np.array([prompt_ids[pos] for prompt_ids, pos in zip(ids, ref[:, 2], strict=True)], dtype=np.int64)
-        return {
-            **rows,
-            "source": np.full(len(ref), "context", dtype=object),
-            "token": np.array([self.token(i) for i in token_ids], dtype=object),
-            "token_id": token_ids,
-            "prompt_set": np.array([self.names[s] for s in ref[:, 0]], dtype=object),
-            "prompt": ref[:, 1].astype(np.int64),
-            "position": ref[:, 2].astype(np.int64),
-            "context": np.array([contexts[key] for key in map(tuple, ref)], dtype=object),
-        }
+    def prompt_ids(self, set_index: int, prompt: int) -> list[int]:
+        """Token ids of prompt ``prompt`` of prompt set ``set_index``."""
+        return self.tokens[self.names[set_index]][prompt]
 
-    def embedding_rows(self, values: torch.Tensor, token_ids: torch.Tensor) -> dict:
-        """Rows of the embedding read-outs."""
-        rows = _grid(values)
-        ids = token_ids.numpy().ravel().astype(np.int64)
-        n = len(ids)
-        return {
-            **rows,
-            "source": np.full(n, "embedding", dtype=object),
-            "token": np.array([self.token(i) for i in ids], dtype=object),
-            "token_id": ids,
-            "prompt_set": np.full(n, "", dtype=object),
-            "prompt": np.full(n, -1, dtype=np.int64),
-            "position": np.full(n, -1, dtype=np.int64),
-            "context": np.full(n, "", dtype=object),
-        }
 
-    def example_columns(self, examples: pd.DataFrame, contributions: np.ndarray, uses_offsets: bool) -> dict:
-        """Columns of the examples (without model/variant)."""
-        at = [self.tokens[self.names[s]][p] for s, p in zip(examples["set_index"], examples["prompt"], strict=True)]
-        t, j = examples["t"].to_numpy(), examples["j"].to_numpy()
-        columns = {name: examples[name].to_numpy() for name in EXAMPLE_PAIR_COLUMNS}
-        return {
-            **columns,
-            "example": examples["example"].to_numpy(),
-            "prompt_set": [self.names[s] for s in examples["set_index"]],
-            "offset": t - j if uses_offsets else np.zeros_like(t),
-            "query_token": [self.token(ids[q]) for ids, q in zip(at, t, strict=True)],
-            "key_token": [self.token(ids[k]) for ids, k in zip(at, j, strict=True)],
-            "contributions": contributions,
-        }
+def context_rows(text: TokenText, values: torch.Tensor, index: torch.Tensor, refs: np.ndarray, width: int) -> dict:
+    """Rows of the context read-outs (:class:`TopPositions`; positions never filled, index −1, are dropped)."""
+    flat = index.numpy().ravel()
+    keep = flat >= 0
+    rows = {name: column[keep] for name, column in _grid(values).items()}
+    ref = refs[flat[keep]]
+    ids = [text.prompt_ids(s, p) for s, p in ref[:, :2]]
+    contexts = {}
+    for key, prompt_ids in zip(map(tuple, ref), ids, strict=True):
+        if key not in contexts:
+            contexts[key] = context_string(text.tokenizer, prompt_ids, int(key[2]), width)
+    token_ids = np.array([prompt_ids[pos] for prompt_ids, pos in zip(ids, ref[:, 2], strict=True)], dtype=np.int64)
+    return {
+        **rows,
+        "source": np.full(len(ref), "context", dtype=object),
+        "token": np.array([text.token(i) for i in token_ids], dtype=object),
+        "token_id": token_ids,
+        "prompt_set": np.array([text.names[s] for s in ref[:, 0]], dtype=object),
+        "prompt": ref[:, 1].astype(np.int64),
+        "position": ref[:, 2].astype(np.int64),
+        "context": np.array([contexts[key] for key in map(tuple, ref)], dtype=object),
+    }
 
-    def token_columns(self) -> dict:
-        """Columns of the prompt tokens (without model/variant), by prompt set and prompt."""
-        rows = [(name, p, ids) for name in self.names for p, ids in sorted(self.tokens[name].items())]
-        return {
-            "prompt_set": [name for name, _, _ in rows],
-            "prompt": [p for _, p, _ in rows],
-            "tokens": [[self.token(i) for i in ids] for _, _, ids in rows],
-            "token_ids": [ids for _, _, ids in rows],
-        }
+
+def embedding_rows(text: TokenText, values: torch.Tensor, token_ids: torch.Tensor) -> dict:
+    """Rows of the embedding read-outs (:func:`embedding_readouts`)."""
+    rows = _grid(values)
+    ids = token_ids.numpy().ravel().astype(np.int64)
+    n = len(ids)
+    return {
+        **rows,
+        "source": np.full(n, "embedding", dtype=object),
+        "token": np.array([text.token(i) for i in ids], dtype=object),
+        "token_id": ids,
+        "prompt_set": np.full(n, "", dtype=object),
+        "prompt": np.full(n, -1, dtype=np.int64),
+        "position": np.full(n, -1, dtype=np.int64),
+        "context": np.full(n, "", dtype=object),
+    }
+
+
+def example_columns(text: TokenText, examples: pd.DataFrame, contributions: np.ndarray, uses_offsets: bool) -> dict:
+    """Columns of the SAD examples (without model/variant)."""
+    at = [text.prompt_ids(s, p) for s, p in zip(examples["set_index"], examples["prompt"], strict=True)]
+    t, j = examples["t"].to_numpy(), examples["j"].to_numpy()
+    columns = {name: examples[name].to_numpy() for name in EXAMPLE_PAIR_COLUMNS}
+    return {
+        **columns,
+        "example": examples["example"].to_numpy(),
+        "prompt_set": [text.names[s] for s in examples["set_index"]],
+        "offset": t - j if uses_offsets else np.zeros_like(t),
+        "query_token": [text.token(ids[q]) for ids, q in zip(at, t, strict=True)],
+        "key_token": [text.token(ids[k]) for ids, k in zip(at, j, strict=True)],
+        "contributions": contributions,
+    }
+
+
+def token_columns(text: TokenText) -> dict:
+    """Columns of the prompt tokens (without model/variant), by prompt set and prompt."""
+    rows = [(name, p, ids) for name in text.names for p, ids in sorted(text.tokens[name].items())]
+    return {
+        "prompt_set": [name for name, _, _ in rows],
+        "prompt": [p for _, p, _ in rows],
+        "tokens": [[text.token(i) for i in ids] for _, _, ids in rows],
+        "token_ids": [ids for _, _, ids in rows],
+    }
 
 
 def readouts_step(
@@ -511,7 +544,7 @@ def readouts_step(
     record: Mapping[str, Any],
 ) -> StepTables:
     """:func:`run_readouts` as the tables ``readouts``, ``examples`` and ``tokens`` of one model variant (``keys``:
-    ``model``, ``variant``), for :func:`svalign.pipeline.write_step`."""
+    ``model``, ``variant``), for :func:`svalign.io.write_step`."""
     made = run_readouts(model, weights, model_svd, sets, options)
     schemas = (tables.EXPLORER_READOUTS, tables.EXPLORER_EXAMPLES, tables.EXPLORER_TOKENS)
     out = {}

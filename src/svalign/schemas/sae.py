@@ -1,9 +1,5 @@
-"""The SAE stage's Parquet tables, torch-free (registered with every other table in :data:`svalign.tables.TABLES`).
-
-Files: ``results/sae/corpus.parquet`` (SAE_CORPUS); per model ``results/sae/{model}/`` ``tokens.parquet``,
-``dictionary.parquet``, ``quality.parquet`` (rule ``sae_train``) and ``alignment.parquet``, ``heads.parquet``,
-``attribution.parquet``, ``sites.parquet`` (rule ``sae_align``).
-"""
+"""SAE stage tables: the offline corpus (SAE_CORPUS); per model tokens, dictionary and quality (rule sae_train) and
+alignment, heads, attribution and sites (rule sae_align)."""
 
 from __future__ import annotations
 
@@ -24,6 +20,13 @@ __all__ = [
 ]
 
 _STR, _I64, _F64, _F32, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.float32(), pa.bool_()
+
+
+# --------------------------------------------------------------------------------------------------
+# SAE stage: results/sae/corpus.parquet (SAE_CORPUS); per model results/sae/{model}/ tokens, dictionary, quality
+# (rule sae_train) and alignment, heads, attribution, sites (rule sae_align)
+# --------------------------------------------------------------------------------------------------
+
 _SITE = (Column("model", _STR, "model name (key of config `models`)"), Column("layer", _I64, "layer index"))
 
 SAE_CORPUS = TableSchema(

@@ -2,7 +2,7 @@
 
 One self-contained file, no network and no server: it opens from the file system and inside the
 ``snakemake --report`` iframe (a ``data:`` URL, which Chromium caps at 2 MB: :data:`REPORT_URL_LIMIT`). The data
-(:func:`svalign.explorer.explorer_data`) sits in a ``<script type="application/json">`` element; the script draws
+(:func:`svalign.explorer.data.explorer_data`) sits in a ``<script type="application/json">`` element; the script draws
 the head picker (layer × head grid coloured by median S, S ÷ null S or median N_recon) and, for the chosen head, its
 spectrum with degenerate blocks, token read-outs and SAD examples.
 
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-from svalign.explorer import explorer_data, page_json, read_frames, sae_matches
+from svalign.explorer.data import explorer_data, page_json, read_frames, sae_matches
 
 __all__ = ["REPORT_URL_LIMIT", "build_page", "check_report_size", "render_page"]
 
@@ -30,7 +30,7 @@ ASSETS = "assets"
 
 
 def _asset(name: str) -> str:
-    return (resources.files("svalign") / ASSETS / name).read_text(encoding="utf-8")
+    return (resources.files("svalign.explorer") / ASSETS / name).read_text(encoding="utf-8")
 
 
 BODY = """
@@ -78,13 +78,14 @@ def _notes(meta: Mapping[str, Any]) -> dict[str, str]:
             "Under each direction: the SAE latent whose decoder direction is closest to it (best |cos|, query and key "
             "side; SAE stage, sites' layers only, offset 0)."
             if meta["sae"]
-            else "No SAE stage ran in this workflow; the page has a hook for its matches (svalign.explorer, SAE hook)."
+            else "No SAE stage ran in this workflow; the page has a hook for its matches "
+            "(svalign.explorer.data, SAE hook)."
         ),
     }
 
 
 def render_page(data: Mapping[str, Any]) -> str:
-    """The whole page for :func:`svalign.explorer.explorer_data` ``data``."""
+    """The whole page for :func:`svalign.explorer.data.explorer_data` ``data``."""
     meta = data["meta"]
     notes = {k: html.escape(v) for k, v in _notes(meta).items()}
     body = BODY.format(model=html.escape(str(meta["model"])), **notes)
@@ -113,7 +114,7 @@ def check_report_size(page: str, path: str) -> int:
 
 def build_page(paths: Mapping[str, Any], model: str, options: Mapping[str, Any]) -> str:
     """The page of one model from its tables (``paths``: ``spectra``, ``summary``, ``readouts``, ``examples``,
-    ``tokens``; :func:`svalign.explorer.read_frames`). The header's settings come from the tables themselves: the
+    ``tokens``; :func:`svalign.explorer.data.read_frames`). The header's settings come from the tables themselves: the
     spectra's provenance (gap, numerical-rank tolerance, top directions), the summary's prompt set and N_recon
     ordering, the prompt sets of the tokens."""
     from svalign.io import read_provenance

@@ -7,7 +7,7 @@
   match rate against the rotation null's and chance.
 
 The SAE markers on the paper's Fig 4 axis are :func:`svalign.figures.anisotropy_figure`'s (their table:
-:func:`svalign.sae.summary.site_interference`); caption numbers come from :mod:`svalign.sae.summary`.
+:func:`svalign.captions.site_interference`); caption numbers come from :mod:`svalign.captions`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from svalign.captions import VARIANT_NAMES, variants_present
 from svalign.definitions import pooled_share
-from svalign.figures import PALETTE, set_theme
-from svalign.sae.summary import VARIANT_NAMES, variants_present
+from svalign.figures.canvas import PALETTE, set_theme
 
 __all__ = ["alignment_by_rank_figure", "head_alignment_figure"]
 
@@ -81,11 +81,11 @@ def alignment_by_rank_figure(
 ) -> plt.Figure:
     """Mean best |cos| of u_k and v_k with the SAE's decoder directions by σ rank, one panel per site (layer).
 
-    Lines: the mean over the site's heads of :data:`~svalign.sae.schemas.SAE_ALIGNMENT` ``best_cos`` for each
+    Lines: the mean over the site's heads of :data:`~svalign.tables.SAE_ALIGNMENT` ``best_cos`` for each
     variant (trained, random-init twin) and side (u solid, v dashed). Grey: the Haar-frame null, its mean (dotted)
     and the band up to its ``null_upper`` quantile of one vector's best |cos|. The vertical line closes the top
     ``top_singular`` ranks the criterion averages. Titles: the share of heads aligned beyond the null and the
-    SAE's explained variance (:data:`~svalign.sae.schemas.SAE_SITES`).
+    SAE's explained variance (:data:`~svalign.tables.SAE_SITES`).
     """
     set_theme()
     layers = sorted(int(layer) for layer in alignment["layer"].unique())
@@ -177,7 +177,7 @@ def _attribution_panel(ax: plt.Axes, heads: pd.DataFrame, positions: pd.DataFram
 
 
 def head_alignment_figure(heads: pd.DataFrame) -> plt.Figure:
-    """Every site head (x: layer and head) from :data:`~svalign.sae.schemas.SAE_HEADS`.
+    """Every site head (x: layer and head) from :data:`~svalign.tables.SAE_HEADS`.
 
     Top: the head's statistic (mean best |cos| of its top-n singular vectors, both sides) for the trained model
     (dots) and its random-init twin (crosses), against the Haar-frame null's quantile (the criterion, solid) and

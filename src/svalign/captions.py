@@ -14,7 +14,6 @@ provenance of the table they shaped, so a caption states the run's own, not the 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -22,12 +21,10 @@ import numpy as np
 import pandas as pd
 
 from svalign import io
-from svalign.claims.toy import anisotropy_curves
-from svalign.definitions import PAPER_SAE_INTERFERENCE, pooled_share
-from svalign.io import TableSchema
+from svalign.definitions import PAPER_SAE_INTERFERENCE, anisotropy_curves, pooled_share
+from svalign.io import PathLike
 from svalign.sae.config import SAEConfig
-from svalign.sae.schemas import SAE_ALIGNMENT, SAE_HEADS, SAE_QUALITY, SAE_SITES
-from svalign.tables import TOY_ANISOTROPY
+from svalign.tables import SAE_ALIGNMENT, SAE_HEADS, SAE_QUALITY, SAE_SITES, TOY_ANISOTROPY
 
 __all__ = [
     "VARIANT_NAMES",
@@ -42,12 +39,7 @@ __all__ = [
     "variants_present",
 ]
 
-PathLike = str | os.PathLike[str]
 VARIANT_NAMES = {"trained": "trained", "random": "random init"}
-
-
-def _frame(path: PathLike, schema: TableSchema, columns: list[str] | None = None) -> pd.DataFrame:
-    return io.to_frame(io.read_table(path, schema, columns=columns))
 
 
 def recorded_option(path: PathLike, name: str) -> Any:
@@ -78,8 +70,8 @@ def site_interference(quality: Iterable[pd.DataFrame], sites: Iterable[pd.DataFr
 
 def quality_text(quality_path: PathLike, sites_path: PathLike) -> str:
     """Per site: the SAE's size, explained variance and whether it is usable, L0, dead latents, interference."""
-    quality = _frame(quality_path, SAE_QUALITY).drop(columns=["b_dec"])
-    sites = _frame(sites_path, SAE_SITES)
+    quality = io.read_frame(quality_path, SAE_QUALITY).drop(columns=["b_dec"])
+    sites = io.read_frame(sites_path, SAE_SITES)
     sites = sites[sites["variant"] == "trained"]
     level = float(recorded_option(sites_path, "min_explained_variance"))
     prompt_set = recorded_option(sites_path, "prompt_set")
@@ -104,8 +96,8 @@ def alignment_text(alignment_path: PathLike, sites_path: PathLike) -> str:
         float(recorded_option(alignment_path, "null_quantile")),
     )
     columns = ["variant", "layer", "rank", "best_cos", "null_mean", "null_upper"]
-    alignment = _frame(alignment_path, SAE_ALIGNMENT, columns)
-    sites = _frame(sites_path, SAE_SITES).set_index(["layer", "variant"])
+    alignment = io.read_frame(alignment_path, SAE_ALIGNMENT, columns)
+    sites = io.read_frame(sites_path, SAE_SITES).set_index(["layer", "variant"])
     parts = []
     for layer, rows in alignment.groupby("layer"):
         top = rows[rows["rank"] < n]
@@ -143,7 +135,7 @@ def _attribution_text(trained: pd.DataFrame, prompt_set: str) -> str:
 
 def heads_text(heads_path: PathLike) -> str:
     """Per site: heads aligned per variant, the null's quantile and median, the pooled attribution rates."""
-    heads = _frame(heads_path, SAE_HEADS)
+    heads = io.read_frame(heads_path, SAE_HEADS)
     quantile, prompt_set = (
         float(recorded_option(heads_path, "null_quantile")),
         recorded_option(heads_path, "prompt_set"),
@@ -169,7 +161,7 @@ def _toy_level(anisotropy_path: PathLike | None, norm: float) -> str:
     """The toy head's mean matched |cos| at ``norm`` (linear between grid norms), or why there is none."""
     if anisotropy_path is None or not np.isfinite(norm):
         return ""
-    trained, _ = anisotropy_curves(_frame(anisotropy_path, TOY_ANISOTROPY))
+    trained, _ = anisotropy_curves(io.read_frame(anisotropy_path, TOY_ANISOTROPY))
     if norm > trained.index.max():
         return f", beyond the sweep (up to {trained.index.max():g})"
     return f", where the toy head's mean matched |cos| is {np.interp(norm, trained.index, trained.to_numpy()):.2f}"
@@ -184,8 +176,8 @@ def interference_inputs(inputs: Mapping[str, PathLike] | Any) -> pd.DataFrame | 
         return None
     columns = ["model", "layer", "n_latents", "interference_norm"]
     return site_interference(
-        [_frame(named[f"quality_{m}"], SAE_QUALITY, columns) for m in models],
-        [_frame(named[f"sites_{m}"], SAE_SITES) for m in models],
+        [io.read_frame(named[f"quality_{m}"], SAE_QUALITY, columns) for m in models],
+        [io.read_frame(named[f"sites_{m}"], SAE_SITES) for m in models],
     )
 
 

@@ -1,8 +1,9 @@
 """The head explorer page of one model: its data, gathered from the Parquet tables (torch-free).
 
 Rule ``explorer_page`` calls :func:`explorer_data` on the trained variant's tables — the degeneracy-aware spectra
-(:data:`~svalign.tables.HEAD_SPECTRUM_BLOCKS`), the SAD summary, the token read-outs, the SAD examples and the prompt
-tokens (:mod:`svalign.readouts`) — and :func:`svalign.explorer_page.render_page` writes the one static HTML file.
+(:data:`~svalign.tables.HEAD_DEGENERACY_BLOCKS`), the SAD summary, the token read-outs, the SAD examples and the
+prompt tokens (:mod:`svalign.explorer.readouts`) — and :func:`svalign.explorer.page.render_page` writes the one
+static HTML file.
 
 Per-direction numbers are regrouped by degenerate block wherever a block holds more than one direction: an
 example's dominant terms are the blocks' summed relative terms Σ_{k∈B} c_k (well defined: it is the block's part of
@@ -61,7 +62,7 @@ def block_terms(contributions: np.ndarray, block: np.ndarray, n_terms: int) -> n
 
     Args:
         contributions: ``[pairs, r]`` relative terms c_k by σ rank.
-        block: ``[pairs, r]`` block of each rank at the pair's offset (:data:`~svalign.tables.HEAD_SPECTRUM_BLOCKS`).
+        block: ``[pairs, r]`` block of each rank at the pair's offset (:data:`~svalign.tables.HEAD_DEGENERACY_BLOCKS`).
 
     Returns:
         ``[pairs, n_terms, 4]``: first rank, last rank, the block's Σ c_k, and its share |Σ_B c_k| / Σ_B' |Σ_B' c_k|
@@ -255,7 +256,7 @@ def sae_matches(path: Any) -> pd.DataFrame:
     """The SAE hook's rows from the SAE stage's ``alignment.parquet`` (trained variant): each singular direction's
     best-aligned latent, labelled with its corpus frequency."""
     from svalign import io
-    from svalign.sae.schemas import SAE_ALIGNMENT
+    from svalign.tables import SAE_ALIGNMENT
 
     table = io.to_frame(io.read_table(path, SAE_ALIGNMENT))
     table = table[table["variant"] == "trained"]
@@ -277,7 +278,7 @@ def read_frames(paths: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     from svalign import io, tables
 
     schemas = {
-        "spectra": tables.HEAD_SPECTRUM_BLOCKS,
+        "spectra": tables.HEAD_DEGENERACY_BLOCKS,
         "summary": tables.SAD_SUMMARY,
         "readouts": tables.EXPLORER_READOUTS,
         "examples": tables.EXPLORER_EXAMPLES,
