@@ -5,13 +5,14 @@ The Snakefile calls :func:`check_config` right after ``validate``; every error n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from svalign.mappings import ConfigError, check_offset_coverage
 from svalign.toy.config import ToyConfig
 
-__all__ = ["ConfigError", "check_config", "check_offset_coverage", "enabled_models", "sae_sites"]
+__all__ = ["ConfigError", "check_config", "check_offset_coverage", "enabled_models", "not_a_number", "sae_sites"]
 
 
 def enabled_models(config: Mapping[str, Any]) -> list[str]:
@@ -29,8 +30,22 @@ def _check_memory(config: ToyConfig, key: str, limit_gb: float) -> None:
         )
 
 
+def not_a_number(config: Any, key: str = "") -> list[str]:
+    """Dotted keys of every NaN in ``config`` (JSON Schema's range checks let NaN through: NaN < x is false)."""
+    if isinstance(config, float) and math.isnan(config):
+        return [key or "<root>"]
+    if isinstance(config, Mapping):
+        return [bad for name, value in config.items() for bad in not_a_number(value, f"{key}.{name}".lstrip("."))]
+    if isinstance(config, list | tuple):
+        return [bad for index, value in enumerate(config) for bad in not_a_number(value, f"{key}[{index}]")]
+    return []
+
+
 def check_config(config: Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigError` naming the key of the first cross-field inconsistency."""
+    """Raise :class:`ConfigError` naming the key of the first NaN or cross-field inconsistency."""
+    nan_keys = not_a_number(config)
+    if nan_keys:
+        raise ConfigError(f"config key {nan_keys[0]}: NaN is not a value (every NaN: {', '.join(nan_keys)})")
     toy = config.get("toy", {})
     limit_gb = float(toy.get("max_memory_gb", 16.0))
     for name, experiment in toy.get("experiments", {}).items():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import json
 import os
 import subprocess
@@ -40,11 +41,13 @@ __all__ = [
     "SchemaMismatchError",
     "StepTables",
     "TableSchema",
+    "TableVersionError",
     "atomic_file",
     "provenance",
     "read_frame",
     "read_provenance",
     "read_table",
+    "rebuild_advice",
     "tensor",
     "to_frame",
     "write_step",
@@ -65,6 +68,19 @@ class ParquetReadError(RuntimeError):
 
 class SchemaMismatchError(ParquetReadError):
     """A table's columns or types differ from its declared :class:`TableSchema`."""
+
+
+class TableVersionError(ParquetReadError):
+    """A file holds another table, another version of its table, or no svalign provenance at all."""
+
+
+def rebuild_advice(path: PathLike) -> str:
+    """The command that rebuilds one output, whatever state its consumers are in.
+
+    Naming the file as the target with ``--force`` reruns the job that writes it even when every consumer is up to
+    date (deleting the file alone does not: Snakemake leaves a missing intermediate alone when nothing needs it).
+    """
+    return f"rebuild it with `snakemake --cores 1 --force {path}`"
 
 
 @dataclass(frozen=True)
@@ -143,6 +159,12 @@ class TableSchema:
                     f"table {self.name!r}, column {column.name!r}: expected [rows, "
                     f"{', '.join(column.shape)}], got an array of shape {array.shape}"
                 )
+            if not len(array):  # pyarrow builds no tensor array from zero rows: an empty one of the same shape
+                tensor_type = pa.fixed_shape_tensor(pa.from_numpy_dtype(array.dtype), array.shape[1:])
+                storage = pa.FixedSizeListArray.from_arrays(
+                    pa.array([], pa.from_numpy_dtype(array.dtype)), int(np.prod(array.shape[1:]))
+                )
+                return pa.ExtensionArray.from_storage(tensor_type, storage)
             return pa.FixedShapeTensorArray.from_numpy_ndarray(array)
         if column.ragged:
             return pa.array([np.asarray(v).tolist() for v in values], type=pa.list_(column.dtype))
@@ -211,7 +233,7 @@ def tensor(table: pa.Table, name: str) -> np.ndarray:
     chunked = table.column(name)
     if not isinstance(chunked.type, pa.FixedShapeTensorType):
         raise TypeError(f"column {name!r} is {chunked.type}, not a fixed-shape tensor")
-    if chunked.num_chunks == 0:
+    if len(chunked) == 0:
         return np.zeros((0, *chunked.type.shape), dtype=chunked.type.value_type.to_pandas_dtype())
     return chunked.combine_chunks().to_numpy_ndarray()
 
@@ -273,10 +295,14 @@ def atomic_file(path: PathLike) -> Iterator[BinaryIO]:
     """A binary handle whose content appears under ``path`` only when the block ends without error.
 
     Written to a temporary file in the same directory, fsynced, then renamed over ``path``; on any error the
-    previous file (if any) is left untouched and the temporary file is removed.
+    previous file (if any) is left untouched and the temporary file is removed. A temporary file of the same target
+    left by a killed process (no ``except`` ran) is removed by the next write.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a write that was killed
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the mode a plain open() would
     try:
@@ -285,9 +311,11 @@ def atomic_file(path: PathLike) -> Iterator[BinaryIO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(error, OSError) and error.filename is None:  # a full disk, a file-size limit: say where
+            raise type(error)(error.errno, f"{error.strerror} (writing {path})", str(path)) from error
         raise
 
 
@@ -308,7 +336,8 @@ def write_table(
     """Validate and atomically write one declared table with its provenance.
 
     The file appears under ``path`` only once it is complete; on any error the previous file (if any) is
-    left untouched and the temporary file is removed. With ``row_groups_by`` (a column the rows are sorted
+    left untouched and the temporary file is removed. Every data page carries a CRC32 checksum, which
+    :func:`read_table` verifies. With ``row_groups_by`` (a column the rows are sorted
     by, e.g. ``layer``) each value gets its own row group, so readers filtering on it read only that part.
     """
     path = Path(path)
@@ -320,9 +349,9 @@ def write_table(
     table = table.replace_schema_metadata(metadata)
     with atomic_file(path) as handle:
         if row_groups_by is None:
-            pq.write_table(table, handle, compression="zstd")
+            pq.write_table(table, handle, compression="zstd", write_page_checksum=True)
         else:
-            with pq.ParquetWriter(handle, table.schema, compression="zstd") as writer:
+            with pq.ParquetWriter(handle, table.schema, compression="zstd", write_page_checksum=True) as writer:
                 values = table.column(row_groups_by).to_numpy()
                 starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
                 for start, stop in zip(starts, [*starts[1:], len(values)], strict=True):
@@ -347,32 +376,59 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot record {type(value).__name__} in provenance")
 
 
-def read_table(path: PathLike, schema: TableSchema, columns: Sequence[str] | None = None) -> pa.Table:
-    """Read a declared table, failing clearly on a missing, corrupt or foreign file.
+def read_table(
+    path: PathLike, schema: TableSchema, columns: Sequence[str] | None = None, min_rows: int = 0
+) -> pa.Table:
+    """Read a declared table, failing clearly on a missing, corrupt, foreign or outdated file.
+
+    Checks, each failing with a message that names the file and the command that rebuilds it: the file exists and
+    is Parquet; its provenance names ``schema``'s table and version (:class:`TableVersionError`); its columns and
+    types are the declared ones (:class:`SchemaMismatchError`); every data page read matches its checksum.
 
     Args:
         path: the Parquet file.
         schema: the table it must hold.
         columns: read only these columns (validated against the full file schema first).
+        min_rows: fail unless the table has at least this many rows (inputs that cannot be empty).
     """
     path = Path(path)
     if not path.is_file():
-        raise ParquetReadError(
-            f"{path}: no such Parquet file. Produce it with `snakemake {path}` (or the stage target)."
-        )
+        raise ParquetReadError(f"{path}: no such Parquet file: {rebuild_advice(path)} (or run the stage's target)")
     try:
-        parquet_file = pq.ParquetFile(path)
+        parquet_file = pq.ParquetFile(path, page_checksum_verification=True)
         file_schema = parquet_file.schema_arrow
     except (pa.ArrowInvalid, OSError) as error:
         raise ParquetReadError(
-            f"{path}: not a readable Parquet file ({error}). It is corrupt or truncated: delete it and rerun."
+            f"{path}: not a readable Parquet file ({error}); it is corrupt or truncated: {rebuild_advice(path)}"
         ) from error
+    _check_version(path, file_schema, schema)
     schema.validate(file_schema, source=path)
     try:
         table = parquet_file.read(columns=list(columns) if columns is not None else None)
     except (pa.ArrowInvalid, OSError) as error:
-        raise ParquetReadError(f"{path}: corrupt Parquet data ({error}): delete it and rerun.") from error
+        raise ParquetReadError(f"{path}: corrupt Parquet data ({error}): {rebuild_advice(path)}") from error
+    if table.num_rows < min_rows:
+        raise ParquetReadError(
+            f"{path}: {table.num_rows} rows in table {schema.name}, at least {min_rows} needed: {rebuild_advice(path)}"
+        )
     return table
+
+
+def _check_version(path: Path, file_schema: pa.Schema, schema: TableSchema) -> None:
+    """Raise :class:`TableVersionError` unless the file's provenance names ``schema``'s table and version."""
+    metadata = file_schema.metadata or {}
+    if PROVENANCE_KEY not in metadata:
+        raise TableVersionError(
+            f"{path}: no svalign provenance, so not a table svalign wrote (expected {schema.name} "
+            f"v{schema.version}): {rebuild_advice(path)}"
+        )
+    record = json.loads(metadata[PROVENANCE_KEY])
+    found = (record.get("table"), record.get("table_version"))
+    if found != (schema.name, schema.version):
+        raise TableVersionError(
+            f"{path}: expected table {schema.name} v{schema.version}, found {found[0]} v{found[1]} "
+            f"(written by another version of svalign, or another table): {rebuild_advice(path)}"
+        )
 
 
 def read_provenance(path: PathLike) -> dict[str, Any]:

@@ -44,9 +44,11 @@ __all__ = [
     "HeadWeights",
     "ModelFamily",
     "ModelNotAvailableError",
+    "NonFiniteWeightsError",
     "RotarySpec",
     "UnsupportedFamilyError",
     "boot_model",
+    "check_finite",
     "convert_smollm2",
     "extract_head_weights",
     "family_of",
@@ -404,3 +406,37 @@ def load_head_weights(
         time.perf_counter() - start,
     )
     return weights, model_dir
+
+
+class NonFiniteWeightsError(ValueError):
+    """A model's weights hold NaN or infinity: the message names the parameter (and the layer and head)."""
+
+
+def check_finite(model: Any, weights: HeadWeights, name: str) -> None:
+    """Fail, naming what is broken, unless every head weight and every model parameter is finite.
+
+    Head weights first (``[layer, head, …]``: the message names the first bad layer and head of W_Q, W_K, b_Q or
+    b_K), then every parameter of the underlying ``torch`` module (an MLP weight, an embedding): a NaN anywhere in
+    the forward pass would otherwise surface later, far from its cause, as a failed score check.
+
+    Raises:
+        NonFiniteWeightsError: before anything is written.
+    """
+    for field in ("W_Q", "W_K", "b_Q", "b_K"):
+        value = getattr(weights, field)
+        if value is None:
+            continue
+        bad = ~torch.isfinite(value.reshape(*value.shape[:2], -1)).all(-1)  # [layer, head]
+        if bad.any():
+            layer, head = (int(i) for i in bad.nonzero()[0])
+            raise NonFiniteWeightsError(
+                f"{name}: {field} of layer {layer}, head {head} holds NaN or infinity ({int(bad.sum())} heads in "
+                "all): the checkpoint is damaged or was saved from a diverged run"
+            )
+    module = model.model if isinstance(model, hf_models.TransformersModel) else model
+    for parameter_name, parameter in module.named_parameters():
+        if not torch.isfinite(parameter).all():
+            raise NonFiniteWeightsError(
+                f"{name}: parameter {parameter_name} holds NaN or infinity: the checkpoint is damaged or was saved "
+                "from a diverged run"
+            )

@@ -49,6 +49,7 @@ def weights_step(
     """
     bridge, model_dir = models.load_model(dict(model), variant, seed, smollm2_dir)
     weights = models.extract_head_weights(bridge)
+    models.check_finite(bridge, weights, f"{model['name']} ({variant})")
     log.info("%s (%s): %d layers x %d heads", model["name"], variant, weights.n_layers, weights.n_heads)
     record = io.provenance(
         "extract_weights",
@@ -61,7 +62,7 @@ def weights_step(
 
 def read_weights(path: PathLike) -> models.HeadWeights:
     """The head weights a weights step wrote."""
-    return models.read_head_weights(io.read_table(path, tables.HEAD_WEIGHTS))
+    return models.read_head_weights(io.read_table(path, tables.HEAD_WEIGHTS, min_rows=1))
 
 
 def svd_step(
@@ -82,7 +83,8 @@ def svd_step(
 def read_svd(svd_path: PathLike, bases_path: PathLike) -> svd.ModelSVD:
     """The model SVD an SVD step wrote."""
     return svd.read_model_svd(
-        io.read_table(svd_path, tables.HEAD_SVD), io.read_table(bases_path, tables.HEAD_SVD_BASES)
+        io.read_table(svd_path, tables.HEAD_SVD, min_rows=1),
+        io.read_table(bases_path, tables.HEAD_SVD_BASES, min_rows=1),
     )
 
 

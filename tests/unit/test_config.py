@@ -1,5 +1,6 @@
 import copy
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -64,6 +65,28 @@ def test_bad_value_fails_naming_the_key(default_config, schema_path, path, value
     with pytest.raises(WorkflowError) as error:
         validate(config, schema_path)
     assert key in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("sad", "threshold"),
+        ("svd", "max_recon_error"),
+        ("sae", "null_quantile"),
+        ("sae", "min_explained_variance"),
+        ("report", "confidence"),
+    ],
+)
+def test_nan_fails_naming_its_key(default_config, schema_path, path):
+    """`.nan` satisfies every range check of the schema (NaN < x is false); the config check refuses it by name."""
+    config = copy.deepcopy(default_config)
+    node = config
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = float("nan")
+    validate(config, schema_path)  # the schema alone lets it through
+    with pytest.raises(ConfigError, match=rf"config key {re.escape('.'.join(path))}: NaN is not a value"):
+        check_config(config)
 
 
 def test_cross_field_error_names_the_experiment(default_config):

@@ -3,6 +3,7 @@ random twins, and clear failures for Hub names offline, unknown names and direct
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -224,3 +225,17 @@ def test_gguf_is_parsed_once_during_a_conversion_and_gguf_is_restored_after(tmp_
 
     assert (gguf.GGUFReader, gguf.get_tensor_name_map) == originals
     assert gguf.GGUFReader(path) is not first
+
+
+def test_non_finite_weights_are_named_before_anything_is_written(minilm_bridge, minilm_weights):
+    """A NaN in W_Q names its layer and head; a NaN outside the heads (an MLP weight) names the parameter."""
+    models.check_finite(minilm_bridge, minilm_weights, "minilm (trained)")  # the real model passes
+    broken = minilm_weights.W_Q.clone()
+    broken[3, 7, 5, 2] = float("nan")
+    with pytest.raises(models.NonFiniteWeightsError, match=r"minilm \(trained\): W_Q of layer 3, head 7"):
+        models.check_finite(minilm_bridge, dataclasses.replace(minilm_weights, W_Q=broken), "minilm (trained)")
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    with torch.no_grad():
+        mlp[1].weight[0, 1] = float("inf")
+    with pytest.raises(models.NonFiniteWeightsError, match=r"parameter 1\.weight holds NaN or infinity"):
+        models.check_finite(mlp, minilm_weights, "tiny")

@@ -153,7 +153,7 @@ def test_examples_from_other_prompts_than_the_sad_run_fail_loudly(llama):
     batches = sets["repeated"].batches
     shuffled = [forward.PromptBatch(b.tokens.flip(0), b.prompt, b.io_token, b.s_token) for b in batches]
     wrong = {"repeated": PromptSetInput(shuffled, sets["repeated"].pairs)}
-    with pytest.raises(ArithmeticError, match="rerun the sad rule"):
+    with pytest.raises(ArithmeticError, match=r"--forcerun sad explorer_readouts"):
         readouts.run_readouts(model, weights, model_svd, wrong, OPTIONS)
 
 

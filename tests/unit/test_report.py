@@ -72,6 +72,9 @@ def test_verdict_is_inconclusive_when_the_interval_straddles_the_criterion():
     crossing = Comparison("crossing", np.inf, 40.0, np.inf, "≥", 55.0, ".1f")
     assert crossing.interval == "never [40.0, never]" and crossing.verdict == "inconclusive"
     assert combine(["pass", "inconclusive"]) == "inconclusive" and combine(["inconclusive", "differs"]) == "differs"
+    # nothing to test (no pair fired at the threshold): never "differs" or "pass"
+    assert Comparison("x", np.nan, np.nan, np.nan, ">", 0.0).verdict == "inconclusive"
+    assert Comparison("x", 0.3, np.nan, np.nan, "≥", 0.1).verdict == "inconclusive"
 
 
 def test_measured_is_inert_for_snakemake_and_picklable():

@@ -11,6 +11,7 @@ import sad_oracle
 import torch
 import yaml
 
+from svalign import io, tables
 from svalign.config import ConfigError
 from svalign.sad import decompose, forward, prompts, run
 from svalign.sad.config import SADConfig
@@ -318,3 +319,20 @@ def test_vectorised_statistics_equal_the_per_pair_reference_loop(minilm_bridge, 
         assert n == stats.n_recon[index].item()
         assert s == pytest.approx(stats.sparseness[index].item(), abs=1e-5)
         assert top == stats.top_rank[index].item()
+
+
+def test_a_threshold_no_pair_reaches_leaves_empty_layers_not_a_crash(minilm_bridge, minilm_weights, tmp_path):
+    """sad.threshold = 1.0 (the schema allows it): no pair fires anywhere; the tables are written, with no pairs and
+    every head's statistics NaN (issue: a layer without firing pairs used to crash the job)."""
+    texts, answers = prompts.prompt_set("ioi", 2, 0)
+    batches, _ = forward.tokenize_prompts(minilm_bridge.tokenizer, texts, False, minilm_bridge.cfg.n_ctx, answers)
+    result = model_svd(minilm_weights, max_offset=0)
+    pairs, _ = run.run_sad(minilm_bridge, minilm_weights, result, batches, SADConfig(threshold=1.0, null_draws=2))
+    assert len(pairs["layer"]) == 0 and pairs["null_n_recon"].shape == (0, 2)
+    keys = {"model": "minilm", "variant": "trained", "prompt_set": "ioi"}
+    summary = run.summarize(pairs, result.svd.S.shape[-1], keys)
+    assert summary["n_pairs"] == [0] * 72 and np.isnan(summary["median_sparseness"]).all()
+    io.write_table(tmp_path / "pairs.parquet", tables.SAD_PAIRS, run.pairs_table(pairs, keys), io.provenance("t"))
+    io.write_table(tmp_path / "summary.parquet", tables.SAD_SUMMARY, summary, io.provenance("t"))
+    stored = io.read_table(tmp_path / "pairs.parquet", tables.SAD_PAIRS)
+    assert stored.num_rows == 0 and io.tensor(stored, "null_sparseness").shape == (0, 2)

@@ -158,3 +158,10 @@ def test_head_inputs_stop_after_the_last_site_and_equal_the_cache(minilm_bridge,
         assert torch.allclose(got[layer][: tokens.shape[1]], cache[name][0], atol=1e-5)
     logits = minilm_bridge(tokens)  # hooks are gone after the early stop: a plain forward runs to the end
     assert logits.shape[:2] == tokens.shape
+
+
+def test_k_beyond_the_latents_fails_naming_the_key(minilm_bridge, minilm_weights):
+    from svalign.sae import run
+
+    with pytest.raises(ValueError, match=r"sae\.k = 100000 exceeds the SAE's 1536 latents"):
+        run.train_step(minilm_bridge, minilm_weights, ["a text"], [0], {"k": 100000}, "minilm", torch.device("cpu"))

@@ -251,3 +251,19 @@ def test_caption_helper_is_inert_for_snakemake_and_the_modules_are_torch_free():
     code = "import sys, svalign.figures.sae, svalign.captions; assert 'torch' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_figures_are_byte_identical_between_runs(tmp_path):
+    """No timestamp in either format: the PDF's /CreationDate is left out."""
+    import matplotlib.pyplot as plt
+
+    from svalign.figures import canvas
+
+    written = []
+    for run in ("a", "b"):
+        figure, ax = plt.subplots()
+        ax.plot([0, 1], [1, 0])
+        canvas.save_figure(figure, tmp_path / f"{run}.png", tmp_path / f"{run}.pdf")
+        written.append(((tmp_path / f"{run}.png").read_bytes(), (tmp_path / f"{run}.pdf").read_bytes()))
+    assert written[0] == written[1]
+    assert b"CreationDate" not in written[0][1]

@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from workflow_helpers import (
     SMALL_CONFIG,
@@ -157,3 +158,15 @@ def test_killed_run_resumes_to_the_same_tables_as_an_uninterrupted_run(workdir, 
     assert len(resumed) == RESUME_TABLES and resumed.keys() <= uninterrupted.keys(), sorted(resumed)
     different = [name for name, content in resumed.items() if content != uninterrupted[name]]
     assert not different, f"tables differ between two runs of the same config: {different}"
+
+
+def test_a_threshold_no_pair_reaches_runs_through_sad_and_its_figures(workdir):
+    """sad.threshold: 1.0 is allowed by the schema: no pair fires in any layer; the SAD jobs write empty pair tables
+    and the figures are drawn (a layer without firing pairs used to crash the job)."""
+    (workdir / "threshold.yaml").write_text("sad:\n  threshold: 1.0\n")
+    run_snakemake(workdir, "results/figures/sad/heads_minilm.png", *SMALL_CONFIG, "threshold.yaml")
+    sad = workdir / "results" / "sad" / "minilm"
+    for variant in ("trained", "random"):
+        assert pq.read_metadata(sad / variant / "ioi" / "pairs.parquet").num_rows == 0
+        assert pq.read_metadata(sad / variant / "ioi" / "summary.parquet").num_rows == 72  # every head, NaN stats
+    assert (workdir / "results" / "figures" / "sad" / "heads_minilm.png").stat().st_size > 0

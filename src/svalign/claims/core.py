@@ -6,7 +6,8 @@ verdict is
 
 * ``pass`` when the whole interval meets the criterion,
 * ``differs`` when none of it does,
-* ``inconclusive`` when the interval straddles the criterion: our data cannot tell.
+* ``inconclusive`` when the interval straddles the criterion, or when there is no number to test (NaN, e.g. no pair
+  fired at the configured threshold): our data cannot tell.
 
 A claim with several tests passes when all pass and differs when one differs (:func:`combine`). Where a statistic
 admits another reading (N_recon's ordering of the terms), the claim carries the verdict under each
@@ -76,7 +77,10 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        """pass / differs / inconclusive from the interval (widened to the estimate if it lies outside)."""
+        """pass / differs / inconclusive from the interval (widened to the estimate if it lies outside);
+        inconclusive when there is no number to test (NaN: e.g. no pair fired)."""
+        if any(math.isnan(value) for value in (self.estimate, self.low, self.high)):
+            return "inconclusive"
         holds = _HOLDS[self.op]
         ends = (min(self.low, self.estimate), max(self.high, self.estimate))
         met = [bool(holds(value, self.level)) for value in ends]

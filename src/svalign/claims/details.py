@@ -217,11 +217,13 @@ def _checkpoint_row(label: str, row: pd.Series) -> list[str]:
 
 
 def dynamics_section(path: PathLike) -> str:
-    """The tracked head at the checkpoints the README discusses, and every head at the last checkpoint."""
+    """The tracked head at its landmark checkpoints, and every head at the last checkpoint."""
     table = io.read_frame(path, schema("dynamics_sad"))
     rows = table[table["chosen"]].sort_values("step").reset_index(drop=True)
     rise = rows["induction_score"].diff()
-    marks = {"init": 0, "lowest S": int(rows["median_sparseness"].idxmin())}
+    marks = {"init": 0}
+    if rows["median_sparseness"].notna().any():  # NaN where no pair of the head fires
+        marks["lowest S"] = int(rows["median_sparseness"].idxmin())
     if rise.notna().any():
         marks["before the phase change"] = int(rise.idxmax()) - 1
         marks["phase change (steepest induction rise)"] = int(rise.idxmax())

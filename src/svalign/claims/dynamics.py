@@ -104,9 +104,10 @@ def dynamics_claim(
     # The phase change: the checkpoint after the steepest rise of the induction score (our series), if known.
     rise = rows["induction_score"].diff()
     phase = rows.loc[rise.idxmax()] if rise.notna().any() else None
-    lowest = rows.loc[rows["median_sparseness"].idxmin()]
     points = [f"init {_at(first)}"] + ([f"phase change {_at(phase)}"] if phase is not None else [])
-    points += [f"end {_at(last)}", f"S {tests[1].estimate:.0%} below the null at the end; lowest S at {_at(lowest)}"]
+    points += [f"end {_at(last)}", f"S {tests[1].estimate:.0%} below the null at the end"]
+    if rows["median_sparseness"].notna().any():  # NaN at every checkpoint where no pair of the head fires
+        points[-1] += f"; lowest S at {_at(rows.loc[rows['median_sparseness'].idxmin()])}"
     return Claim(
         key="dynamics",
         claim="SAD emerges over training and is absent under the rotation null",

@@ -265,7 +265,8 @@ def check_contributions(contributions: np.ndarray, ltilde: np.ndarray) -> float:
     if not worst <= LTILDE_TOLERANCE:
         raise ArithmeticError(
             f"the recomputed relative terms sum to the stored ℓ̃ only to {worst:.2e} (relative): sad_pairs was made "
-            "from other weights, SVD or prompts than this job reads; rerun the sad rule"
+            "from other weights, SVD or prompts than this job reads: rebuild both with "
+            "`snakemake --cores 1 --forcerun sad explorer_readouts`"
         )
     return worst
 

@@ -26,8 +26,11 @@ def set_theme() -> None:
 
 
 def save_figure(figure: plt.Figure, png_path: PathLike, pdf_path: PathLike | None = None) -> None:
-    """Write the figure as PNG (150 dpi) and optionally PDF, each atomically (:func:`svalign.io.atomic_file`)."""
-    for path, kwargs in ((png_path, {"dpi": 150}), (pdf_path, {})):
+    """Write the figure as PNG (150 dpi) and optionally PDF, each atomically (:func:`svalign.io.atomic_file`).
+
+    Both are byte-identical for the same figure: the PDF leaves out its ``/CreationDate`` (PNGs carry no time).
+    """
+    for path, kwargs in ((png_path, {"dpi": 150}), (pdf_path, {"metadata": {"CreationDate": None}})):
         if path is None:
             continue
         with atomic_file(path) as handle:

@@ -173,9 +173,10 @@ class Accumulator:
             self.columns[name].append(getattr(real, name).numpy())
         self.columns["n_recon_signed"].append(real.n_recon.numpy())
         self.columns["n_recon_magnitude"].append(real.n_recon_magnitude.numpy())
-        self.columns["null_n_recon_signed"].append(pairs.null_n_recon.numpy().reshape(n, -1))
-        self.columns["null_n_recon_magnitude"].append(pairs.null_n_recon_magnitude.numpy().reshape(n, -1))
-        self.columns["null_sparseness"].append(pairs.null_sparseness.numpy().reshape(n, -1))
+        # [pairs, draws]; reshaped with the draw count so a layer without firing pairs gives (0, draws)
+        self.columns["null_n_recon_signed"].append(pairs.null_n_recon.numpy().reshape(n, null_draws))
+        self.columns["null_n_recon_magnitude"].append(pairs.null_n_recon_magnitude.numpy().reshape(n, null_draws))
+        self.columns["null_sparseness"].append(pairs.null_sparseness.numpy().reshape(n, null_draws))
 
 
 def process_chunk(

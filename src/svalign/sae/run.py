@@ -57,6 +57,12 @@ def train_step(
     """Corpus windows → head inputs at ``layers`` → one SAE per layer: tables tokens, dictionary, quality."""
     config = SAEConfig.from_mapping(options)
     check_sites(layers, weights.n_layers, model)
+    n_latents = config.expansion_factor * weights.d_model
+    if config.k > n_latents:
+        raise ValueError(
+            f"sae.k = {config.k} exceeds the SAE's {n_latents} latents (sae.expansion_factor {config.expansion_factor}"
+            f" x d_model {weights.d_model} of {model}): lower sae.k or raise sae.expansion_factor"
+        )
     if config.context_len > bridge.cfg.n_ctx:
         raise ValueError(f"sae.context_len = {config.context_len} exceeds {model}'s context of {bridge.cfg.n_ctx}")
     n_windows = math.ceil(config.n_tokens / config.context_len)
