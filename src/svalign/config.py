@@ -85,6 +85,12 @@ def _check_sae(config: Mapping[str, Any]) -> None:
     sae = config.get("sae", {})
     if not sae.get("enabled", True):
         return
+    for smaller, larger in (("context_len", "n_tokens"), ("batch_size", "n_tokens")):
+        if smaller in sae and larger in sae and sae[smaller] > sae[larger]:
+            raise ConfigError(
+                f"config key sae.{smaller}: {sae[smaller]} exceeds sae.{larger} = {sae[larger]} (the corpus sample "
+                f"must hold at least one {'window' if smaller == 'context_len' else 'training batch'})"
+            )
     for model in sae.get("sites", {}):  # sites of a disabled model are skipped with it (see sae_sites)
         if model not in config.get("models", {}):
             raise ConfigError(

@@ -89,6 +89,14 @@ def test_nan_fails_naming_its_key(default_config, schema_path, path):
         check_config(config)
 
 
+@pytest.mark.parametrize("key", ["context_len", "batch_size"])
+def test_sae_sizes_that_must_fit_in_the_corpus_sample_name_the_key(default_config, key):
+    config = copy.deepcopy(default_config)
+    config["sae"][key] = config["sae"]["n_tokens"] + 1
+    with pytest.raises(ConfigError, match=rf"config key sae\.{key}: .* exceeds sae\.n_tokens"):
+        check_config(config)
+
+
 def test_cross_field_error_names_the_experiment(default_config):
     config = copy.deepcopy(default_config)
     config["toy"]["experiments"]["multi_pair"]["pair_offset"] = 90
