@@ -198,6 +198,8 @@ def load_transformers_model(
             torch.manual_seed(seed)
             model = AutoModelForCausalLM.from_config(config, **options)
     model = model.to(device).eval()
+    if {p.dtype for p in model.parameters() if p.is_floating_point()} != {torch.float32}:
+        raise ValueError(f"{model_dir} ({variant}) did not load in float32 (the config's dtype prevailed)")
     return TransformersModel(model, AutoTokenizer.from_pretrained(str(model_dir)), family)
 
 

@@ -27,7 +27,6 @@ import functools
 import importlib.util
 import logging
 import os
-import re
 import socket
 import time
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from typing import Any
 
 import torch
 
-from svalign import hf_models
+from svalign import hf_models, hub
 from svalign.families import ModelFamily, UnsupportedFamilyError, check_supported, family_of
 from svalign.heads import HeadWeights, RotarySpec, head_weights_table, read_head_weights
 
@@ -49,6 +48,7 @@ __all__ = [
     "UnsupportedFamilyError",
     "boot_model",
     "check_finite",
+    "check_float32",
     "convert_smollm2",
     "extract_head_weights",
     "family_of",
@@ -63,12 +63,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BUILTIN_SOURCES = ("minilm", "smollm2")
+BUILTIN_SOURCES = hub.BUILTIN_SOURCES
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HUB_HOST = ("huggingface.co", 443)
 HUB_TIMEOUT_S = 3.0
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "model*.safetensors")
-_HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -174,12 +173,22 @@ def check_model_dir(directory: Path, key: str) -> Path:
     return directory
 
 
+def _not_cached(name: str, revision: str | None) -> str:
+    """Why the cache cannot serve ``name`` at ``revision``: absent, or cached at other revisions (named)."""
+    others = hub.cached_revisions(name)
+    where = f"the HF cache {hub.cache_dir()}"
+    if not others:
+        return f"it is not in {where}"
+    return f"{where} holds it at revisions {', '.join(others)}, not {revision or 'main'}"
+
+
 def _hub_unreachable(name: str, revision: str | None, key: str, reason: str) -> ModelNotAvailableError:
-    rev = f" --revision {revision}" if revision else ""
     return ModelNotAvailableError(
-        f"{key} = {name!r} is a Hugging Face Hub name, and the Hub cannot be reached from here ({reason}). "
-        f"Download it on a machine with network (`huggingface-cli download {name}{rev} --local-dir DIR`), copy DIR "
-        f"here and set `{key}: DIR` in config.yaml (a local directory is used as is, offline)."
+        f"{key} = {name!r} (revision {revision or 'main'}) is a Hugging Face Hub name and {reason}. Either fill the "
+        f"cache on a machine with network (`{hub.download_command(name, revision)}`), copy its HF_HOME here and run "
+        f"with HF_HOME pointing at it (and HF_HUB_OFFLINE=1); or download to a directory "
+        f"(`{hub.download_command(name, revision, 'DIR')}`), copy DIR here and set `{key}: DIR` in config.yaml (a "
+        "local directory is used as is, offline)."
     )
 
 
@@ -209,7 +218,7 @@ def resolve_model_dir(
         if not path.is_dir():
             raise ModelNotAvailableError(f"{key}: {path} is not a directory")
         return check_model_dir(path, key)
-    if not _HUB_NAME.match(source):
+    if not hub.is_hub_name(source):
         raise ModelNotAvailableError(
             f"{key} = {source!r} is neither a built-in model ({', '.join(BUILTIN_SOURCES)}), an existing directory, "
             "nor a Hugging Face Hub name (owner/name)"
@@ -241,11 +250,12 @@ def _hub_snapshot(name: str, revision: str | None, key: str) -> Path:
     except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
         pass  # not in the local cache
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
-        raise _hub_unreachable(name, revision, key, "HF_HUB_OFFLINE is set and the model is not in the HF cache")
+        raise _hub_unreachable(name, revision, key, f"HF_HUB_OFFLINE is set, and {_not_cached(name, revision)}")
     try:
         socket.create_connection(HUB_HOST, timeout=HUB_TIMEOUT_S).close()
     except OSError as error:
-        raise _hub_unreachable(name, revision, key, f"{HUB_HOST[0]}: {error}") from error
+        reason = f"{_not_cached(name, revision)}, and the Hub cannot be reached ({HUB_HOST[0]}: {error})"
+        raise _hub_unreachable(name, revision, key, reason) from error
     try:
         return _snapshot(name, revision)
     except Exception as error:  # the Hub answered: unknown repo or revision, gated model, ...
@@ -274,12 +284,28 @@ def load_bridge(model_dir: Path, variant: str = "trained", seed: int = 0, device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         bridge = TransformerBridge.boot_transformers(
-            str(model_dir), device=device, dtype=torch.float32, load_weights=variant == "trained"
+            str(model_dir),
+            device=device,
+            dtype=torch.float32,
+            load_weights=variant == "trained",
+            # the random twin is built by from_config, which follows the config's dtype, not `dtype` (Hub configs
+            # of Pythia say float16): float32 in the config itself
+            hf_config_overrides={"dtype": torch.float32},
         )
     bridge.eval()  # from_config leaves modules in training mode (dropout on)
+    check_float32(bridge, model_dir, variant)
     if family_of(_architecture(bridge)).folds_norm:
         bridge.enable_compatibility_mode(disable_warnings=True)
     return bridge
+
+
+def check_float32(module: Any, model_dir: Path, variant: str) -> None:
+    """Fail unless every floating-point parameter is float32: the decomposition's tolerance assumes it."""
+    dtypes = {p.dtype for p in module.parameters() if p.is_floating_point()}
+    if dtypes - {torch.float32}:
+        raise ModelNotAvailableError(
+            f"{model_dir} ({variant}) loaded with parameters of dtype {sorted(map(str, dtypes))}, not float32"
+        )
 
 
 def _architecture(bridge: Any) -> str:

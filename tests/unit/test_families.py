@@ -12,6 +12,9 @@ supported must fail at extract_weights with a message naming family and reason.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -184,9 +187,12 @@ FAMILIES = {
 }
 
 
-def save_tiny_model(directory, config_class: str, model_class: str, options: dict, seed: int = 0) -> Path:
+def save_tiny_model(
+    directory, config_class: str, model_class: str, options: dict, seed: int = 0, config_dtype: str = "float16"
+) -> Path:
     """A randomly initialised model with every 1-D parameter (norm gains, biases) randomised, and the word-level
-    tokenizer, saved as a Hugging Face directory."""
+    tokenizer, saved as a Hugging Face directory whose config names ``config_dtype`` (half precision, as the Hub's
+    configs of Pythia and most recent models do; the weights themselves are float32)."""
     import transformers
 
     config = getattr(transformers, config_class)(**options)
@@ -199,6 +205,8 @@ def save_tiny_model(directory, config_class: str, model_class: str, options: dic
                 if parameter.dim() == 1:  # HF inits gains to 1 (Gemma: 0) and biases to 0: folding would be trivial
                     parameter.add_(0.5 * torch.randn(parameter.shape, generator=generator))
     model.save_pretrained(str(directory))
+    config_file = Path(directory) / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "dtype": config_dtype}, indent=2))
     build_tokenizer(DynamicsConfig(vocab_size=VOCAB, seq_len=64, max_period=16)).save_pretrained(str(directory))
     return directory
 
@@ -393,3 +401,78 @@ def test_external_gpt_neox_series_runs_the_dynamics_stage(repo, tmp_path):
     assert chosen["step"].tolist() == list(steps) and (chosen["series"] == "external").all()
     assert (chosen["n_pairs"] > 0).all() and chosen["median_sparseness"].between(0, 1).all()
     assert table["induction_score"].isna().all()  # no task scores for an external series
+
+
+@pytest.mark.parametrize("config_dtype", ["float16", "bfloat16"])
+def test_random_twin_is_float32_whatever_dtype_the_config_names(config_dtype, repo, tmp_path):
+    """The Hub's Pythia config says float16; the random twin (from_config) used to follow it into half precision and
+    fail SAD's score check. Every variant loads in float32."""
+    model_dir = save_tiny_model(
+        tmp_path / "pythia", "GPTNeoXConfig", "GPTNeoXForCausalLM", PYTHIA_SHAPED, config_dtype=config_dtype
+    )
+    entry = {"name": "pythia", "source": str(model_dir)}
+    model, _, _, sad = _through_the_pipeline(entry, repo, tmp_path, _prompts(), variant="random")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert sad.record["config"]["max_score_error"] < TOLERANCE
+
+
+# --------------------------------------------------------------------------------------------------
+# The paper's models by Hub name, from a Hugging Face cache without network
+# --------------------------------------------------------------------------------------------------
+
+
+def cache_model(cache: Path, name: str, revision: str, model_dir: Path) -> str:
+    """Put ``model_dir`` into a Hub cache as ``name`` at ``revision``, in huggingface_hub's layout
+    (``models--OWNER--NAME/refs/REVISION`` → commit, ``snapshots/COMMIT/`` the files); returns the commit."""
+    commit = hashlib.sha1(f"{name}@{revision}@{model_dir}".encode()).hexdigest()
+    repo = cache / f"models--{name.replace('/', '--')}"
+    shutil.copytree(model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / revision).write_text(commit)
+    return commit
+
+
+@pytest.fixture
+def paper_cache(tmp_path, monkeypatch):
+    """A Hub cache holding GPT-2-small-shaped ``gpt2`` at main and Pythia-shaped ``EleutherAI/pythia-160m`` at two
+    revisions (tiny random models, configs naming float16 as the Hub's do), with HF_HUB_OFFLINE=1."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    gpt2 = save_tiny_model(tmp_path / "gpt2", "GPT2Config", "GPT2LMHeadModel", GPT2_LIKE)
+    commits = {("gpt2", "main"): cache_model(cache, "gpt2", "main", gpt2)}
+    for seed, revision in enumerate(("step1000", "step143000")):
+        pythia = save_tiny_model(tmp_path / revision, "GPTNeoXConfig", "GPTNeoXForCausalLM", PYTHIA_SHAPED, seed)
+        commits["EleutherAI/pythia-160m", revision] = cache_model(cache, "EleutherAI/pythia-160m", revision, pythia)
+    return cache, commits
+
+
+def test_paper_models_resolve_by_name_and_revision_from_the_cache(paper_cache):
+    from svalign import hub, models
+
+    cache, commits = paper_cache
+    for (name, revision), commit in commits.items():
+        assert hub.cached_snapshot(name, revision) == commit  # what the Snakefile puts in the jobs' params
+        path = models.resolve_model_dir(name, revision if revision != "main" else None, key=f"models.{name}.source")
+        assert path == cache / f"models--{name.replace('/', '--')}" / "snapshots" / commit
+    assert hub.cached_revisions("EleutherAI/pythia-160m") == ["step1000", "step143000"]
+    expected = r"holds it at revisions step1000, step143000, not step2000.*`hf download EleutherAI/pythia-160m --revi"
+    with pytest.raises(models.ModelNotAvailableError, match=expected):
+        models.resolve_model_dir("EleutherAI/pythia-160m", "step2000", key="models.pythia.source")
+    with pytest.raises(models.ModelNotAvailableError, match=r"it is not in the HF cache"):
+        models.resolve_model_dir("EleutherAI/pythia-410m", None, key="models.pythia410.source")
+
+
+@pytest.mark.parametrize(
+    ("name", "revision"),
+    [("gpt2", None), ("EleutherAI/pythia-160m", "step143000"), ("EleutherAI/pythia-160m", "step1000")],
+)
+@pytest.mark.parametrize("variant", ["trained", "random"])
+def test_paper_models_from_the_cache_pass_sad(paper_cache, name, revision, variant, repo, tmp_path):
+    """Trained and random-init variants of the cached models through weights → SVD → SAD, offline."""
+    entry = {"name": "paper", "source": name, "revision": revision}
+    model, _, _, sad = _through_the_pipeline(entry, repo, tmp_path / "out", _prompts(), variant=variant)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert sad.record["config"]["max_score_error"] < TOLERANCE

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,22 @@ def test_batched_sweeps_plan_one_job_per_shape(workdir):
     counts, out = _default_plan_with(workdir, "toy", "toy:\n  sweeps:\n    batch_shared_shapes: true\n")
     assert counts["toy_sweep_group"] == 7 and "toy_sweep_point" not in counts, out
     assert "groups/n_features~20/context_len~8/d_head~10/metrics.parquet" in out
+
+
+def test_the_paper_overlays_plan_the_papers_models_and_ask_for_the_head(workdir):
+    """config/paper.yaml adds GPT-2 small and Pythia-160M by Hub name; config/paper-dynamics.yaml their Fig 7b series,
+    which stops, naming dynamics.head, until the head to track is chosen."""
+    paper = ["--configfile", "config.yaml", "config/paper.yaml"]
+    out = snakemake(workdir, "-n", *paper).stdout
+    assert job_counts(out)["extract_weights"] == 8, out  # 4 models x 2 variants
+    assert (
+        "results/sad/pythia/trained/ioi/summary.parquet" in out and "results/sad/gpt2/random/ioi/summary.parquet" in out
+    )
+    result = snakemake(workdir, "-n", "dynamics", *paper, "config/paper-dynamics.yaml", check=False)
+    assert result.returncode != 0 and "dynamics.head" in result.stdout
+    (workdir / "head.yaml").write_text("dynamics:\n  head: {layer: 9, head: 6}\n")
+    out = snakemake(workdir, "-n", "dynamics", *paper, "config/paper-dynamics.yaml", "head.yaml").stdout
+    assert job_counts(out)["dynamics_checkpoint"] == 154, out
 
 
 def test_bad_config_fails_before_any_job_and_names_the_key(workdir):
@@ -184,3 +202,45 @@ def _check_sae_tables(results):
     assert max(pairs.column("relative_error").to_pylist()) <= 1e-4
     sites = io.to_frame(io.read_table(results / "sae" / "minilm" / "sites.parquet", schemas.SAE_SITES))
     assert len(sites) == 2 and (sites["n_active_latents"] > 0).all()
+
+
+def _tiny_gpt2(directory: Path, seed: int) -> Path:
+    """A 2-layer GPT-2 with random weights (config naming float16, as the Hub's do) and a word-level tokenizer."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from svalign.dynamics.config import DynamicsConfig
+    from svalign.dynamics.task import build_tokenizer
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=67, bos_token_id=2, eos_token_id=2)
+    GPT2LMHeadModel(config).save_pretrained(str(directory))
+    config_file = directory / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "dtype": "float16"}))
+    build_tokenizer(DynamicsConfig(vocab_size=64, seq_len=64, max_period=16)).save_pretrained(str(directory))
+    return directory
+
+
+def _cache_at_main(cache: Path, name: str, model_dir: Path, commit: str) -> None:
+    """``model_dir`` as the Hub cache's ``name`` at main (huggingface_hub's layout: refs/main → snapshots/COMMIT)."""
+    repo = cache / f"models--{name}"
+    shutil.copytree(model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_a_moved_branch_in_the_hf_cache_reruns_the_models_jobs(workdir, tmp_path, monkeypatch):
+    """A Hub name runs offline from a filled cache (HF_HOME); when the cache's `main` moves to a new commit, the
+    jobs that boot the model rerun (the resolved commit is a param of each), and nothing else does."""
+    cache = tmp_path / "hf-home" / "hub"
+    _cache_at_main(cache, "gpt2", _tiny_gpt2(tmp_path / "v1", seed=0), "a" * 40)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (workdir / "gpt2.yaml").write_text("models:\n  gpt2:\n    source: gpt2\n")
+    target = "results/sad/gpt2/trained/plain/summary.parquet"
+    snakemake(workdir, target, *SMALL_CONFIG, "gpt2.yaml")
+    assert "Nothing to be done" in snakemake(workdir, "-n", target, *SMALL_CONFIG, "gpt2.yaml").stdout
+    _cache_at_main(cache, "gpt2", _tiny_gpt2(tmp_path / "v2", seed=1), "b" * 40)  # `main` moved
+    plan = snakemake(workdir, "-n", target, *SMALL_CONFIG, "gpt2.yaml").stdout
+    assert job_counts(plan) == {"extract_weights": 1, "svd": 1, "sad": 1}, plan
+    assert "Params have changed since last execution" in plan

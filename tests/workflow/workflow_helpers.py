@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "scripts", "envs", ".test"]
+WORKFLOW_FILES = ["Snakefile", "config.yaml", "config", "workflow", "scripts", "envs", ".test"]
 # The small end-to-end run: the whole toy stage, the dynamics stage (4 checkpoints), MiniLM weights -> SVD ->
 # SAD, the results table and MiniLM's head explorer page, with the CI config (SmolLM2 disabled there).
 SMALL_TARGETS = [

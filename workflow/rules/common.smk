@@ -13,6 +13,7 @@ from snakemake.utils import validate
 from svalign.captions import SAECaptions
 from svalign.config import check_config, enabled_models, sae_sites
 from svalign.dynamics.config import dynamics_models
+from svalign.hub import cached_snapshot, is_hub_name
 from svalign.report import Measured
 from svalign.sad.config import SADConfig
 
@@ -94,9 +95,16 @@ def model_params(wildcards):
 
 
 def named_model_params(name):
+    """A model's entry; for a Hub name also the commit its revision resolves to in the local HF cache (`snapshot`):
+    a moved branch or a newly cached revision then reruns every job that boots the model. A name not cached yet
+    has no snapshot here: the job downloads it (with network), and the next run plans its jobs again once.
+    """
     entry = MODEL_ENTRIES[name]
     keep = ("source", "revision", "config_key")
-    return {"name": name, **{k: v for k, v in entry.items() if k in keep}}
+    params = {"name": name, **{k: v for k, v in entry.items() if k in keep}}
+    if is_hub_name(str(entry["source"])):
+        params["snapshot"] = cached_snapshot(entry["source"], entry.get("revision"))
+    return params
 
 
 def model_inputs(wildcards):
