@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CORES ?= $(shell nproc)  # every core of this machine; `make run CORES=N` to change
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test lint format unit venv dry-run report readme-assets clean
+.PHONY: run test lint format unit venv dry-run report readme-assets docs perf-docs clean
 
 venv: $(VENV)/.installed
 
@@ -33,7 +33,26 @@ report: venv
 README_FIGURES := toy/alignment_multi_pair dynamics/sad_over_training
 readme-assets: venv
 	cp results/report/claims.md docs/results.md
-	$(BIN)/python -c 'import sys; from svalign.figures import thumbnail; [thumbnail(f"results/figures/{f}.png", "docs/img/" + f.replace("/", "_") + ".png") for f in sys.argv[1:]]' $(README_FIGURES)
+	$(BIN)/python -c 'import sys; from svalign.figures.canvas import thumbnail; [thumbnail(f"results/figures/{f}.png", "docs/img/" + f.replace("/", "_") + ".png") for f in sys.argv[1:]]' $(README_FIGURES)
+
+# Generated documentation. `docs`: docs/configuration.md from the config schema (a test checks it is current).
+# `perf-docs`: runs every benchmark with --json into $(PERF_DIR) (minutes each; run it on a quiet
+# machine), then docs/performance.md from those files and the last run's rule logs (run `make run` first).
+PERF_DIR ?= results/perf
+docs: venv
+	$(BIN)/python -m svalign.docgen configuration > docs/configuration.md.tmp
+	mv docs/configuration.md.tmp docs/configuration.md
+
+perf-docs: venv
+	mkdir -p $(PERF_DIR)
+	$(BIN)/python benchmarks/toy_batched.py --json $(PERF_DIR)/toy_batched.json
+	$(BIN)/python benchmarks/toy_sweep.py --json $(PERF_DIR)/toy_sweep.json
+	$(BIN)/python benchmarks/sad.py --json $(PERF_DIR)/sad.json
+	$(BIN)/python benchmarks/svd.py --json $(PERF_DIR)/svd.json
+	$(BIN)/python benchmarks/scale.py --json $(PERF_DIR)/scale.json
+	$(BIN)/python benchmarks/dry_run.py --json $(PERF_DIR)/dry_run.json
+	$(BIN)/python -m svalign.docgen performance --benchmarks $(PERF_DIR) --logs results/logs > docs/performance.md.tmp
+	mv docs/performance.md.tmp docs/performance.md
 
 dry-run: venv
 	$(BIN)/snakemake -n --cores $(CORES) $(SNAKEMAKE_ARGS)

@@ -1,7 +1,7 @@
 """Scale: the paper's 154-checkpoint Pythia-160M series, planned (dry run), one checkpoint measured, projected.
 
     python benchmarks/scale.py [--threads 2] [--repeats 3] [--prompts 128] [--method qr] [--nodes 1 4 16]
-                               [--node-cores 32] [--node-mem-gb 128] [--skip-chain] [--keep DIR]
+                               [--node-cores 32] [--node-mem-gb 128] [--skip-chain] [--keep DIR] [--json PATH]
 
 1. **Plan.** Writes a config file that sets `dynamics.checkpoints` to Pythia's 154 revisions
    (`EleutherAI/pythia-160m@step0`, `@step1`, `@step2`, `@step4`, …, `@step143000`: exactly
@@ -38,6 +38,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _record import add_json_option, write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 N_CHECKPOINTS = 154
@@ -203,7 +205,7 @@ def run_chain(model_dir: Path, out_dir: Path, threads: int, n_prompts: int, meth
     start = time.perf_counter()
     import yaml
 
-    from svalign import pipeline
+    from svalign import io, pipeline
     from svalign.runtime import configure_torch
     from svalign.sad.config import SADConfig
 
@@ -212,7 +214,7 @@ def run_chain(model_dir: Path, out_dir: Path, threads: int, n_prompts: int, meth
     peak_mb = {}
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     svd_config = {**config["svd"], "method": method or config["svd"].get("method", "qr")}
-    sad_options = {name: value for name, value in config["sad"].items() if name in SADConfig.__dataclass_fields__}
+    sad_config = SADConfig(**{k: v for k, v in config["sad"].items() if k in SADConfig.__dataclass_fields__})
     name = "dyn_c000"
     model = {"name": name, "source": str(model_dir), "revision": None, "config_key": "dynamics.checkpoints[0]"}
     paths = {key: out_dir / f"{key}.parquet" for key in ("weights", "svd", "bases", "pairs", "summary", "prompts")}
@@ -224,15 +226,15 @@ def run_chain(model_dir: Path, out_dir: Path, threads: int, n_prompts: int, meth
 
     mark = time.perf_counter()
     step, bridge = pipeline.weights_step(model, "trained", 0)
-    pipeline.write_step(step, paths)
+    io.write_step(step, paths)
     mark = done("weights", mark)
     weights = pipeline.read_weights(paths["weights"])
-    pipeline.write_step(pipeline.svd_step(weights, name, "trained", svd_config, "cpu"), paths)
+    io.write_step(pipeline.svd_step(weights, name, "trained", svd_config, "cpu"), paths)
     mark = done("svd", mark)
     model_svd = pipeline.read_svd(paths["svd"], paths["bases"])
     keys = {"model": name, "variant": "trained", "prompt_set": "ioi"}
     prompts = {"n_ioi_prompts": n_prompts, "prompt_seed": config["sad"]["prompt_seed"]}
-    pipeline.write_step(pipeline.sad_step(bridge, weights, model_svd, keys, sad_options, prompts), paths)
+    io.write_step(pipeline.sad_step(bridge, weights, model_svd, keys, sad_config, prompts), paths)
     done("sad", mark)
     import pyarrow.parquet as pq
 
@@ -283,7 +285,8 @@ def measure_chain(args: argparse.Namespace, work: Path) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-def project(args: argparse.Namespace, chain: dict, dag_seconds: float, submissions: int) -> None:
+def project(args: argparse.Namespace, chain: dict, dag_seconds: float, submissions: int) -> list[list]:
+    """Print the projection; return its rows (nodes, jobs per node, waves, wall minutes)."""
     peak_gb = max(chain["peak_mb"].values()) / 1024
     per_node = max(1, min(args.node_cores // args.threads, int(args.node_mem_gb // peak_gb)))
     outputs_gb = N_CHECKPOINTS * sum(chain["bytes"].values()) / 1e9
@@ -293,6 +296,7 @@ def project(args: argparse.Namespace, chain: dict, dag_seconds: float, submissio
         f"{args.node_cores} cores / {args.node_mem_gb:g} GB: {per_node} checkpoint jobs per node "
         f"({args.threads} threads, {peak_gb:.1f} GB each); {cpu_hours:.1f} CPU-hours, {outputs_gb:.1f} GB of outputs"
     )
+    rows = []
     for nodes in args.nodes:
         waves = math.ceil(N_CHECKPOINTS / (nodes * per_node))
         wall = dag_seconds + waves * chain["wall"]
@@ -300,7 +304,74 @@ def project(args: argparse.Namespace, chain: dict, dag_seconds: float, submissio
             f"  {nodes:3d} node(s): {waves:3d} wave(s) x {chain['wall']:.0f} s + dry run {dag_seconds:.1f} s "
             f"= {wall / 60:6.1f} min"
         )
+        rows.append([nodes, per_node, waves, wall / 60])
     print("  (downloads of the checkpoints, queue waits and the final dynamics_sad/figure jobs not included)")
+    return rows
+
+
+def plan_row(label: str, plan: dict, subs: dict[str, int]) -> list:
+    """One row of the --json plan table."""
+    return [
+        label,
+        plan["total"],
+        plan["counts"].get(CHAINED_RULE, 0),
+        plan["median"],
+        subs["planned"],
+        subs["three_jobs_per_checkpoint"],
+        len(plan["network"]),
+    ]
+
+
+def write_json(args: argparse.Namespace, plans: list[list], chain: dict | None, projection: list[list]) -> None:
+    """The plan table, then (unless --skip-chain) the measured checkpoint and the projection."""
+    columns = [
+        "plan",
+        "jobs",
+        f"{CHAINED_RULE} jobs",
+        "snakemake -n median s",
+        "cluster submissions",
+        "submissions with 3 jobs per checkpoint",
+        "network attempts",
+    ]
+    more, notes = [], [f"Dry runs: median of {args.repeats}, with HF_HUB_OFFLINE=1 and network access refused."]
+    if chain is not None:
+        steps = [[step, seconds, chain["peak_mb"].get(step)] for step, seconds in chain["seconds"].items()]
+        steps.append(["whole job (fresh process)", chain["wall"], max(chain["peak_mb"].values())])
+        more.append(
+            {
+                "caption": (
+                    f"One Pythia-160M-shaped checkpoint as one `{CHAINED_RULE}` job: weights → SVD "
+                    f"({chain['offsets']} offsets, `svd.method: {chain['method']}`) → SAD on {chain['prompts_kept']} "
+                    f"IOI prompts with 5 null draws ({chain['pairs']} firing pairs)"
+                ),
+                "columns": ["step", "time s", "peak RSS MB after it"],
+                "rows": steps,
+            }
+        )
+        more.append(
+            {
+                "caption": (
+                    f"Projection for {N_CHECKPOINTS} checkpoints on nodes of {args.node_cores} cores and "
+                    f"{args.node_mem_gb:g} GB (wall = dry run + waves × the job's wall time; downloads and queue "
+                    "waits not included)"
+                ),
+                "columns": ["nodes", "checkpoint jobs per node", "waves", "wall min"],
+                "rows": projection,
+            }
+        )
+        sizes = ", ".join(f"{key} {n / 1e6:.0f}" for key, n in chain["bytes"].items())
+        notes.append(f"Outputs of one checkpoint: {sum(chain['bytes'].values()) / 1e6:.0f} MB ({sizes} MB).")
+    write_record(
+        args.json,
+        "scale",
+        "The 154-checkpoint Pythia-160M series: plan, one checkpoint, projection (`benchmarks/scale.py`)",
+        columns,
+        plans,
+        args.threads,
+        "cpu",
+        notes,
+        more,
+    )
 
 
 def main() -> None:
@@ -315,6 +386,7 @@ def main() -> None:
     parser.add_argument("--skip-chain", action="store_true", help="plan only")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it (default: a temporary one)")
     parser.add_argument("--chain", nargs=2, type=Path, metavar=("MODEL_DIR", "OUT_DIR"), help=argparse.SUPPRESS)
+    add_json_option(parser)
     args = parser.parse_args()
     if args.chain:
         print(json.dumps(run_chain(*args.chain, args.threads, args.prompts, args.method)))
@@ -329,14 +401,17 @@ def main() -> None:
         local = local_rules()
         series = dry_run(work / "series.yaml", ["dynamics"], args.repeats, work)
         subs = report_plan("DAG of the series (target dynamics)", series, local)
-        report_plan(
-            "DAG of everything (default target + the series)",
-            dry_run(work / "series.yaml", [], args.repeats, work),
-            local,
-        )
+        everything = dry_run(work / "series.yaml", [], args.repeats, work)
+        subs_everything = report_plan("DAG of everything (default target + the series)", everything, local)
+        plans = [
+            plan_row("the series (target `dynamics`)", series, subs),
+            plan_row("everything + the series (default target)", everything, subs_everything),
+        ]
+        chain, projection = None, []
         if not args.skip_chain:
             chain = measure_chain(args, work)
-            project(args, chain, series["median"], subs["planned"])
+            projection = project(args, chain, series["median"], subs["planned"])
+        write_json(args, plans, chain, projection)
     print(f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
 
 

@@ -1,6 +1,7 @@
 """Batched toy training of 16 instances vs 16 sequential one-instance runs, side by side.
 
     python benchmarks/toy_batched.py [--steps 300] [--instances 16] [--experiment single_pair] [--threads 2]
+                                    [--json PATH]
 
 Both arms train exactly the same instances (seeds 0..n-1, same config, same data streams) for the same number
 of steps on the same device; the script checks that their final weights agree and prints the speed ratio.
@@ -14,6 +15,7 @@ import time
 
 import torch
 import yaml
+from _record import add_json_option, write_record
 
 from svalign.runtime import configure_torch, resolve_device
 from svalign.toy.config import ToyConfig
@@ -27,6 +29,7 @@ def main() -> None:
     parser.add_argument("--experiment", default="single_pair", help="experiment of config.yaml to take shapes from")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    add_json_option(parser)
     args = parser.parse_args()
 
     configure_torch(args.threads)
@@ -55,6 +58,22 @@ def main() -> None:
     print(f"sequential {args.instances:>3} one-instance runs    : {sequential_s:8.2f} s")
     print(f"speed-up batched vs sequential: {sequential_s / batched_s:.1f}x")
     print(f"max |W_Q batched - W_Q sequential|: {max_diff:.2e}")
+    write_record(
+        args.json,
+        "toy_batched",
+        "Batched toy training vs one run per instance (`benchmarks/toy_batched.py`)",
+        ["arm", "instances", "runs", "time s", "speed-up"],
+        [
+            ["batched", args.instances, 1, batched_s, sequential_s / batched_s],
+            ["sequential", args.instances, args.instances, sequential_s, 1.0],
+        ],
+        torch.get_num_threads(),
+        str(device),
+        [
+            f"Experiment `{args.experiment}` of config.yaml, {args.steps} steps; final W_Q of the two arms agree "
+            f"to {max_diff:.1e}."
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Rule results_table: every paper claim with our measured value, its bootstrap interval and verdict, as Parquet,
-Markdown and CSV; the Markdown also holds the generated tables of measured values the README refers to."""
+Markdown and CSV; the Markdown also holds the generated tables of the measured values behind each claim."""
 
 import logging
 import time

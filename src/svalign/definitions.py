@@ -1,4 +1,4 @@
-"""The statistics the verdicts rest on, each defined once (README, "Definitions"; torch-free: numpy only).
+"""The statistics the verdicts rest on, each defined once (docs/method.md, "Definitions"; torch-free: numpy only).
 
 Per firing pair the definitions are in :mod:`svalign.sad.decompose` (torch): the relative attention ℓ̃ and terms
 c_k (:func:`~svalign.sad.decompose.relative`), which pairs fire (:func:`~svalign.sad.decompose.firing_mask`),

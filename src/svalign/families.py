@@ -142,7 +142,7 @@ class ModelFamily:
 
     @property
     def processing(self) -> str:
-        """How W_Q/W_K relate to the checkpoint, as stated in provenance and the README (bridge families)."""
+        """How W_Q/W_K relate to the checkpoint, as stated in provenance and docs/method.md (bridge families)."""
         if self.folds_norm:
             return "norm gain folded into W_Q/W_K (TransformerBridge.enable_compatibility_mode)"
         return "none (post-LN encoder: W_Q/W_K as in the checkpoint)"

@@ -61,7 +61,7 @@ class HeadWeights:
         attn_scale: the divisor of q·k before the softmax (√d_head; √query_pre_attn_scalar for Gemma 2/3).
         causal: decoder (causal mask) or encoder (bidirectional).
         architecture: HF ``model_type`` (bert, llama, gpt2, gpt_neox, …).
-        processing: how W_Q/W_K relate to the checkpoint (norm folding), stated in provenance and README.
+        processing: how W_Q/W_K relate to the checkpoint (norm folding), stated in provenance and docs/method.md.
         head_input_hook: the hook (``{layer}`` to fill in) whose output the head's W_Q/W_K act on.
         sliding_window: per layer, the keys a query sees (t − w < j ≤ t; 0: the whole causal prefix); empty: none.
         softcap: attention-logit soft-cap c (ℓ → c·tanh(ℓ/c) before the softmax; Gemma 2), 0 for none. Recorded

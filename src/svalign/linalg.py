@@ -54,7 +54,7 @@ __all__ = [
 METHODS = ("qr", "cholesky_qr2")
 """Ways to orthogonalise the factors (config key ``svd.method``)."""
 DEFAULT_METHOD = "qr"
-"""The default ``svd.method``: Householder QR (see the README's "Scaling up" for the measurements)."""
+"""The default ``svd.method``: Householder QR (docs/performance.md has the measurements)."""
 GRAM_DEVIATION_LIMIT = 0.5
 """Largest ‖Q₁ᵀQ₁ − I‖_F after the first Cholesky pass for which the second pass is trusted (cond(Q₁)² ≤ 3)."""
 GESVDJ_BATCHED_MAX = 32

@@ -84,7 +84,7 @@ class Family(NamedTuple):
 
 FAMILIES = {
     "gpt2": Family("GPT2Config", "GPT2LMHeadModel", GPT2_LIKE, {"architecture": "gpt2", "rotary": None}),
-    "gpt_neox": Family(  # Pythia: 25 % partial rotary, q/k biases, parallel attention (d_mlp ≠ d_model, see README)
+    "gpt_neox": Family(  # Pythia: 25 % rotary, q/k biases, parallel attention (d_mlp ≠ d_model: docs/models.md)
         "GPTNeoXConfig",
         "GPTNeoXForCausalLM",
         {**DECODER, "hidden_size": 64, "intermediate_size": 256, "rotary_pct": 0.25, "use_parallel_residual": True},

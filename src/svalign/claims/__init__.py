@@ -8,7 +8,7 @@ Submodules (imported one by one; this package imports nothing):
 * :mod:`~svalign.claims.sad`: the SAD claims (intervals over prompts and null draws, from ``pairs.parquet``);
 * :mod:`~svalign.claims.dynamics`: the training-dynamics claim;
 * :mod:`~svalign.claims.sae`: the SAE claims, our extension (intervals over heads and prompts);
-* :mod:`~svalign.claims.details`: the generated tables of measured values that the README's prose refers to.
+* :mod:`~svalign.claims.details`: the generated tables of the measured values behind the claims (docs/results.md).
 
 :mod:`svalign.report` gathers them for rule ``results_table`` and the report captions.
 """

@@ -1,4 +1,4 @@
-"""The measured values the README discusses, as generated Markdown tables (torch-free).
+"""The measured values behind the claims, as generated Markdown tables (torch-free; docs/results.md).
 
 Rule ``results_table`` appends these sections to the claims table (``results/report/claims.md``, copied to
 ``docs/results.md``), so the README quotes no measured value of its own: its prose links here. Each section reads
@@ -81,12 +81,12 @@ _TOY_COLUMNS: dict[str, Callable[[pd.DataFrame], str]] = {
     "max \\|cos\\| of an attended feature with any other": lambda f: _span(f["max_interference_attended"]),
     "other features' energy in span(attended)": lambda f: _span(f["attended_span_energy"]),
 }
-"""The toy metrics the README discusses, each a range over seeds (:func:`_span`)."""
+"""The toy metrics behind the toy claims, each a range over seeds (:func:`_span`)."""
 
 
 def toy_section(metrics: Mapping[str, PathLike]) -> str:
     """Every toy experiment's head instances beside their λ = 0 controls: ranges over seeds of the metrics the
-    README discusses (alignment, spectrum, closed form, orthogonalisation)."""
+    toy claims rest on (alignment, spectrum, closed form, orthogonalisation)."""
     rows = []
     for experiment, path in metrics.items():
         frame = io.read_frame(path, schema("toy_metrics"))
@@ -196,7 +196,7 @@ def sad_section(summaries: Mapping[str, PathLike]) -> str:
         "IOI logit(IO) − logit(S), accuracy",
     ]
     note = (
-        'S: median over heads of each head\'s median Rolls–Tovée S (lower = sparser); README, "Definitions", '
+        'S: median over heads of each head\'s median Rolls–Tovée S (lower = sparser); docs/method.md, "Definitions", '
         "defines every column. The claims table gives the intervals of the numbers its verdicts use.\n\n"
     )
     return "## SAD per model and prompt set\n\n" + note + _table(header, rows)
