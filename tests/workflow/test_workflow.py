@@ -231,16 +231,17 @@ def _cache_at_main(cache: Path, name: str, model_dir: Path, commit: str) -> None
 
 def test_a_moved_branch_in_the_hf_cache_reruns_the_models_jobs(workdir, tmp_path, monkeypatch):
     """A Hub name runs offline from a filled cache (HF_HOME); when the cache's `main` moves to a new commit, the
-    jobs that boot the model rerun (the resolved commit is a param of each), and nothing else does."""
+    jobs that boot the model rerun (the resolved commit is a param of each, extract_weights here), nothing else."""
     cache = tmp_path / "hf-home" / "hub"
     _cache_at_main(cache, "gpt2", _tiny_gpt2(tmp_path / "v1", seed=0), "a" * 40)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (workdir / "gpt2.yaml").write_text("models:\n  gpt2:\n    source: gpt2\n")
-    target = "results/sad/gpt2/trained/plain/summary.parquet"
+    target = "results/weights/gpt2/trained.parquet"
     snakemake(workdir, target, *SMALL_CONFIG, "gpt2.yaml")
+    assert io.read_provenance(workdir / target)["config"]["snapshot"] == "a" * 40  # the commit it was read from
     assert "Nothing to be done" in snakemake(workdir, "-n", target, *SMALL_CONFIG, "gpt2.yaml").stdout
     _cache_at_main(cache, "gpt2", _tiny_gpt2(tmp_path / "v2", seed=1), "b" * 40)  # `main` moved
     plan = snakemake(workdir, "-n", target, *SMALL_CONFIG, "gpt2.yaml").stdout
-    assert job_counts(plan) == {"extract_weights": 1, "svd": 1, "sad": 1}, plan
+    assert job_counts(plan) == {"extract_weights": 1}, plan
     assert "Params have changed since last execution" in plan
