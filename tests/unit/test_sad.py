@@ -253,7 +253,7 @@ def test_prompt_errors_are_clear(minilm_bridge):
         forward.tokenize_prompts(tokenizer, ["a sentence that is far too long for a tiny context"], False, 8)
     with pytest.raises(ValueError, match=r"prompt 1 \(' '\) has 0 token\(s\); a prompt needs at least 2"):
         forward.tokenize_prompts(tokenizer, ["two words", " "], True, 512)  # causal: no special tokens
-    with pytest.raises(ValueError, match="split into several tokens"):
+    with pytest.raises(ValueError, match="splits every IOI prompt's names into several tokens"):
         forward.tokenize_prompts(tokenizer, ["When Xqzzyx and Wbrrg met"], False, 512, [("Xqzzyx", "Wbrrg")])
 
 
@@ -336,3 +336,15 @@ def test_a_threshold_no_pair_reaches_leaves_empty_layers_not_a_crash(minilm_brid
     io.write_table(tmp_path / "summary.parquet", tables.SAD_SUMMARY, summary, io.provenance("t"))
     stored = io.read_table(tmp_path / "pairs.parquet", tables.SAD_PAIRS)
     assert stored.num_rows == 0 and io.tensor(stored, "null_sparseness").shape == (0, 2)
+
+
+def test_ioi_names_the_tokenizer_does_not_know_drop_their_prompt():
+    """A word-level tokenizer maps an unknown name to its [UNK]: one token, but not the name; the prompt is dropped
+    (logit(IO) − logit(S) between two unknown tokens means nothing)."""
+    from svalign.dynamics.config import DynamicsConfig
+    from svalign.dynamics.task import build_tokenizer
+
+    tokenizer = build_tokenizer(DynamicsConfig(vocab_size=8))  # words t0 … t7, unknown words -> <unk>
+    texts = ["t1 t2 t3 t4", "Mary t2 John t4"]
+    batches, kept = forward.tokenize_prompts(tokenizer, texts, True, 64, [("t3", "t1"), ("Mary", "John")])
+    assert kept == [0] and [b.prompt.tolist() for b in batches] == [[0]]

@@ -72,17 +72,20 @@ class PromptBatch:
 
 
 def _single_token(tokenizer: Any, name: str, causal: bool) -> int | None:
+    """The token of ``name`` (after a space on causal models), or None when it is several tokens or the tokenizer's
+    unknown token (an IOI answer must be a token of its own, or logit(IO) − logit(S) means nothing)."""
     if causal:
         ids = tokenizer(" " + name, add_special_tokens=False)["input_ids"]
     else:
         ids = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(name))
-    return int(ids[0]) if len(ids) == 1 else None
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    return int(ids[0]) if len(ids) == 1 and (unknown is None or ids[0] != unknown) else None
 
 
 def tokenize_prompts(
     tokenizer: Any, texts: list[str], causal: bool, n_ctx: int, answers: list[tuple[str, str]] | None = None
 ) -> tuple[list[PromptBatch], list[int]]:
-    """Tokenise and group prompts by length; IOI prompts whose names are not single tokens are dropped.
+    """Tokenise and group prompts by length; IOI prompts whose names are not single known tokens are dropped.
 
     Causal models get no BOS (recorded in provenance); BERT gets its usual [CLS] … [SEP].
 
@@ -112,7 +115,10 @@ def tokenize_prompts(
         kept.append(index)
         by_length.setdefault(len(ids), []).append((index, ids, io_token, s_token))
     if not kept:
-        raise ValueError("no prompt is left: every IOI name is split into several tokens by this tokenizer")
+        raise ValueError(
+            "no prompt is left: this tokenizer splits every IOI prompt's names into several tokens, or does not "
+            "know them"
+        )
     batches = [
         PromptBatch(
             tokens=torch.tensor([r[1] for r in rows]),
