@@ -288,3 +288,32 @@ def test_generated_details_quote_the_same_numbers_as_the_claims(tmp_path, single
     assert (
         "| single_pair | head λ = 1, 2 seeds |" in markdown and "| single_pair | control λ = 0, 2 seeds |" in markdown
     )
+
+
+def test_details_of_a_run_where_no_pair_fired_show_dashes_not_nan():
+    """An SAD run with no firing pair (all head statistics NaN) reads — in the generated table, not nan%."""
+    from svalign.claims.details import _sad_cells
+
+    nan = float("nan")
+    summary = pd.DataFrame(
+        {
+            "rank": [32, 32],
+            "n_pairs": [0, 0],
+            "n_nonpositive": [0, 0],
+            **{
+                name: [nan, nan]
+                for name in (
+                    "median_n_recon_signed",
+                    "median_n_recon_magnitude",
+                    "frac_n_recon_le4_signed",
+                    "frac_n_recon_le4_magnitude",
+                    "median_sparseness",
+                    "null_median_sparseness",
+                    "frac_top_lower_half",
+                )
+            },
+        }
+    )
+    cells = _sad_cells(summary, {"config": {"max_score_error": 2e-6}})
+    assert "nan" not in " ".join(cells).lower(), cells
+    assert cells[1] == "— / —" and cells[2] == "—" and cells[4] == "— (r = 32)" and cells[5] == "0"
