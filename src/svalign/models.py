@@ -456,8 +456,8 @@ def check_finite(model: Any, weights: HeadWeights, name: str) -> None:
         if bad.any():
             layer, head = (int(i) for i in bad.nonzero()[0])
             raise NonFiniteWeightsError(
-                f"{name}: {field} of layer {layer}, head {head} holds NaN or infinity ({int(bad.sum())} heads in "
-                "all): the checkpoint is damaged or was saved from a diverged run"
+                f"{name}: {field} of layer {layer}, head {head} holds NaN or infinity ({int(bad.sum())} of "
+                f"{bad.numel()} heads do): the checkpoint is damaged or was saved from a diverged run"
             )
     module = model.model if isinstance(model, hf_models.TransformersModel) else model
     for parameter_name, parameter in module.named_parameters():
