@@ -31,7 +31,7 @@ import torch
 from svalign.families import ModelFamily, check_supported, layer_rope, sliding_windows
 from svalign.heads import HeadWeights, RotarySpec
 
-__all__ = ["CAPTURE", "TransformersModel", "extract_head_weights", "load_transformers_model"]
+__all__ = ["CAPTURE", "TransformersModel", "check_float32", "extract_head_weights", "load_transformers_model"]
 
 CAPTURE = "svalign_capture"
 """The attention implementation registered with ``transformers``: the family's eager attention, recorded."""
@@ -176,6 +176,16 @@ class TransformersModel:
         return logits, {k: v for k, v in cache.items() if names_filter is None or names_filter(k)}
 
 
+def check_float32(module: Any, model_dir: Path, variant: str) -> None:
+    """Fail unless every floating-point parameter of a loaded model is float32 (the decomposition's tolerance
+    assumes it; a config naming float16 must not carry its random-init twin into half precision)."""
+    dtypes = {p.dtype for p in module.parameters() if p.is_floating_point()}
+    if dtypes - {torch.float32}:
+        raise ValueError(
+            f"{model_dir} ({variant}) loaded with parameters of dtype {sorted(map(str, dtypes))}, not float32"
+        )
+
+
 def load_transformers_model(
     model_dir: str | Path, variant: str = "trained", seed: int = 0, device: str = "cpu"
 ) -> TransformersModel:
@@ -198,8 +208,7 @@ def load_transformers_model(
             torch.manual_seed(seed)
             model = AutoModelForCausalLM.from_config(config, **options)
     model = model.to(device).eval()
-    if {p.dtype for p in model.parameters() if p.is_floating_point()} != {torch.float32}:
-        raise ValueError(f"{model_dir} ({variant}) did not load in float32 (the config's dtype prevailed)")
+    check_float32(model, model_dir, variant)
     return TransformersModel(model, AutoTokenizer.from_pretrained(str(model_dir)), family)
 
 

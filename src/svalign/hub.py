@@ -24,7 +24,6 @@ __all__ = [
 BUILTIN_SOURCES = ("minilm", "smollm2")
 """Models that ship as pip packages (``source: minilm`` / ``smollm2``)."""
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 def is_hub_name(source: str) -> bool:
@@ -47,15 +46,15 @@ def _repo(name: str) -> Path:
 
 def cached_snapshot(name: str, revision: str | None = None) -> str | None:
     """The commit that ``revision`` (a branch, tag or commit; default ``main``) of ``name`` resolves to in the
-    cache, or None when the cache does not hold it."""
-    repo, revision = _repo(name), revision or "main"
-    if _COMMIT.match(revision):
-        return revision if (repo / "snapshots" / revision).is_dir() else None
-    ref = repo / "refs" / revision
-    if not ref.is_file():
+    cache, or None when the cache does not hold it. Resolved by ``huggingface_hub`` itself, offline, exactly as the
+    job that loads the model resolves it (:func:`svalign.models.resolve_model_dir`)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(name, revision=revision, local_files_only=True)).name
+    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
         return None
-    commit = ref.read_text().strip()
-    return commit if (repo / "snapshots" / commit).is_dir() else None
 
 
 def cached_revisions(name: str) -> list[str]:

@@ -48,7 +48,6 @@ __all__ = [
     "UnsupportedFamilyError",
     "boot_model",
     "check_finite",
-    "check_float32",
     "convert_smollm2",
     "extract_head_weights",
     "family_of",
@@ -293,19 +292,10 @@ def load_bridge(model_dir: Path, variant: str = "trained", seed: int = 0, device
             hf_config_overrides={"dtype": torch.float32},
         )
     bridge.eval()  # from_config leaves modules in training mode (dropout on)
-    check_float32(bridge, model_dir, variant)
+    hf_models.check_float32(bridge, model_dir, variant)
     if family_of(_architecture(bridge)).folds_norm:
         bridge.enable_compatibility_mode(disable_warnings=True)
     return bridge
-
-
-def check_float32(module: Any, model_dir: Path, variant: str) -> None:
-    """Fail unless every floating-point parameter is float32: the decomposition's tolerance assumes it."""
-    dtypes = {p.dtype for p in module.parameters() if p.is_floating_point()}
-    if dtypes - {torch.float32}:
-        raise ModelNotAvailableError(
-            f"{model_dir} ({variant}) loaded with parameters of dtype {sorted(map(str, dtypes))}, not float32"
-        )
 
 
 def _architecture(bridge: Any) -> str:

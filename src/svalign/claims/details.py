@@ -154,26 +154,21 @@ def sweep_section(path: PathLike) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _cell(value: Any, spec: str) -> str:
-    """``value`` formatted, or ``—`` where there is none (NaN: no pair fired, e.g. at a high sad.threshold)."""
-    return "—" if value is None or np.isnan(float(value)) else format(value, spec)
-
-
 def _sad_cells(summary: pd.DataFrame, record: dict) -> list[str]:
     rank = int(summary["rank"].iloc[0])
     defined = summary["n_pairs"] - summary["n_nonpositive"]
     diagnostics = record.get("config", {})
     ioi = diagnostics.get("ioi_logit_diff_mean")
     return [
-        f"{_cell(share_at_most(summary['median_n_recon_signed']), '.0%')} / "
-        f"{_cell(share_at_most(summary['median_n_recon_magnitude']), '.0%')}",
-        f"{_cell(pooled_share(summary['frac_n_recon_le4_signed'], defined), '.0%')} / "
-        f"{_cell(pooled_share(summary['frac_n_recon_le4_magnitude'], defined), '.0%')}",
-        _cell(summary["median_sparseness"].median(), ".3f"),
-        _cell(summary["null_median_sparseness"].median(), ".3f"),
-        f"{_cell(pooled_share(summary['frac_top_lower_half'], summary['n_pairs']), '.0%')} (r = {rank})",
+        f"{_span(share_at_most(summary['median_n_recon_signed']), '.0%')} / "
+        f"{_span(share_at_most(summary['median_n_recon_magnitude']), '.0%')}",
+        f"{_span(pooled_share(summary['frac_n_recon_le4_signed'], defined), '.0%')} / "
+        f"{_span(pooled_share(summary['frac_n_recon_le4_magnitude'], defined), '.0%')}",
+        _span(summary["median_sparseness"].median(), ".3f"),
+        _span(summary["null_median_sparseness"].median(), ".3f"),
+        f"{_span(pooled_share(summary['frac_top_lower_half'], summary['n_pairs']), '.0%')} (r = {rank})",
         f"{int(summary['n_pairs'].sum()):,}",
-        _cell(diagnostics.get("max_score_error", float("nan")), ".1e"),
+        _span(diagnostics.get("max_score_error", float("nan")), ".1e"),
         f"{ioi:.2f}, {diagnostics['ioi_accuracy']:.0%}" if ioi is not None else "—",
     ]
 

@@ -168,11 +168,6 @@ class PromptSet:
         batches, kept = tokenize_prompts(model.tokenizer, texts, weights.causal, model.cfg.n_ctx, answers)
         return cls(name, texts, answers, batches, kept)
 
-    @property
-    def longest(self) -> int:
-        """Tokens of the longest kept prompt."""
-        return max(batch.tokens.shape[1] for batch in self.batches)
-
 
 def check_offsets(model_svd: ModelSVD, batches: list[PromptBatch]) -> None:
     """Fail (naming ``svd.max_offset``) unless a RoPE model's offsets cover the longest prompt of ``batches``."""
