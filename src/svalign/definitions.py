@@ -27,9 +27,13 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "FDR_LEVEL",
     "MATCH_MARGIN",
     "MOST_HEADS",
+    "NULLS",
     "NULL_GAP",
+    "NULL_LABELS",
+    "NULL_PREFIXES",
     "N_RECON_LIMIT",
     "OFTEN",
     "PAPER_ALIGNMENT_LEVEL",
@@ -68,6 +72,18 @@ NULL_GAP = 0.1
 """"Absent under the null" over training: S at least this fraction below the null's S at the last checkpoint."""
 SIGNIFICANT_SIGMA_RATIO = 0.05
 """σ_k/σ_1 above this counts as a "significant" singular value (paper Fig 2b; toy metrics, spectra figure)."""
+FDR_LEVEL = 0.05
+"""Benjamini–Hochberg false-discovery rate of the per-head tests (:func:`svalign.stats.benjamini_hochberg`)."""
+
+# The nulls of a singular basis (svalign.nulls draws them), loosest first; the paper's is the reference.
+NULLS = ("haar", "subspace", "covariance")
+NULL_LABELS = {
+    "haar": "Haar rotation of the whole input space (the paper's)",
+    "subspace": "random frame inside the head's own row/column subspaces",
+    "covariance": "directions drawn from the head inputs' second moment",
+}
+NULL_PREFIXES = {"haar": "null_", "subspace": "subspace_null_", "covariance": "covariance_null_"}
+"""Column prefix of each null in the SAD tables (the Haar null keeps the plain ``null_`` of earlier versions)."""
 
 
 def lower_half(top_rank: Any, rank: int) -> np.ndarray:

@@ -23,9 +23,11 @@ import numpy as np
 
 __all__ = [
     "BootstrapOptions",
+    "benjamini_hochberg",
     "generator",
     "percentile_interval",
     "pooled_ratio",
+    "prediction_test",
     "resample_counts",
     "weighted_medians",
 ]
@@ -160,3 +162,44 @@ def weighted_medians(values: np.ndarray, groups: np.ndarray, weights: np.ndarray
 
     middle = (order_statistic(np.floor((total - 1) / 2)) + order_statistic(np.floor(total / 2))) / 2
     return np.where(total > 0, middle, np.nan)
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-unit tests and their correction for many heads
+# --------------------------------------------------------------------------------------------------
+
+
+def prediction_test(value: Any, draws: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Is ``value`` a draw of the distribution that gave ``draws``? One-sided p-values of the t prediction test.
+
+    Under the null ``value`` and the n ``draws`` (last axis) are exchangeable normal draws, so
+    t = (value − mean) / (sd·√(1 + 1/n)) follows Student's t with n − 1 degrees of freedom. The test treats the
+    real quantity as *one* draw, as it is (one basis of a head), unlike a test over the units a draw is averaged
+    over (prompts), which rejects for most arbitrary bases once there are enough prompts.
+
+    Args:
+        value: ``[...]``; draws: ``[..., n]`` with n ≥ 2 (NaN anywhere gives NaN p-values).
+
+    Returns:
+        (p of a value this low or lower, p of a value this high or higher), each ``[...]``.
+    """
+    from scipy import stats as scipy_stats  # here: scipy.stats costs ~0.5 s to import, most callers never test
+
+    value, draws = np.asarray(value, dtype=np.float64), np.asarray(draws, dtype=np.float64)
+    n = draws.shape[-1]
+    spread = draws.std(-1, ddof=1) * np.sqrt(1 + 1 / n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (value - draws.mean(-1)) / spread
+    t = np.where(spread > 0, t, np.sign(value - draws.mean(-1)) * np.inf)  # identical draws: any gap is decisive
+    return scipy_stats.t.cdf(t, n - 1), scipy_stats.t.sf(t, n - 1)
+
+
+def benjamini_hochberg(p_values: Any, level: float) -> np.ndarray:
+    """Which of ``p_values [tests]`` the Benjamini–Hochberg procedure rejects at false-discovery rate ``level``
+    (bool ``[tests]``; NaN p-values count as 1 and are never rejected)."""
+    from scipy import stats as scipy_stats
+
+    p = np.nan_to_num(np.asarray(p_values, dtype=np.float64), nan=1.0)
+    if p.size == 0:
+        return np.zeros(0, dtype=bool)
+    return scipy_stats.false_discovery_control(p, method="bh") <= level

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from svalign import degeneracy, io, tables
+from svalign.definitions import NULL_PREFIXES
 from svalign.degeneracy import block_sums, degenerate_within, spectrum_blocks
 from svalign.explorer import data as explorer
 from svalign.explorer import page as explorer_page
@@ -162,6 +163,11 @@ def synthetic_frames(n_layers: int = 2, n_heads: int = 3, offsets: int = 2) -> d
             "null_median_n_recon": 2.0,
             "share_by_rank": [rng.dirichlet(np.ones(R)) for _ in heads],
             "null_share_by_rank": [np.full(R, 1 / R) for _ in heads],
+            "subspace_null_median_sparseness": 0.44,
+            "covariance_null_median_sparseness": 0.43,
+            "softcap_max_distortion": 0.0,
+            **{f"{p}{tail}_bh": False for p in NULL_PREFIXES.values() for tail in ("sparser", "denser")},
+            "null_sparser_bh": [True] + [False] * (len(heads) - 1),
         }
     )
     readouts = pd.DataFrame(
@@ -180,7 +186,8 @@ def synthetic_frames(n_layers: int = 2, n_heads: int = 3, offsets: int = 2) -> d
             {"layer": layer, "head": head, "example": e, "prompt_set": "ioi", "prompt": 0, "t": 3, "j": 3 - e,
              "offset": e,
              "attention": 0.9 - e / 10, "ltilde": 2.0, "n_recon": 2, "sparseness": 0.3, "top_rank": 1,
-             "null_n_recon": np.nan if e else 3.0, "null_sparseness": 0.4,
+             "null_n_recon": np.nan if e else 3.0, "null_sparseness": 0.4, "subspace_null_sparseness": 0.41,
+             "covariance_null_sparseness": np.nan,
              "contributions": np.array([0.5, 1.0, 0.4, 0.1], dtype=np.float32)}
             for layer, head in heads[1:] for e in range(2)
         ]
@@ -218,6 +225,7 @@ def test_page_holds_every_head_with_blocks_readouts_and_examples():
     assert data["vocab"] == ["</script>"] and data["scale"] == explorer.SCALE == 10_000
     first, second = data["heads"][0], data["heads"][1]
     assert first["ex"] == [] and first["N"] is None  # no firing pair: NaN median → null
+    assert first["sig"] == [1, 0, 0] and first["sS"] == 0.44 and first["cap"] == 0.0
     assert first["blocks"] == [[1, 2]] and first["nr"] == 3 and first["fd"] == 1 and first["deg"] == 2
     assert first["s"] == [10_000, 5000, 4975, 0]  # σ_k/σ_1 in units of 1/SCALE
     assert [d["k"] for d in first["ro"]] == [0, 1]
@@ -225,7 +233,7 @@ def test_page_holds_every_head_with_blocks_readouts_and_examples():
     assert first["ro"][0]["c"][0] == [0, 2, 1.0, 0, 2, 0.5]  # prompt index, position, value, …
     assert first["ro"][0]["e"][3] == [0, -1.0, 0, -0.5]  # vocabulary index, value, …
     example = second["ex"][0]
-    assert example[:11] == [0, 3, 3, 0.9, 2.0, 2, 3.0, 0.3, 0.4, 1, 0]
+    assert example[:11] == [0, 3, 3, 0.9, 2.0, 2, 3.0, 0.3, [0.4, 0.41, None], 1, 0]  # S: haar, subspace, covariance
     # terms by block: k = 1–2 (1.0 + 0.4) first, then k = 0, then k = 3; shares by block
     assert example[11] == [[1, 2, 1.4, 0.7], [0, 0, 0.5, 0.25], [3, 3, 0.1, 0.05]]
     assert second["ex"][1][6] is None  # null N_recon: no draw with ℓ̃ > 0

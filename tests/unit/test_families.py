@@ -18,6 +18,8 @@ import shutil
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -476,3 +478,39 @@ def test_paper_models_from_the_cache_pass_sad(paper_cache, name, revision, varia
     model, _, _, sad = _through_the_pipeline(entry, repo, tmp_path / "out", _prompts(), variant=variant)
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert sad.record["config"]["max_score_error"] < TOLERANCE
+
+
+def test_softcap_distortion_of_a_capped_model_equals_a_float64_oracle(repo, tmp_path):
+    """A tiny Gemma 2 capped at 2.0: per head, the largest and the median |ℓ̃_post − ℓ̃_pre| ÷ max |ℓ̃_pre| over its
+    firing pairs, recomputed in float64 from the model's own pre-cap logits (transformers' eager attention) with a
+    per-pair loop over the keys, equal the SAD summary's."""
+    spec = FAMILIES["gemma2"]
+    model_dir = save_tiny_model(
+        tmp_path / "capped", spec.config_class, spec.model_class, {**spec.options, "attn_logit_softcapping": 2.0}
+    )
+    _, weights, _, sad = _through_the_pipeline({"name": "capped", "source": str(model_dir)}, repo, tmp_path, _prompts())
+    assert weights.softcap == 2.0
+    pairs = pd.DataFrame({k: sad.tables["pairs"][1][k] for k in ("layer", "head", "prompt", "t", "j")})
+    summary = pd.DataFrame({k: v for k, v in sad.tables["summary"][1].items() if np.ndim(v) == 1})
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(model_dir))
+    tokens = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"] for text in _prompts()])
+    largest = []
+    for layer, oracle in enumerate(oracle_logits(model_dir, tokens)):
+        pre = oracle.logits.numpy()
+        post = 2.0 * np.tanh(pre / 2.0)
+        for head in range(weights.n_heads):
+            rows = pairs[(pairs["layer"] == layer) & (pairs["head"] == head)]
+            errors, scales = [], []
+            for prompt, t, j in rows[["prompt", "t", "j"]].itertuples(index=False):
+                keys = np.flatnonzero(oracle.allowed[prompt, t].numpy())
+                others = keys[keys != j]
+                relative_pre = pre[prompt, head, t, j] - pre[prompt, head, t, others].mean()
+                relative_post = post[prompt, head, t, j] - post[prompt, head, t, others].mean()
+                errors.append(abs(relative_post - relative_pre))
+                scales.append(abs(relative_pre))
+            row = summary[(summary["layer"] == layer) & (summary["head"] == head)].iloc[0]
+            ratio = np.array(errors) / max(scales)
+            assert row["softcap_max_distortion"] == pytest.approx(ratio.max(), rel=1e-4, abs=1e-6)
+            assert row["softcap_median_distortion"] == pytest.approx(np.median(ratio), rel=1e-4, abs=1e-6)
+            largest.append(ratio.max())
+    assert max(largest) > 0.3  # a cap of 2.0 bends these logits a lot: the check is not of zeros

@@ -88,7 +88,7 @@ LAYERS = (
     ("svalign.schemas", "svalign.tables"),
     (
         *("svalign.hub", "svalign.families", "svalign.heads", "svalign.hf_models", "svalign.models", "svalign.svd"),
-        "svalign.degeneracy",
+        *("svalign.degeneracy", "svalign.nulls"),
     ),
     ("svalign.toy", "svalign.sad", "svalign.sae", "svalign.dynamics"),
     ("svalign.pipeline", "svalign.config"),

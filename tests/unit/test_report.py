@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+import sad_pairs
 import yaml
 
 from svalign import definitions, io, report
@@ -159,6 +160,7 @@ def _sad_run(
         "n_recon_order": order,
     }
     pairs["n_recon"], pairs["null_n_recon"] = pairs[f"n_recon_{order}"], pairs[f"null_n_recon_{order}"]
+    sad_pairs.with_nulls(pairs, rng)  # every null ran: the others' S near the Haar null's
     keys = {"model": model, "variant": "trained", "prompt_set": "ioi"}
     record = io.provenance("sad", {**keys, "prompts_kept": n_prompts, "max_score_error": 1e-6})
     paths = tmp_path / f"{model}_summary.parquet", tmp_path / f"{model}_pairs.parquet"
@@ -221,7 +223,7 @@ def test_resampled_medians_reproduce_the_summary_and_the_other_sad_claims(tmp_pa
     once = np.ones((1, run.n_prompts))  # every prompt once: the plain medians of the summary
     medians = sad.head_medians(run, run.sparseness, once)[0]
     np.testing.assert_allclose(medians, run.summary["median_sparseness"])
-    null = sad.head_medians(run, run.null_sparseness, once, draws=np.ones((1, run.n_draws)))[0]
+    null = sad.head_medians(run, run.null_sparseness["haar"], once, draws=np.ones((1, run.n_draws)))[0]
     np.testing.assert_allclose(null, run.summary["null_median_sparseness"])
     null_claim = report.null_claim(summary, pairs, "toy", {"resamples": 100})
     assert null_claim.verdict == "pass" and "over 40 prompts and 2 null draws" in null_claim.resampled

@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import sad_oracle
+import sad_pairs
 import torch
 import yaml
 
@@ -27,7 +28,7 @@ def test_schema_defaults_equal_library_defaults(repo):
     library = {f.name: f.default for f in dataclasses.fields(SADConfig)}
     assert set(properties) == set(library) | PROMPT_KEYS and not set(library) & PROMPT_KEYS
     for name, expected in library.items():
-        assert properties[name]["default"] == expected, name
+        assert properties[name]["default"] == (list(expected) if isinstance(expected, tuple) else expected), name
 
 
 def test_config_from_mapping_rejects_unknown_keys():
@@ -122,7 +123,11 @@ def test_summary_fills_the_plain_n_recon_columns_from_the_configured_ordering():
         "null_sparseness": np.full((4, 2), 0.6, np.float32),
         "share_by_rank": np.zeros((1, 1, 4)),
         "null_share_by_rank": np.zeros((1, 1, 4)),
+        "prompt": np.array([0, 0, 1, 1]),
+        "ltilde": np.ones(4, np.float32),
+        "null_n_recon": np.ones((4, 2), int),
     }
+    sad_pairs.with_nulls(pairs)  # only the Haar null ran
     signed, magnitude = np.array([1, 1, 2, -1]), np.array([4, 3, 4, -1])
     for order, plain in (("signed", signed), ("magnitude", magnitude)):
         pairs.update(n_recon_signed=signed, n_recon_magnitude=magnitude, n_recon_order=order, n_recon=plain)
@@ -134,6 +139,10 @@ def test_summary_fills_the_plain_n_recon_columns_from_the_configured_ordering():
         assert summary["median_n_recon_signed"] == [1.0] and summary["median_n_recon_magnitude"] == [4.0]
         assert summary["frac_n_recon_le4_magnitude"] == [1.0] and summary["null_median_n_recon_magnitude"] == [2.0]
         assert summary["frac_top_lower_half"] == [0.5] and summary["n_nonpositive"] == [1]
+        assert summary["null_prompt_share_sparser"] == [1.0]  # both prompts: 0.5 real below 0.6 null
+        assert np.isnan(summary["null_p_sparser"][0]) and summary["null_sparser_bh"] == [False]  # no own draws
+        assert np.isnan(summary["subspace_null_median_sparseness"][0])
+        assert summary["covariance_null_denser_bh"] == [False]
 
 
 def test_config_checks_the_n_recon_order():
@@ -165,33 +174,6 @@ def test_relative_attention_subtracts_the_mean_of_the_other_allowed_keys():
     assert rel[2, 2] == pytest.approx(6.0 - 1.5) and rel[2, 1] == pytest.approx(0.0 - 4.5)
     bidirectional = decompose.relative(torch.tensor([[1.0, 2.0, 6.0]]).view(1, 1, 1, 3), causal=False)[0, 0, 0]
     torch.testing.assert_close(bidirectional, torch.tensor([1.0 - 4.0, 2.0 - 3.5, 6.0 - 1.5]))
-
-
-def test_rotation_null_preserves_the_spectrum_and_orthonormality():
-    generator = torch.Generator().manual_seed(0)
-    A, B = torch.randn(2, 3, 20, 4, generator=generator), torch.randn(2, 3, 20, 4, generator=generator)
-    svd = qk_svd(A, B)
-    same_draws = torch.Generator()
-    same_draws.set_state(generator.get_state())
-    Q_U = decompose.haar_orthogonal(20, same_draws)  # the Q_U that rotate_svd applies
-    torch.testing.assert_close(Q_U @ Q_U.T, torch.eye(20), atol=1e-6, rtol=0)
-    null = decompose.rotate_svd(svd, generator)
-    assert torch.equal(null.S, svd.S)
-    U = null.U()
-    torch.testing.assert_close(U.mT @ U, torch.eye(4).expand_as(U.mT @ U), atol=1e-5, rtol=0)
-    assert (U - svd.U()).abs().max() > 0.1  # the directions did move
-    # singular values of the rotated form are unchanged
-    dense = null.U() @ torch.diag_embed(null.S) @ null.V().mT
-    torch.testing.assert_close(torch.linalg.svdvals(dense)[..., :4], svd.S, atol=1e-5, rtol=1e-5)
-
-
-def test_haar_rotate_applies_the_haar_orthogonal_of_the_same_draw():
-    """null_bases rotates through the Householder reflectors; the result is haar_orthogonal(…) @ bases."""
-    bases = torch.randn(3, 20, 4, generator=torch.Generator().manual_seed(2))
-    first, second = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    rotated = decompose.haar_rotate(bases, first)
-    torch.testing.assert_close(rotated, decompose.haar_orthogonal(20, second) @ bases, atol=1e-5, rtol=1e-5)
-    assert first.get_state().equal(second.get_state())  # the same stream consumed: later draws stay in step
 
 
 def test_rank_one_head_on_aligned_inputs_needs_one_term():

@@ -39,6 +39,8 @@ EXAMPLE_PAIR_COLUMNS = (
     "top_rank",
     "null_n_recon",
     "null_sparseness",
+    "subspace_null_sparseness",
+    "covariance_null_sparseness",
 )
 """The ``sad_pairs`` columns the examples read."""
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from svalign.definitions import NULL_PREFIXES, NULLS
 from svalign.degeneracy import block_sums
 
 __all__ = [
@@ -94,6 +95,11 @@ def _summary_fields(summary: pd.Series) -> dict[str, Any]:
         "pairs": int(summary["n_pairs"]),
         "sh": _scaled(summary["share_by_rank"]),
         "nsh": _scaled(summary["null_share_by_rank"]),
+        "sS": _round(summary["subspace_null_median_sparseness"]),
+        "cS": _round(summary["covariance_null_median_sparseness"]),
+        # per null (haar, subspace, covariance): 1 significantly sparser, −1 denser, 0 neither (BH over heads)
+        "sig": [int(summary[f"{p}sparser_bh"]) - int(summary[f"{p}denser_bh"]) for p in NULL_PREFIXES.values()],
+        "cap": _round(summary["softcap_max_distortion"]),
     }
 
 
@@ -164,7 +170,8 @@ def _readout_fields(readouts: pd.DataFrame, prompts: _Index, vocab: _Index, sae:
 def _example_fields(
     examples: pd.DataFrame, blocks: np.ndarray, prompts: _Index, n_terms: int
 ) -> dict[tuple[int, int], list]:
-    """Per head, its examples ``[prompt, t, j, A, ℓ̃, N_recon, null N_recon, S, null S, top rank, offset, terms]``
+    """Per head, its examples ``[prompt, t, j, A, ℓ̃, N_recon, null N_recon, S, [S under each null], top rank,
+    offset, terms]`` (the nulls in :data:`svalign.definitions.NULLS` order)
     (prompt: index into ``prompts``), terms ``[[first rank, last rank, Σ c, share], …]`` (:func:`block_terms`).
 
     Args:
@@ -173,18 +180,21 @@ def _example_fields(
     if examples.empty:
         return {}
     terms = block_terms(np.stack(examples["contributions"].to_numpy()), blocks, n_terms)
-    rounded = {c: _round(examples[c]) for c in ("attention", "ltilde", "null_n_recon", "sparseness", "null_sparseness")}
+    null_columns = [NULL_PREFIXES[null] + "sparseness" for null in NULLS]
+    rounded = {c: _round(examples[c]) for c in ("attention", "ltilde", "null_n_recon", "sparseness", *null_columns)}
+    null_values = zip(*(rounded[c] for c in null_columns), strict=True)
     rows = zip(
         *(examples[c].tolist() for c in ("layer", "head", "prompt_set", "prompt", "t", "j", "n_recon", "top_rank")),
-        *(rounded[c] for c in ("attention", "ltilde", "null_n_recon", "sparseness", "null_sparseness")),
+        *(rounded[c] for c in ("attention", "ltilde", "null_n_recon", "sparseness")),
+        [list(values) for values in null_values],
         examples["offset"].tolist(),
         terms.tolist(),
         strict=True,
     )
     out: dict[tuple[int, int], list] = {}
-    for layer, head, s, p, t, j, nr, top, a, lt, nnr, S, nS, off, row_terms in rows:
+    for layer, head, s, p, t, j, nr, top, a, lt, nnr, S, null_s, off, row_terms in rows:
         shown = [[int(f), int(last), _round(v), _round(share, 3)] for f, last, v, share in row_terms]
-        out.setdefault((layer, head), []).append([prompts[(s, p)], t, j, a, lt, nr, nnr, S, nS, top, off, shown])
+        out.setdefault((layer, head), []).append([prompts[(s, p)], t, j, a, lt, nr, nnr, S, null_s, top, off, shown])
     return out
 
 
@@ -205,8 +215,8 @@ def explorer_data(
 
     Returns:
         ``{"meta", "options", "scale", "sets", "prompts": [[set, prompt, tokens]], "vocab", "nL", "nH", "r",
-        "offsets", "heads": [per head: "l", "h", summary fields (S, nS, N, nN, pairs, sh, nsh), spectrum fields
-        (s1, s, blocks, nr, fd, deg), "ro", "ex"]}``; ``s``, ``sh``, ``nsh`` in units of 1/scale.
+        "offsets", "heads": [per head: "l", "h", summary fields (S, nS, N, nN, pairs, sh, nsh, sS, cS, sig, cap),
+        spectrum fields (s1, s, blocks, nr, fd, deg), "ro", "ex"]}``; ``s``, ``sh``, ``nsh`` in units of 1/scale.
     """
     spectra = frames["spectra"].sort_values(["layer", "head", "offset"], kind="stable").reset_index(drop=True)
     sets = list(dict.fromkeys(frames["tokens"]["prompt_set"]))

@@ -71,7 +71,8 @@ def _notes(meta: Mapping[str, Any]) -> dict[str, str]:
         ),
         "example_note": (
             "Query (yellow) and key (blue) in context, attention A, relative attention ℓ̃, N_recon and Rolls–Tovée S "
-            f"with their rotation-null medians (N_recon ordering: {meta['n_recon_order']}), and the largest terms "
+            f"with their null medians (N_recon: the Haar rotation null; S: the Haar, within-subspace and covariance "
+            f"nulls; N_recon ordering: {meta['n_recon_order']}), and the largest terms "
             "grouped by degenerate block (orange: a block of several directions, whose sum is defined)."
         ),
         "sae_note": (

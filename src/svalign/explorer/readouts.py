@@ -274,9 +274,11 @@ def check_contributions(contributions: np.ndarray, ltilde: np.ndarray) -> float:
 def pairs_frame(table: Any, prompt_set: str) -> pd.DataFrame:
     """The :data:`EXAMPLE_PAIR_COLUMNS` of a ``sad_pairs`` table as a DataFrame, null columns as their medians over
     the draws (N_recon over the draws with ℓ̃ > 0), plus ``prompt_set``."""
-    frame = table.select([c for c in EXAMPLE_PAIR_COLUMNS if not c.startswith("null_")]).to_pandas()
+    draws = [c for c in EXAMPLE_PAIR_COLUMNS if "null_" in c]
+    frame = table.select([c for c in EXAMPLE_PAIR_COLUMNS if c not in draws]).to_pandas()
     frame["null_n_recon"] = _positive_median(tensor(table, "null_n_recon"))
-    frame["null_sparseness"] = np.median(tensor(table, "null_sparseness"), axis=-1)
+    for column in draws[1:]:  # S of each null (NaN when the run skipped it)
+        frame[column] = np.median(tensor(table, column), axis=-1)
     return frame.assign(prompt_set=prompt_set)
 
 

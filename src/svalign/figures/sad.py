@@ -1,5 +1,5 @@
 """Figures of the SAD stage: the per-head map (paper Fig 9a), the contributions by σ rank (Fig 8) and the N_recon
-distribution, each real beside the rotation null and the random-init twin."""
+distribution, each real beside the nulls (:mod:`svalign.nulls`) and the random-init twin."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pandas as pd
 import seaborn as sns
 
 from svalign import definitions
+from svalign.definitions import NULL_PREFIXES, NULLS
 from svalign.figures.canvas import set_theme
 
 __all__ = [
@@ -59,14 +60,49 @@ def sad_heads_figure(summaries: dict[str, pd.DataFrame], model: str) -> plt.Figu
     return figure
 
 
+def _null_sources(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """(column prefix, label) of each null the run ran (its shares are not all NaN)."""
+    return [
+        (NULL_PREFIXES[null], f"{null} null")
+        for null in NULLS
+        if not np.isnan(np.stack(frame[NULL_PREFIXES[null] + "share_by_rank"].to_numpy())).all()
+    ]
+
+
+def _null_bands(ax: plt.Axes, trained: pd.DataFrame) -> None:
+    """Every head's median S (dots, heads sorted by it) inside each null's band: the range of the null draws'
+    medians at the real firing pairs, per head."""
+    order = np.argsort(trained["median_sparseness"].to_numpy(), kind="stable")
+    heads = np.arange(len(order))
+    colours = dict(zip(NULLS, sns.color_palette("Set2", len(NULLS)), strict=True))
+    for prefix, label in _null_sources(trained):
+        draws = np.stack(trained[prefix + "draw_median_sparseness"].to_numpy())[order]
+        null = label.split()[0]
+        significant = int(trained[prefix + "sparser_bh"].sum())
+        ax.fill_between(
+            heads,
+            np.nanmin(draws, 1),
+            np.nanmax(draws, 1),
+            color=colours[null],
+            alpha=0.35,
+            step="mid",
+            label=f"{label}: range of the draws' medians ({significant} heads significantly sparser)",
+        )
+    ax.plot(heads, trained["median_sparseness"].to_numpy()[order], ".", color="0.1", ms=3, label="trained heads")
+    ax.set_xlabel("head (sorted by its median S)")
+    ax.set_ylabel("median Rolls–Tovée S (lower = sparser)")
+    ax.set_title("each head against each null (BH 5 % over heads)")
+    ax.legend(fontsize="small", loc="upper left")
+
+
 def sad_ranks_figure(summaries: dict[str, pd.DataFrame], model: str) -> plt.Figure:
-    """Paper Fig 8 / 9a analogues: share of |c_k| by singular-value rank (real vs rotation null vs random init),
-    and the pooled distribution of N_recon (IOI prompts)."""
+    """Paper Fig 8 / 9a analogues: share of |c_k| by singular-value rank (real vs each null vs random init), the
+    pooled distribution of N_recon, and every trained head's median S inside each null's band (IOI prompts)."""
     set_theme()
     rows, hist_rows = [], []
     for variant, frame in summaries.items():
         name = {"random": "random init"}.get(variant, variant)
-        sources = [("", name)] + ([("null_", "rotation null")] if variant == "trained" else [])
+        sources = [("", name)] + (_null_sources(frame) if variant == "trained" else [])
         for prefix, label in sources:
             share = np.stack(frame[prefix + "share_by_rank"].to_numpy())
             weights = frame["n_pairs"].to_numpy(dtype=float)
@@ -75,7 +111,7 @@ def sad_ranks_figure(summaries: dict[str, pd.DataFrame], model: str) -> plt.Figu
         hist = np.stack(frame["n_recon_hist"].to_numpy()).sum(0).astype(float)
         hist /= max(hist.sum(), 1)
         hist_rows += [{"N_recon": n + 1, "fraction of pairs": v, "model": name} for n, v in enumerate(hist)]
-    figure, axes = plt.subplots(1, 2, figsize=(13, 4.6), layout="constrained")
+    figure, axes = plt.subplots(1, 3, figsize=(19, 4.8), layout="constrained")
     sns.lineplot(pd.DataFrame(rows), x="rank k", y="mean |c_k| / Σ|c|", hue="source", ax=axes[0])
     axes[0].set_title("where the relative terms sit in the spectrum (firing pairs)")
     hist = pd.DataFrame(hist_rows)
@@ -83,6 +119,7 @@ def sad_ranks_figure(summaries: dict[str, pd.DataFrame], model: str) -> plt.Figu
     sns.barplot(hist, x="N_recon", y="fraction of pairs", hue="model", ax=axes[1])
     axes[1].set_title("N_recon of firing pairs with ℓ̃ > 0 (first 16)")
     trained = summaries["trained"]
+    _null_bands(axes[2], trained)
     lower = definitions.pooled_share(trained["frac_top_lower_half"], trained["n_pairs"])
     figure.suptitle(
         f"{model}, IOI prompts: the largest term comes from the lower half of the spectrum in {lower:.0%} of pairs"

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from svalign.definitions import NULLS
 from svalign.mappings import known_fields
 
 __all__ = ["N_RECON_ORDERS", "SADConfig"]
@@ -26,8 +27,9 @@ class SADConfig:
     Attributes:
         threshold: a pair (t, j) fires when A(t, j) ≥ threshold; None: A(t, j) ≥ 1/|K(t)| (uniform attention).
         skip_first_key: ignore pairs whose key is position 0 (BOS / [CLS]).
-        null_draws: draws of the rotation null.
-        null_seed: seed of the null rotations.
+        null_draws: draws of each null.
+        null_seed: seed of the null draws (each null draws from its own stream: :func:`svalign.nulls.null_generator`).
+        nulls: the nulls to run (:data:`svalign.definitions.NULLS`); ``haar``, the paper's, is always among them.
         chunk_prompts: prompts per forward pass (bounds memory).
         n_recon_order: which ordering of the relative terms fills the tables' plain N_recon columns (``n_recon``,
             ``median_n_recon``, …): ``signed`` (the n largest c_k, the authors' rule) or ``magnitude`` (the n
@@ -40,8 +42,16 @@ class SADConfig:
     null_seed: int = 0
     chunk_prompts: int = 32
     n_recon_order: str = "signed"
+    nulls: tuple[str, ...] = NULLS
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "nulls", tuple(self.nulls))  # a config list becomes a hashable tuple
+        unknown = [null for null in self.nulls if null not in NULLS]
+        if unknown or "haar" not in self.nulls or len(set(self.nulls)) != len(self.nulls):
+            raise ValueError(
+                f"sad.nulls: {list(self.nulls)} must name each null once, among {', '.join(NULLS)}, and include haar "
+                "(the paper's null, the reference of every verdict)"
+            )
         if self.n_recon_order not in N_RECON_ORDERS:
             raise ValueError(f"sad.n_recon_order: {self.n_recon_order!r} is not one of {', '.join(N_RECON_ORDERS)}")
 
@@ -51,4 +61,4 @@ class SADConfig:
         return cls(**known_fields(cls, mapping, "sad"))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "nulls": list(self.nulls)}

@@ -17,8 +17,9 @@ For every *firing* pair (attention A(t, j) above a threshold):
 * Rolls–Tovée sparseness S(c) = (mean |c_k|)² / mean(c_k²) ∈ [1/r, 1]; lower = sparser.
 * the σ rank of the largest |c_k| (0 = largest singular value).
 
-The null replaces U, V by Q_U U, Q_V V with Haar-random orthogonal Q_U, Q_V in input space (σ kept). Everything is
-vectorised over prompts × heads × query positions × keys.
+Under a null (:mod:`svalign.nulls`: σ kept, U and V replaced by random directions) the same firing pairs are scored
+with the null's terms (:func:`null_statistics`). Everything is vectorised over prompts × heads × query positions ×
+keys.
 """
 
 from __future__ import annotations
@@ -39,17 +40,18 @@ __all__ = [
     "augment_inputs",
     "check_scores",
     "decompose",
+    "firing_index",
     "firing_mask",
-    "haar_orthogonal",
-    "haar_rotate",
     "key_counts",
     "layer_svd",
     "n_recon",
+    "null_statistics",
     "ordered_terms",
+    "own_firing_sparseness",
     "pair_statistics",
     "relative",
     "rolls_tovee",
-    "rotate_svd",
+    "softcap_distortion",
 ]
 
 RATIO_DECIMALS = 5
@@ -362,6 +364,23 @@ def _relative_at(
     return values - (total - values) / (n_keys - 1)
 
 
+def firing_index(
+    pattern: torch.Tensor,
+    causal: bool,
+    threshold: float | None,
+    skip_first_key: bool,
+    window: int | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """The firing pairs of :func:`firing_mask` as indices (prompt, head, t, j), each ``[pairs]``."""
+    return firing_mask(pattern, causal, threshold, skip_first_key, window).nonzero(as_tuple=True)
+
+
+def _shares(contributions: torch.Tensor, heads: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """``[head, r]`` sums over pairs of |c_k| / Σ_k |c_k| (``contributions [pairs, r]``, ``heads [pairs]``)."""
+    share = contributions.abs() / contributions.abs().sum(-1, keepdim=True).clamp_min(1e-30)
+    return torch.zeros(n_heads, contributions.shape[-1], dtype=share.dtype).index_add_(0, heads, share)
+
+
 def pair_statistics(
     terms: torch.Tensor,
     pattern: torch.Tensor,
@@ -377,12 +396,9 @@ def pair_statistics(
         pattern: attention weights ``[b, h, t, j]`` of the real model (fixes the firing pairs).
         window: the layer's sliding window (:func:`allowed_keys`), or None.
     """
-    mask = firing_mask(pattern, causal, threshold, skip_first_key, window)
-    index = mask.nonzero(as_tuple=True)
+    index = firing_index(pattern, causal, threshold, skip_first_key, window)
     contributions = _relative_at(terms, index, causal, window)  # [pairs, r]
     ltilde = contributions.sum(-1)
-    share = contributions.abs() / contributions.abs().sum(-1, keepdim=True).clamp_min(1e-30)
-    share_by_rank = torch.zeros(terms.shape[1], terms.shape[-1], dtype=share.dtype).index_add_(0, index[1], share)
     return PairStatistics(
         prompt=index[0],
         head=index[1],
@@ -394,41 +410,82 @@ def pair_statistics(
         n_recon_magnitude=n_recon(contributions, ltilde, "magnitude"),
         sparseness=rolls_tovee(contributions),
         top_rank=contributions.abs().argmax(-1),
-        share_by_rank=share_by_rank,
+        share_by_rank=_shares(contributions, index[1], terms.shape[1]),
     )
 
 
-# --------------------------------------------------------------------------------------------------
-# The rotation null
-# --------------------------------------------------------------------------------------------------
+def null_statistics(
+    terms: torch.Tensor,
+    index: tuple[torch.Tensor, ...],
+    causal: bool,
+    orders: tuple[str, ...],
+    window: int | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The firing pairs ``index`` (:func:`firing_index` of the real pattern) scored with a null draw's ``terms``.
+
+    N_recon counts the null's terms against the null's own ℓ̃ (their sum), as the real N_recon does.
+
+    Returns:
+        ({ordering: N_recon ``[pairs]``} for each of ``orders``, S ``[pairs]``, shares ``[head, r]``).
+    """
+    contributions = _relative_at(terms, index, causal, window)
+    ltilde = contributions.sum(-1)
+    counts = {order: n_recon(contributions, ltilde, order) for order in orders}
+    return counts, rolls_tovee(contributions), _shares(contributions, index[1], terms.shape[1])
 
 
-def haar_orthogonal(dim: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A Haar-distributed random orthogonal ``[dim, dim]`` matrix (QR of a Gaussian with sign correction)."""
-    gaussian = torch.randn(dim, dim, generator=generator, dtype=torch.float64)
-    Q, R = torch.linalg.qr(gaussian)
-    return (Q * torch.sign(torch.diagonal(R)).unsqueeze(0)).to(dtype)
+def own_firing_sparseness(
+    terms: torch.Tensor,
+    causal: bool,
+    divisor: float,
+    softcap: float,
+    threshold: float | None,
+    skip_first_key: bool,
+    window: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A null draw scored the way the real head is: at *its own* firing pairs, not the real head's.
 
-
-def haar_rotate(bases: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """``Q @ bases`` for the Haar-random Q that :func:`haar_orthogonal` draws from the same generator state, without
-    forming Q: the Householder reflectors of the Gaussian's QR are applied to the sign-corrected bases (LAPACK
-    ormqr), which skips building the ``[dim, dim]`` Q and its product (a third of a draw's cost at d = 576).
+    The draw's logits are the sum of its terms; its attention is their softmax over K(t) after the model's divisor
+    (and soft-cap), and its firing pairs follow :func:`firing_mask` on that attention. Scoring the real head at the
+    pairs where its logit is large and a null at the same pairs favours the real decomposition (a large sum tends
+    to be carried by few terms); at its own pairs a draw is exchangeable with a real basis drawn from the same
+    null, which is what a per-head test needs.
 
     Args:
-        bases: ``[..., dim, r]`` (e.g. ``[head, dim, r]``: one Q for every head); computed in float64, returned in
-            ``bases.dtype``.
+        terms: the draw's ``[b, h, t, j, r]`` (:func:`decompose`).
+
+    Returns:
+        (head ``[pairs]``, Rolls–Tovée S ``[pairs]``) of the draw's own firing pairs.
     """
-    dim, rank = bases.shape[-2:]
-    gaussian = torch.randn(dim, dim, generator=generator, dtype=torch.float64)
-    reflectors, tau = torch.geqrf(gaussian)
-    signs = torch.sign(torch.diagonal(reflectors)).unsqueeze(-1)  # Q_haar = Q · diag(sign(diag R))
-    flat = bases.to(torch.float64).movedim(-2, 0).reshape(dim, -1)  # [dim, (...)·r]: one ormqr for all
-    rotated = torch.ormqr(reflectors, tau, signs * flat)
-    return rotated.reshape(dim, *bases.shape[:-2], rank).movedim(0, -2).to(bases.dtype)
+    n_pos = terms.shape[3]
+    logits = terms.sum(-1) / divisor
+    if softcap:
+        logits = softcap * torch.tanh(logits / softcap)
+    allowed = allowed_keys(n_pos, causal, terms.device, window)
+    pattern = torch.softmax(logits.masked_fill(~allowed, -torch.inf), -1)
+    index = firing_index(pattern, causal, threshold, skip_first_key, window)
+    return index[1], rolls_tovee(_relative_at(terms, index, causal, window))
 
 
-def rotate_svd(svd: HeadSVD, generator: torch.Generator) -> HeadSVD:
-    """The spectrum-preserving null: U → Q_U U, V → Q_V V (σ and the cores kept), via the bases, for Haar-random
-    Q_U then Q_V drawn from ``generator`` (:func:`haar_rotate`)."""
-    return svd._replace(basis_q=haar_rotate(svd.basis_q, generator), basis_k=haar_rotate(svd.basis_k, generator))
+def softcap_distortion(
+    scores: torch.Tensor,
+    index: tuple[torch.Tensor, ...],
+    causal: bool,
+    softcap: float,
+    divisor: float,
+    window: int | None = None,
+) -> torch.Tensor:
+    """|ℓ̃_post − ℓ̃_pre| ``[pairs]`` at the firing pairs ``index`` of a soft-capped model (float64 inside).
+
+    The decomposition splits the pre-cap logit ℓ (unscaled q·k); the softmax sees c·tanh((ℓ / s) / c), s the
+    model's divisor of q·k (``HeadWeights.attn_scale``). In the same unscaled units the post-cap logit is
+    s·c·tanh(ℓ / (s c)); both go through :func:`relative` over K(t).
+
+    Args:
+        scores: the model's unscaled pre-cap scores ``[b, h, t, j]`` (entries outside K(t) are 0, and stay 0).
+    """
+    pre = scores.double()
+    post = divisor * softcap * torch.tanh(pre / (divisor * softcap))
+    relative_pre = _relative_at(pre.unsqueeze(-1), index, causal, window).squeeze(-1)
+    relative_post = _relative_at(post.unsqueeze(-1), index, causal, window).squeeze(-1)
+    return (relative_post - relative_pre).abs().to(scores.dtype)

@@ -23,6 +23,7 @@ import torch
 
 from svalign.heads import HeadWeights
 from svalign.mappings import check_offset_coverage
+from svalign.nulls import SecondMoment
 from svalign.sad.decompose import allowed_keys, augment_inputs, decompose
 from svalign.sad.prompts import prompt_set
 from svalign.svd import HeadSVD, ModelSVD
@@ -34,6 +35,7 @@ __all__ = [
     "PromptSet",
     "check_offsets",
     "forward_passes",
+    "input_moments",
     "ioi_logit_diff",
     "layer_activations",
     "layer_inputs",
@@ -291,6 +293,10 @@ class ForwardChunk:
         """Layer ``layer``'s head inputs, scores and pattern on this chunk."""
         return layer_inputs(self.cache, layer, self.weights, self.augmented)
 
+    def head_inputs(self, layer: int) -> torch.Tensor:
+        """Layer ``layer``'s head inputs ``[n, pos, d_in]`` alone (bias coordinate included when augmented)."""
+        return augment_inputs(self.cache[self.weights.head_input_hook.format(layer=layer)].float(), self.augmented)
+
     def ioi_logit_diff(self) -> dict[int, float]:
         """{prompt: logit(IO) − logit(S)} on a causal model's IOI prompts; empty otherwise."""
         batch = self.batch
@@ -310,3 +316,20 @@ def forward_passes(
     for chunk in prompt_chunks(batches, chunk_prompts):
         cache, last_logits = layer_activations(model, chunk.tokens, weights)
         yield ForwardChunk(chunk, last_logits, cache, weights, augmented)
+
+
+def input_moments(
+    model: Any, weights: HeadWeights, batches: list[PromptBatch], chunk_prompts: int, augmented: bool
+) -> torch.Tensor:
+    """Every layer's second moment E[x̃ x̃ᵀ] of the head inputs over all tokens of ``batches``: ``[layer, d_in, d_in]``
+    float64 (:class:`svalign.nulls.SecondMoment`; the bias coordinate of augmented inputs included)."""
+    moments = None
+    for chunk in forward_passes(model, weights, batches, chunk_prompts, augmented):
+        for layer in range(weights.n_layers):
+            x = chunk.head_inputs(layer)
+            if moments is None:
+                moments = SecondMoment(weights.n_layers, x.shape[-1])
+            moments.update(layer, x)
+    if moments is None:
+        raise ValueError("no prompt to take the head inputs' second moment over")
+    return moments.matrix

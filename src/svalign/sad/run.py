@@ -1,11 +1,16 @@
-"""The SAD stage over a prompt set: the decomposition of every layer of every forward pass, real and under the
-rotation null, and the columns of the ``sad_pairs``, ``sad_summary`` and ``sad_prompts`` tables
-(:mod:`svalign.tables`; scripts write them).
+"""The SAD stage over a prompt set: the decomposition of every layer of every forward pass, real and under each
+null, and the columns of the ``sad_pairs``, ``sad_summary`` and ``sad_prompts`` tables (:mod:`svalign.tables`;
+scripts write them).
 
-:func:`run_sad` is a sequence of named steps: :func:`null_bases` (the seeded rotations, drawn before any data is
-seen) → per forward pass of :func:`svalign.sad.forward.forward_passes` :func:`process_chunk` (the IOI logit
-differences, then :func:`layer_pairs` per layer) → :func:`assemble_pairs` (sorted columns, mean shares) and the
-diagnostics.
+:func:`run_sad` is a sequence of named steps: the covariance null's second moments (:func:`svalign.sad.forward.
+input_moments`, one extra forward pass over the prompts, only when that null runs) → :func:`null_bases` per null
+(seeded draws, before any pair is scored) → per forward pass of :func:`svalign.sad.forward.forward_passes`
+:func:`process_chunk` (the IOI logit differences, then :func:`layer_pairs` per layer) → :func:`assemble_pairs`
+(sorted columns, mean shares) and the diagnostics.
+
+The nulls (:mod:`svalign.nulls`) score the real model's firing pairs with their own terms. The Haar null keeps
+every column it had (both N_recon orderings per pair); the others store S per pair and draw (what the claims
+resample) and N_recon in the configured ordering in memory only (the summary's medians).
 """
 
 from __future__ import annotations
@@ -15,13 +20,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
-from svalign.definitions import N_RECON_LIMIT, lower_half
+from svalign.definitions import FDR_LEVEL, N_RECON_LIMIT, NULL_PREFIXES, NULLS, lower_half
 from svalign.heads import HeadWeights
-from svalign.sad.config import SADConfig
-from svalign.sad.decompose import PairStatistics, check_scores, layer_svd, pair_statistics, rotate_svd
-from svalign.sad.forward import ForwardChunk, LayerInputs, PromptBatch, check_offsets, forward_passes
+from svalign.nulls import null_generator, null_svd
+from svalign.sad.config import N_RECON_ORDERS, SADConfig
+from svalign.sad.decompose import (
+    PairStatistics,
+    check_scores,
+    firing_index,
+    layer_svd,
+    null_statistics,
+    own_firing_sparseness,
+    pair_statistics,
+    softcap_distortion,
+)
+from svalign.sad.forward import ForwardChunk, LayerInputs, PromptBatch, check_offsets, forward_passes, input_moments
+from svalign.stats import benjamini_hochberg, prediction_test
 from svalign.svd import HeadSVD, ModelSVD
 from svalign.tables import SAD_PAIRS, SAD_SUMMARY
 
@@ -30,6 +47,7 @@ __all__ = [
     "SCORE_TOLERANCE",
     "Accumulator",
     "LayerPairs",
+    "NullPairs",
     "assemble_pairs",
     "layer_pairs",
     "null_bases",
@@ -60,8 +78,11 @@ PAIR_COLUMNS = (
     "null_n_recon_signed",
     "null_n_recon_magnitude",
     "null_sparseness",
+    *(f"{NULL_PREFIXES[null]}{name}" for null in NULLS[1:] for name in ("sparseness", "n_recon")),
+    "softcap_distortion",
 )
-"""Per-pair columns that :func:`run_sad` returns (those of :data:`SAD_PAIRS` without the run keys)."""
+"""Per-pair columns that :func:`run_sad` returns (those of :data:`SAD_PAIRS` without the run keys, and the other
+nulls' N_recon and the soft-cap distortion, which only the summary keeps)."""
 _CONFIGURED = ("n_recon", "null_n_recon")  # the arrays of ordering sad.n_recon_order (assemble_pairs)
 
 
@@ -70,47 +91,67 @@ _CONFIGURED = ("n_recon", "null_n_recon")  # the arrays of ordering sad.n_recon_
 # --------------------------------------------------------------------------------------------------
 
 
-def null_bases(model_svd: ModelSVD, n_layers: int, config: SADConfig) -> list[list[HeadSVD]]:
-    """The rotated SVDs of the null: ``[layer][draw]``, each a layer's :class:`HeadSVD` under one (Q_U, Q_V).
+def null_bases(
+    model_svd: ModelSVD, n_layers: int, config: SADConfig, null: str = "haar", moments: torch.Tensor | None = None
+) -> list[list[HeadSVD]]:
+    """One null's SVDs ``[layer][draw]`` (:func:`svalign.nulls.null_svd`), drawn from its own stream of
+    ``config.null_seed`` (:func:`svalign.nulls.null_generator`) layer by layer, draw by draw, before any pair is
+    scored. The bases are built once here, not per prompt chunk (they cost as much memory as the rotations).
 
-    One (Q_U, Q_V) per layer and draw, shared by the layer's heads and drawn from ``config.null_seed`` before any
-    data is seen (layer by layer, draw by draw, Q_U before Q_V). The rotated bases are built once here, not per
-    prompt chunk (they cost as much memory as the rotations).
+    Args:
+        moments: ``[layer, d_in, d_in]`` the head inputs' second moments (:func:`svalign.sad.forward.input_moments`),
+            for the covariance null.
     """
-    generator = torch.Generator().manual_seed(config.null_seed)
+    generator = null_generator(config.null_seed, null)
     bases = []
     for layer in range(n_layers):
         svd = layer_svd(model_svd, layer)
-        bases.append([rotate_svd(svd, generator) for _ in range(config.null_draws)])
+        moment = None if moments is None else moments[layer]
+        bases.append([null_svd(svd, null, generator, moment) for _ in range(config.null_draws)])
     return bases
 
 
 @dataclass
+class NullPairs:
+    """One null's statistics of one layer's firing pairs of a prompt chunk.
+
+    Attributes:
+        n_recon: {ordering: ``[pairs, draws]``} (the Haar null: both orderings; the others: sad.n_recon_order).
+        sparseness: ``[pairs, draws]`` Rolls–Tovée S.
+        shares: per draw, ``[head, r]`` sums of |c_k| / Σ|c| over the pairs.
+        own: per draw, (head ``[own pairs]``, S ``[own pairs]``) at the draw's own firing pairs
+            (:func:`svalign.sad.decompose.own_firing_sparseness`), what the per-head test compares with.
+    """
+
+    n_recon: dict[str, torch.Tensor]
+    sparseness: torch.Tensor
+    shares: list[torch.Tensor]
+    own: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
 class LayerPairs:
-    """One layer's firing pairs of one prompt chunk, real and under each null draw.
+    """One layer's firing pairs of one prompt chunk, real and under each null.
 
     Attributes:
         real: statistics of the real model's terms.
-        null_n_recon, null_n_recon_magnitude, null_sparseness: ``[pairs, draws]`` the same pairs under each draw
-            (N_recon in the signed and in the magnitude ordering).
-        null_shares: per draw, ``[head, r]`` sums of |c_k| / Σ|c| over the pairs.
+        nulls: {null: :class:`NullPairs`} of the configured nulls.
         score_error: worst relative error of Σ_k a_k against the model's scores (see :func:`check_scores`).
+        softcap_distortion: ``[pairs]`` |ℓ̃_post − ℓ̃_pre| of a soft-capped model, else zeros.
     """
 
     real: PairStatistics
-    null_n_recon: torch.Tensor
-    null_n_recon_magnitude: torch.Tensor
-    null_sparseness: torch.Tensor
-    null_shares: list[torch.Tensor]
+    nulls: dict[str, NullPairs]
     score_error: float
+    softcap_distortion: torch.Tensor
 
 
 def layer_pairs(
     inputs: LayerInputs,
     svd: HeadSVD,
-    nulls: list[HeadSVD],
+    nulls: dict[str, list[HeadSVD]],
     *,
-    causal: bool,
+    weights: HeadWeights,
     offsets_used: bool,
     config: SADConfig,
     layer: int,
@@ -120,26 +161,38 @@ def layer_pairs(
     Args:
         inputs: the layer's head inputs, the model's unscaled scores and attention
             (:meth:`svalign.sad.forward.ForwardChunk.inputs`).
-        svd: the layer's SVD; nulls: its rotated SVDs, one per draw (:func:`null_bases`).
+        svd: the layer's SVD; nulls: {null: its SVDs, one per draw} (:func:`null_bases`).
+        weights: the model's head weights (causal mask, soft-cap, score divisor).
     """
+    causal = weights.causal
     firing = (config.threshold, config.skip_first_key, inputs.window)  # which pairs fire: the same for every draw
     terms = inputs.terms(svd, causal, offsets_used)  # [b, h, t, j, r]
     score_error = check_scores(terms, inputs.scores, causal, SCORE_TOLERANCE, layer, inputs.window)
     real = pair_statistics(terms, inputs.pattern, causal, *firing)
     del terms  # one [b, h, t, j, r] tensor at a time
-    draws = []
-    for null_svd in nulls:
-        null_terms = inputs.terms(null_svd, causal, offsets_used)
-        draws.append(pair_statistics(null_terms, inputs.pattern, causal, *firing))
-        del null_terms
-    return LayerPairs(
-        real,
-        torch.stack([null.n_recon for null in draws], -1),
-        torch.stack([null.n_recon_magnitude for null in draws], -1),
-        torch.stack([null.sparseness for null in draws], -1),
-        [null.share_by_rank for null in draws],
-        score_error,
-    )
+    index = firing_index(inputs.pattern, causal, *firing)
+    scored = {}
+    for null, draws in nulls.items():
+        orders = N_RECON_ORDERS if null == "haar" else (config.n_recon_order,)  # the Haar null keeps both
+        results, own = [], []
+        for draw in draws:
+            null_terms = inputs.terms(draw, causal, offsets_used)
+            results.append(null_statistics(null_terms, index, causal, orders, inputs.window))
+            own.append(own_firing_sparseness(null_terms, causal, weights.attn_scale, weights.softcap, *firing))
+            del null_terms
+        scored[null] = NullPairs(
+            {order: torch.stack([r[0][order] for r in results], -1) for order in orders},
+            torch.stack([r[1] for r in results], -1),
+            [r[2] for r in results],
+            own,
+        )
+    if weights.softcap:
+        distortion = softcap_distortion(
+            inputs.scores, index, causal, weights.softcap, weights.attn_scale, inputs.window
+        )
+    else:
+        distortion = torch.zeros(len(index[0]))
+    return LayerPairs(real, scored, score_error, distortion)
 
 
 @dataclass
@@ -148,22 +201,24 @@ class Accumulator:
 
     Attributes:
         columns: per :data:`PAIR_COLUMNS` (but ``n_recon`` and ``null_n_recon``), one array per (chunk, layer).
-        share, null_share: ``[layer, head, r]`` sums over firing pairs of |c_k| / Σ|c| (null: mean over draws).
+        share: ``[layer, head, r]`` sums over firing pairs of |c_k| / Σ|c|; null_share: {null: the same, mean
+            over its draws}.
+        own: {null: ``[4, own pairs]`` (layer, head, draw, S) per (chunk, layer)}, the draws' own firing pairs.
         worst: worst relative score error so far.
         logit_diff: {prompt: logit(IO) − logit(S)} (IOI on causal models).
     """
 
     columns: dict[str, list[np.ndarray]]
     share: torch.Tensor
-    null_share: torch.Tensor
+    null_share: dict[str, torch.Tensor]
+    n_recon_order: str = "signed"
+    own: dict[str, list[np.ndarray]] = field(default_factory=lambda: {null: [] for null in NULLS})
     worst: float = 0.0
     logit_diff: dict[int, float] = field(default_factory=dict)
 
     def add(self, layer: int, prompts: torch.Tensor, pairs: LayerPairs, null_draws: int) -> None:
         """Append one layer's pairs of one chunk (``prompts``: the chunk's prompt indices ``[n]``)."""
         self.worst = max(self.worst, pairs.score_error)
-        for share in pairs.null_shares:  # draw by draw, as the accumulated float sums require
-            self.null_share[layer] += share / null_draws
         real = pairs.real
         self.share[layer] += real.share_by_rank
         n = len(real.head)
@@ -173,24 +228,52 @@ class Accumulator:
             self.columns[name].append(getattr(real, name).numpy())
         self.columns["n_recon_signed"].append(real.n_recon.numpy())
         self.columns["n_recon_magnitude"].append(real.n_recon_magnitude.numpy())
-        # [pairs, draws]; reshaped with the draw count so a layer without firing pairs gives (0, draws)
-        self.columns["null_n_recon_signed"].append(pairs.null_n_recon.numpy().reshape(n, null_draws))
-        self.columns["null_n_recon_magnitude"].append(pairs.null_n_recon_magnitude.numpy().reshape(n, null_draws))
-        self.columns["null_sparseness"].append(pairs.null_sparseness.numpy().reshape(n, null_draws))
+        self.columns["softcap_distortion"].append(pairs.softcap_distortion.numpy())
+        for null in NULLS:
+            prefix = NULL_PREFIXES[null]
+            scored = pairs.nulls.get(null)
+            for share in scored.shares if scored else []:  # draw by draw, as the accumulated float sums require
+                self.null_share[null][layer] += share / null_draws
+            # [pairs, draws]; reshaped with the draw count so a layer without firing pairs gives (0, draws)
+            if scored is None:  # a null this run skips: NaN draws (they compress to nothing)
+                self.columns[prefix + "sparseness"].append(np.full((n, null_draws), np.nan, np.float32))
+                if null != "haar":
+                    self.columns[prefix + "n_recon"].append(np.full((n, null_draws), -1))
+                continue
+            self.columns[prefix + "sparseness"].append(scored.sparseness.numpy().reshape(n, null_draws))
+            for draw, (head, sparseness) in enumerate(scored.own):
+                self.own[null].append(
+                    np.stack([np.full(len(head), layer), head.numpy(), np.full(len(head), draw), sparseness.numpy()])
+                )
+            if null == "haar":
+                for order in N_RECON_ORDERS:
+                    self.columns[f"null_n_recon_{order}"].append(scored.n_recon[order].numpy().reshape(n, null_draws))
+            else:
+                self.columns[prefix + "n_recon"].append(
+                    scored.n_recon[self.n_recon_order].numpy().reshape(n, null_draws)
+                )
 
 
 def process_chunk(
-    chunk: ForwardChunk, model_svd: ModelSVD, nulls: list[list[HeadSVD]], config: SADConfig, collected: Accumulator
+    chunk: ForwardChunk,
+    model_svd: ModelSVD,
+    nulls: dict[str, list[list[HeadSVD]]],
+    config: SADConfig,
+    collected: Accumulator,
 ) -> None:
-    """One forward pass (:func:`svalign.sad.forward.forward_passes`): every layer's pairs into ``collected``."""
+    """One forward pass (:func:`svalign.sad.forward.forward_passes`): every layer's pairs into ``collected``.
+
+    Args:
+        nulls: {null: ``[layer][draw]`` SVDs} (:func:`null_bases`).
+    """
     collected.logit_diff.update(chunk.ioi_logit_diff())
     weights = chunk.weights
     for layer in range(weights.n_layers):
         pairs = layer_pairs(
             chunk.inputs(layer),
             layer_svd(model_svd, layer),
-            nulls[layer],
-            causal=weights.causal,
+            {null: bases[layer] for null, bases in nulls.items()},
+            weights=weights,
             offsets_used=model_svd.uses_offsets,
             config=config,
             layer=layer,
@@ -198,16 +281,17 @@ def process_chunk(
         collected.add(layer, chunk.batch.prompt, pairs, config.null_draws)
 
 
-def assemble_pairs(
-    collected: Accumulator, n_layers: int, n_heads: int, n_recon_order: str = "signed"
-) -> dict[str, Any]:
+def assemble_pairs(collected: Accumulator, n_layers: int, n_heads: int, nulls: tuple[str, ...]) -> dict[str, Any]:
     """The pair columns sorted by (layer, head, prompt, t, j), the mean shares by rank and the logit differences.
 
     Returns:
         :data:`PAIR_COLUMNS` arrays ``[pairs]`` (null ones ``[pairs, draws]``; ``n_recon`` and ``null_n_recon``
-        are those of ``n_recon_order``), ``share_by_rank`` and ``null_share_by_rank`` ``[layer, head, r]`` (means
-        over each head's firing pairs) and ``logit_diff``.
+        are those of the accumulator's ordering), ``share_by_rank`` ``[layer, head, r]`` and per null
+        ``{prefix}share_by_rank`` (means over each head's firing pairs) and ``{prefix}own`` (``[4, own pairs]``
+        layer, head, draw, S at the draws' own firing pairs; None when the null did not run), ``nulls`` (those
+        run) and ``logit_diff``.
     """
+    n_recon_order = collected.n_recon_order
     pairs = {k: np.concatenate(v) for k, v in collected.columns.items() if k not in _CONFIGURED}
     order = np.lexsort((pairs["j"], pairs["t"], pairs["prompt"], pairs["head"], pairs["layer"]))
     pairs = {k: v[order] for k, v in pairs.items()}
@@ -220,8 +304,14 @@ def assemble_pairs(
         torch.ones(len(pairs["layer"])),
         accumulate=True,
     )
-    pairs["share_by_rank"] = (collected.share / counts.clamp_min(1).unsqueeze(-1)).numpy()
-    pairs["null_share_by_rank"] = (collected.null_share / counts.clamp_min(1).unsqueeze(-1)).numpy()
+    per_pair = counts.clamp_min(1).unsqueeze(-1)
+    pairs["share_by_rank"] = (collected.share / per_pair).numpy()
+    for null in NULLS:
+        share = collected.null_share[null] / per_pair if null in nulls else torch.full_like(collected.share, math.nan)
+        pairs[NULL_PREFIXES[null] + "share_by_rank"] = share.numpy()
+    for null in NULLS:
+        pairs[NULL_PREFIXES[null] + "own"] = np.concatenate(collected.own[null], 1) if collected.own[null] else None
+    pairs["nulls"] = list(nulls)
     pairs["logit_diff"] = collected.logit_diff
     return pairs
 
@@ -229,7 +319,7 @@ def assemble_pairs(
 def run_sad(
     model: Any, weights: HeadWeights, model_svd: ModelSVD, batches: list[PromptBatch], config: SADConfig
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """SAD statistics of every firing pair of every head, real and under the rotation null.
+    """SAD statistics of every firing pair of every head, real and under each null of ``config.nulls``.
 
     Fails before any computation when a RoPE model's SVD lacks offsets for the longest prompt.
 
@@ -238,12 +328,17 @@ def run_sad(
         causal models, the mean logit difference ``ioi_logit_diff_mean`` and accuracy ``ioi_accuracy``).
     """
     check_offsets(model_svd, batches)
-    nulls = null_bases(model_svd, weights.n_layers, config)
+    moments = None
+    if "covariance" in config.nulls:
+        moments = input_moments(model, weights, batches, config.chunk_prompts, model_svd.augmented)
+    nulls = {null: null_bases(model_svd, weights.n_layers, config, null, moments) for null in config.nulls}
     rank = model_svd.svd.S.shape[-1]
+    zeros = torch.zeros(weights.n_layers, weights.n_heads, rank)
     collected = Accumulator(
         columns={name: [] for name in PAIR_COLUMNS},
-        share=torch.zeros(weights.n_layers, weights.n_heads, rank),
-        null_share=torch.zeros(weights.n_layers, weights.n_heads, rank),
+        share=zeros.clone(),
+        null_share={null: zeros.clone() for null in NULLS},
+        n_recon_order=config.n_recon_order,
     )
     for chunk in forward_passes(model, weights, batches, config.chunk_prompts, model_svd.augmented):
         process_chunk(chunk, model_svd, nulls, config, collected)
@@ -251,7 +346,7 @@ def run_sad(
     if collected.logit_diff:
         values = np.array(list(collected.logit_diff.values()))
         diagnostics.update(ioi_logit_diff_mean=float(values.mean()), ioi_accuracy=float((values > 0).mean()))
-    return assemble_pairs(collected, weights.n_layers, weights.n_heads, config.n_recon_order), diagnostics
+    return assemble_pairs(collected, weights.n_layers, weights.n_heads, config.nulls), diagnostics
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,15 +373,78 @@ def _n_recon_columns(n_recon: np.ndarray, null_n_recon: np.ndarray, suffix: str)
     }
 
 
+def _prompt_share_sparser(real: np.ndarray, null: np.ndarray, prompts: np.ndarray) -> float:
+    """Share of one head's prompts whose median S is below the null's on the same pairs (a description: the test
+    is over draws, :func:`_null_columns`).
+
+    Args:
+        real: ``[pairs]`` S; null: ``[pairs, draws]`` the null's S (a prompt's null median pools its pairs and
+            draws); prompts: ``[pairs]`` each pair's prompt.
+    """
+    if not len(real) or np.isnan(null).all():
+        return math.nan
+    real_median = pd.Series(real).groupby(prompts).median()
+    null_median = pd.Series(null.ravel()).groupby(np.repeat(prompts, null.shape[1])).median()
+    return float((real_median < null_median).mean())
+
+
+def _own_draw_medians(own: np.ndarray | None, n_layers: int, n_heads: int, n_draws: int) -> np.ndarray:
+    """``[layer, head, draw]`` median S over each draw's own firing pairs (NaN: none) from ``{prefix}own``."""
+    medians = np.full((n_layers, n_heads, n_draws), np.nan)
+    if own is not None and own.shape[1]:
+        frame = pd.DataFrame({"layer": own[0], "head": own[1], "draw": own[2], "S": own[3]})
+        grouped = frame.groupby(["layer", "head", "draw"])["S"].median()
+        index = grouped.index.to_frame().to_numpy().astype(np.int64).T
+        medians[index[0], index[1], index[2]] = grouped.to_numpy()
+    return medians
+
+
+def _null_columns(pairs: dict[str, Any], sel: np.ndarray, null: str, own_medians: np.ndarray) -> dict[str, Any]:
+    """One head's columns of one null (prefix :data:`NULL_PREFIXES`): medians, the median S of each draw at the
+    real firing pairs and at the draw's own, and the test of the head's median S against the latter
+    (:func:`svalign.stats.prediction_test`: the head's basis is one basis, compared with the null's bases, each
+    scored at its own firing pairs; the Benjamini–Hochberg columns are set over all heads afterwards).
+
+    Args:
+        own_medians: ``[draws]`` the head's :func:`_own_draw_medians`.
+    """
+    prefix = NULL_PREFIXES[null]
+    real, draws = pairs["sparseness"][sel], pairs[prefix + "sparseness"][sel]
+    ran = null in pairs["nulls"] and len(real) > 0
+    testable = ran and int(np.isfinite(own_medians).sum()) > 1
+    finite = own_medians[np.isfinite(own_medians)]
+    lower, upper = prediction_test(np.median(real), finite) if testable else (np.nan, np.nan)
+    columns = {
+        "draw_median_sparseness": np.median(draws, axis=0) if len(draws) else np.full(draws.shape[1], np.nan),
+        "own_draw_median_sparseness": own_medians,
+        "prompt_share_sparser": _prompt_share_sparser(real, draws, pairs["prompt"][sel]) if ran else math.nan,
+        "p_sparser": float(lower),
+        "p_denser": float(upper),
+    }
+    if null != "haar":  # the Haar null's medians are the summary's original null_ columns
+        n_recon = pairs[prefix + "n_recon"][sel]
+        defined = n_recon[n_recon > 0]
+        columns.update(
+            median_sparseness=_median_or_nan(draws.ravel()) if ran else math.nan,
+            median_n_recon=_median_or_nan(defined),
+            frac_n_recon_le4=_fraction_or_nan(defined <= N_RECON_LIMIT),
+        )
+    return {prefix + name: value for name, value in columns.items()}
+
+
 def summarize(pairs: dict[str, Any], rank: int, keys: dict[str, Any]) -> dict[str, list]:
     """Per-(layer, head) rows of :data:`SAD_SUMMARY` from :func:`run_sad`'s pair columns and the key columns.
 
     The plain N_recon columns follow ``pairs["n_recon_order"]``; the ``_signed`` and ``_magnitude`` ones name
-    their ordering.
+    their ordering. Each null's per-head test (the head's median S against the null draws') is corrected for the
+    run's heads by Benjamini–Hochberg at :data:`svalign.definitions.FDR_LEVEL`, each tail on its own.
     """
     out: dict[str, list] = {c.name: [] for c in SAD_SUMMARY.columns}
     n_layers, n_heads = pairs["share_by_rank"].shape[:2]
     heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
+    order = pairs["n_recon_order"]
+    n_draws = pairs["null_sparseness"].shape[1]
+    own = {null: _own_draw_medians(pairs[NULL_PREFIXES[null] + "own"], n_layers, n_heads, n_draws) for null in NULLS}
     for layer, head in heads:
         sel = (pairs["layer"] == layer) & (pairs["head"] == head)
         nr, s, top = pairs["n_recon"][sel], pairs["sparseness"][sel], pairs["top_rank"][sel]
@@ -295,7 +453,7 @@ def summarize(pairs: dict[str, Any], rank: int, keys: dict[str, Any]) -> dict[st
         out["layer"].append(int(layer))
         out["head"].append(int(head))
         out["rank"].append(rank)
-        out["n_recon_order"].append(pairs["n_recon_order"])
+        out["n_recon_order"].append(order)
         out["n_pairs"].append(int(sel.sum()))
         out["n_nonpositive"].append(int((nr <= 0).sum()))
         out["n_recon_hist"].append(np.bincount(nr[nr > 0] - 1, minlength=rank)[:rank])
@@ -307,7 +465,20 @@ def summarize(pairs: dict[str, Any], rank: int, keys: dict[str, Any]) -> dict[st
         out["frac_top_lower_half"].append(_fraction_or_nan(lower_half(top, rank)))
         out["null_median_sparseness"].append(_median_or_nan(pairs["null_sparseness"][sel].ravel()))
         out["share_by_rank"].append(pairs["share_by_rank"][layer, head])
-        out["null_share_by_rank"].append(pairs["null_share_by_rank"][layer, head])
+        for null in NULLS:
+            out[NULL_PREFIXES[null] + "share_by_rank"].append(pairs[NULL_PREFIXES[null] + "share_by_rank"][layer, head])
+            for name, value in _null_columns(pairs, sel, null, own[null][layer, head]).items():
+                out[name].append(value)
+        distortion, ltilde = pairs["softcap_distortion"][sel], pairs["ltilde"][sel]
+        scale = np.abs(ltilde).max() if len(ltilde) else math.nan
+        relative = distortion / scale if scale > 0 else distortion * math.nan
+        out["softcap_max_distortion"].append(float(relative.max()) if len(relative) else math.nan)
+        out["softcap_median_distortion"].append(_median_or_nan(relative))
+    for null in NULLS:
+        prefix = NULL_PREFIXES[null]
+        for tail in ("sparser", "denser"):
+            rejected = benjamini_hochberg(out[f"{prefix}p_{tail}"], FDR_LEVEL)
+            out[f"{prefix}{tail}_bh"] = [bool(r) and null in pairs["nulls"] for r in rejected]
     return out
 
 

@@ -91,6 +91,8 @@ EXPLORER_EXAMPLES = TableSchema(
         Column("top_rank", _I64, "σ rank of the largest |c_k|"),
         Column("null_n_recon", _F64, "median over the rotation-null draws of N_recon"),
         Column("null_sparseness", _F64, "median over the rotation-null draws of S"),
+        Column("subspace_null_sparseness", _F64, "median over the within-subspace null's draws of S (NaN: not run)"),
+        Column("covariance_null_sparseness", _F64, "median over the covariance null's draws of S (NaN: not run)"),
         Column("contributions", _F32, "relative terms c_k(t, j) by σ rank at the pair's offset", ("rank",)),
     ),
 )

@@ -106,8 +106,22 @@ SAD_PAIRS = TableSchema(
         Column("null_n_recon_signed", _I64, "n_recon_signed under each rotation-null draw", ("n_null",)),
         Column("null_n_recon_magnitude", _I64, "n_recon_magnitude under each rotation-null draw", ("n_null",)),
         Column("null_sparseness", _F32, "S under each rotation-null draw", ("n_null",)),
+        Column(
+            "subspace_null_sparseness",
+            _F32,
+            "S under each draw of the within-subspace null (random frames of the head's row/column spaces; NaN: "
+            "not in sad.nulls)",
+            ("n_null",),
+        ),
+        Column(
+            "covariance_null_sparseness",
+            _F32,
+            "S under each draw of the covariance null (directions drawn from the head inputs' second moment; NaN: "
+            "not in sad.nulls)",
+            ("n_null",),
+        ),
     ),
-    version=2,
+    version=3,
 )
 _N_RECON_ORDER_COLUMNS = tuple(
     column
@@ -122,6 +136,55 @@ _N_RECON_ORDER_COLUMNS = tuple(
     )
 )
 """The summary's N_recon columns under each ordering by name, whatever sad.n_recon_order says."""
+_NULL_NAMES = {
+    "null_": "the rotation null (Haar, whole input space)",
+    "subspace_null_": "the within-subspace null",
+    "covariance_null_": "the covariance null",
+}
+_NULL_TEST_COLUMNS = tuple(
+    column
+    for prefix, name in _NULL_NAMES.items()
+    for column in (
+        *(
+            ()
+            if prefix == "null_"  # the rotation null's medians and shares are the columns above
+            else (
+                Column(f"{prefix}median_sparseness", _F64, f"median_sparseness under {name} (draws pooled)"),
+                Column(f"{prefix}median_n_recon", _F64, f"median_n_recon under {name} (draws pooled)"),
+                Column(f"{prefix}frac_n_recon_le4", _F64, f"frac_n_recon_le4 under {name} (draws pooled)"),
+                Column(f"{prefix}share_by_rank", _F64, f"share_by_rank under {name}", ("rank",)),
+            )
+        ),
+        Column(
+            f"{prefix}draw_median_sparseness",
+            _F64,
+            f"median S under each draw of {name} (real firing pairs)",
+            ("n_null",),
+        ),
+        Column(
+            f"{prefix}own_draw_median_sparseness",
+            _F64,
+            f"median S under each draw of {name} at the draw's own firing pairs (its own attention ≥ the threshold; "
+            "NaN: none fires)",
+            ("n_null",),
+        ),
+        Column(
+            f"{prefix}prompt_share_sparser",
+            _F64,
+            f"share of the head's prompts whose median S is below {name}'s median S on the same pairs",
+        ),
+        Column(
+            f"{prefix}p_sparser",
+            _F64,
+            f"one-sided t prediction test of median_sparseness against {prefix}own_draw_median_sparseness (the "
+            "head's basis as one more draw): p of a median S this low (NaN: not run)",
+        ),
+        Column(f"{prefix}p_denser", _F64, f"the other tail: p of a median S this high under {name}"),
+        Column(f"{prefix}sparser_bh", _BOOL, "p_sparser rejected by Benjamini–Hochberg at 5 % over the run's heads"),
+        Column(f"{prefix}denser_bh", _BOOL, "p_denser rejected by Benjamini–Hochberg at 5 % over the run's heads"),
+    )
+)
+"""Per null (prefix): the summary's medians (but the Haar null's, which keep their names) and the per-head test."""
 SAD_SUMMARY = TableSchema(
     "sad_summary",
     "Per-head summary of the SAD statistics, real and under the rotation null.",
@@ -143,8 +206,16 @@ SAD_SUMMARY = TableSchema(
         Column("null_median_sparseness", _F64, "median_sparseness under the rotation null (all draws pooled)"),
         Column("share_by_rank", _F64, "mean over firing pairs of |c_k| / Σ|c| at each σ rank k", ("rank",)),
         Column("null_share_by_rank", _F64, "the same under the rotation null", ("rank",)),
+        *_NULL_TEST_COLUMNS,
+        Column(
+            "softcap_max_distortion",
+            _F64,
+            "soft-capped models: largest |ℓ̃_post − ℓ̃_pre| over the head's firing pairs, ÷ its largest |ℓ̃_pre| (ℓ̃ "
+            "of the capped logit the softmax sees vs the decomposed pre-cap ℓ̃; 0 without a cap)",
+        ),
+        Column("softcap_median_distortion", _F64, "the median of the same ratio over the head's firing pairs"),
     ),
-    version=2,
+    version=3,
 )
 SAD_PROMPTS = TableSchema(
     "sad_prompts",

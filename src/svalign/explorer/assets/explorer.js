@@ -166,11 +166,11 @@ function readouts(h) {
 }
 function examples(h) {
   if (!h.ex.length) return [el("p", { class: "note", text: "This head has no firing pair in the explorer's prompts." })];
-  const head = el("tr", {}, ["query t", "key j (blue) with query t (yellow)", "A", "ℓ̃", "N_recon (null)", "S (null)", "dominant terms: Σ c over each block (share)"].map((t) => el("th", { text: t })));
-  const rows = h.ex.map(([index, t, j, a, lt, nr, nnr, S, nS, top, off, terms]) => el("tr", { class: "example" },
+  const head = el("tr", {}, ["query t", "key j (blue) with query t (yellow)", "A", "ℓ̃", "N_recon (haar null)", "S (haar / subspace / covariance null)", "dominant terms: Σ c over each block (share)"].map((t) => el("th", { text: t })));
+  const rows = h.ex.map(([index, t, j, a, lt, nr, nnr, S, nullS, top, off, terms]) => el("tr", { class: "example" },
     el("td", {}, tokens(index, at(t), 2)), el("td", {}, tokens(index, pair(t, j), 2)),
     el("td", { text: fmt(a) }), el("td", { text: fmt(lt) }),
-    el("td", { text: `${nr < 0 ? "ℓ̃ ≤ 0" : nr} (${fmt(nnr)})` }), el("td", { text: `${fmt(S)} (${fmt(nS)})` }),
+    el("td", { text: `${nr < 0 ? "ℓ̃ ≤ 0" : nr} (${fmt(nnr)})` }), el("td", { text: `${fmt(S)} (${nullS.map(fmt).join(" / ")})` }),
     el("td", { title: `largest |c_k| at σ rank ${top}; SVD offset δ = ${off}` }, terms.map(([f, last, v, share]) =>
       el("div", { class: last > f ? "warn" : "" }, `${f === last ? `k = ${f}` : `block k = ${f}–${last}`}: ${fmt(v)} (${fmt(share)})`)))));
   return [el("table", { class: "data" }, head, ...rows)];
@@ -180,8 +180,11 @@ function select(l, hh) {
   const h = HEADS.get(l + "." + hh);
   if (!h) return false;
   document.getElementById("title").textContent = `Layer ${l}, head ${hh}`;
-  document.getElementById("stats").textContent = `median S ${fmt(h.S)} (null ${fmt(h.nS)}); median N_recon ${fmt(h.N)} ` +
+  const verdicts = ["haar", "subspace", "covariance"].map((name, i) =>
+    `${name} ${[fmt(h.nS), fmt(h.sS), fmt(h.cS)][i]}${h.sig[i] > 0 ? " (significantly sparser)" : h.sig[i] < 0 ? " (significantly denser)" : ""}`);
+  document.getElementById("stats").textContent = `median S ${fmt(h.S)} (nulls: ${verdicts.join(", ")}); median N_recon ${fmt(h.N)} ` +
     `(null ${fmt(h.nN)}); ${h.pairs} firing pairs (${D.meta.summary_prompt_set} prompts); σ_1 = ${fmt(h.s1)}; numerical rank ${h.nr} of ${h.s.length}` +
+    (h.cap ? `; soft-cap: ℓ̃ of the capped logit differs from the decomposed one by up to ${fmt(h.cap * 100)} % of the head's largest ℓ̃` : "") +
     (D.offsets > 1 ? `; offsets δ with a degenerate block among the top ${D.meta.top_directions}: ${h.deg} of ${D.offsets} (spectrum at δ = 0)` : "");
   document.getElementById("spectrum").replaceChildren(spectrum(h), el("ul", {}, blockNotes(h)));
   document.getElementById("readouts").replaceChildren(...readouts(h));

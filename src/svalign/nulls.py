@@ -1,0 +1,188 @@
+"""Null models for singular vectors: random directions that keep what a test does not ask about.
+
+A test "the singular basis of a head is special" compares the real (U, Σ, V) with a null that keeps σ and replaces
+the directions. Three nulls, from the loosest to the strictest (:data:`NULLS`):
+
+* ``haar``: U → Q_U U, V → Q_V V with Haar-random orthogonal Q in the whole input space (the paper's
+  spectrum-preserving rotation). Rotated vectors leave the subspace the head reads and land in directions the
+  inputs hardly use.
+* ``subspace``: U → U Q₁, V → V Q₂ with Haar-random Q ∈ O(r): a random orthonormal frame *inside* the head's own
+  row / column space. It keeps the subspace the head reads and scrambles only the basis within it, so it isolates
+  "the SVD basis" from "the subspace".
+* ``covariance``: U, V replaced by orthonormalised directions drawn from N(0, M), M the second moment of the head
+  inputs (:class:`SecondMoment`): random directions placed where the data has energy.
+
+The second moment is uncentred, M = E[x̃ x̃ᵀ], because the decomposition reads x̃ · u, not (x̃ − mean) · u: the mean
+is a direction the inputs use. With bias-augmented inputs x̃ = [x, 1] the constant coordinate enters as the 1 it
+is (its row of M is [E x, 1]), so a drawn direction weighs the bias coordinate as much as the data does.
+
+The draws act on the factored SVD of :class:`svalign.svd.HeadSVD` (bases ``[head, d, r]`` shared by every RoPE
+offset; the per-offset cores are kept), so a null costs one ``[d, r]`` transform per head, not per offset. The
+SAD stage (:mod:`svalign.sad.run`) and the SAE stage draw from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from svalign.definitions import NULL_LABELS, NULL_PREFIXES, NULLS
+from svalign.svd import HeadSVD
+
+__all__ = [
+    "NULLS",
+    "NULL_LABELS",
+    "NULL_PREFIXES",
+    "SecondMoment",
+    "covariance_frames",
+    "gaussian_directions",
+    "haar_orthogonal",
+    "haar_rotate",
+    "null_generator",
+    "null_svd",
+    "orthonormal_columns",
+    "random_orthogonal",
+    "rotate_within",
+]
+
+
+def null_generator(seed: int, null: str) -> torch.Generator:
+    """The generator of one null's draws: the Haar null draws from ``seed`` itself (its draws are those of every
+    earlier run); the others from independent streams of it, so adding a null never changes another's draws."""
+    index = NULLS.index(null)
+    if index == 0:
+        return torch.Generator().manual_seed(seed)
+    state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Random orthogonal matrices and frames
+# --------------------------------------------------------------------------------------------------
+
+
+def haar_orthogonal(dim: int, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A Haar-distributed random orthogonal ``[dim, dim]`` matrix (QR of a Gaussian with sign correction)."""
+    return random_orthogonal((), dim, generator).to(dtype)
+
+
+def random_orthogonal(batch: Sequence[int], dim: int, generator: torch.Generator) -> torch.Tensor:
+    """Independent Haar-random orthogonal matrices ``[*batch, dim, dim]`` in float64 (QR with sign correction)."""
+    gaussian = torch.randn(*batch, dim, dim, generator=generator, dtype=torch.float64)
+    Q, R = torch.linalg.qr(gaussian)
+    return Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
+
+
+def haar_rotate(bases: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``Q @ bases`` for the Haar-random Q that :func:`haar_orthogonal` draws from the same generator state, without
+    forming Q: the Householder reflectors of the Gaussian's QR are applied to the sign-corrected bases (LAPACK
+    ormqr), which skips building the ``[dim, dim]`` Q and its product (a third of a draw's cost at d = 576).
+
+    Args:
+        bases: ``[..., dim, r]`` (e.g. ``[head, dim, r]``: one Q for every head); computed in float64, returned in
+            ``bases.dtype``.
+    """
+    dim, rank = bases.shape[-2:]
+    gaussian = torch.randn(dim, dim, generator=generator, dtype=torch.float64)
+    reflectors, tau = torch.geqrf(gaussian)
+    signs = torch.sign(torch.diagonal(reflectors)).unsqueeze(-1)  # Q_haar = Q · diag(sign(diag R))
+    flat = bases.to(torch.float64).movedim(-2, 0).reshape(dim, -1)  # [dim, (...)·r]: one ormqr for all
+    rotated = torch.ormqr(reflectors, tau, signs * flat)
+    return rotated.reshape(dim, *bases.shape[:-2], rank).movedim(0, -2).to(bases.dtype)
+
+
+def rotate_within(bases: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``bases @ Q`` with an independent Haar-random ``Q ∈ O(r)`` per leading index: a random orthonormal frame of
+    the same column space (``bases [..., d, r]`` orthonormal columns; returned in ``bases.dtype``)."""
+    rotation = random_orthogonal(bases.shape[:-2], bases.shape[-1], generator)
+    return (bases.to(torch.float64) @ rotation).to(bases.dtype)
+
+
+def orthonormal_columns(directions: torch.Tensor) -> torch.Tensor:
+    """An orthonormal basis ``[..., d, r]`` of the span of ``directions [..., d, r]`` (QR, signs fixed so the
+    basis is a deterministic function of the directions)."""
+    Q, R = torch.linalg.qr(directions)
+    return Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
+
+
+# --------------------------------------------------------------------------------------------------
+# The head inputs' second moment and directions drawn from it
+# --------------------------------------------------------------------------------------------------
+
+
+class SecondMoment:
+    """Running uncentred second moment M = E[x xᵀ] of rows ``[..., d]`` per group (e.g. per layer), in float64.
+
+    Args:
+        groups: number of independent moments (layers); dim: d.
+    """
+
+    def __init__(self, groups: int, dim: int) -> None:
+        self.sums = torch.zeros(groups, dim, dim, dtype=torch.float64)
+        self.counts = torch.zeros(groups, dtype=torch.float64)
+
+    def update(self, group: int, rows: torch.Tensor) -> None:
+        """Add the rows ``[..., d]`` (every token of a chunk) to group ``group``."""
+        flat = rows.reshape(-1, rows.shape[-1]).to(torch.float64)
+        self.sums[group] += flat.T @ flat
+        self.counts[group] += len(flat)
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """``[groups, d, d]`` E[x xᵀ] (a group without rows raises: a null drawn from nothing is no null)."""
+        if bool((self.counts == 0).any()):
+            empty = torch.nonzero(self.counts == 0).flatten().tolist()
+            raise ValueError(f"no rows were added to the second moment of group(s) {empty}")
+        return self.sums / self.counts.view(-1, 1, 1)
+
+
+def gaussian_directions(moment: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` independent draws g ~ N(0, M) as columns ``[d, count]`` (float64), so E[g gᵀ] = M.
+
+    ``M [d, d]`` must be symmetric positive semi-definite; its square root comes from ``eigh`` (negative rounding
+    eigenvalues clamped to 0), which accepts the rank-deficient moments of few tokens.
+    """
+    values, vectors = torch.linalg.eigh(moment.to(torch.float64))
+    root = vectors * values.clamp_min(0).sqrt().unsqueeze(0)  # M = root rootᵀ
+    return root @ torch.randn(moment.shape[-1], count, generator=generator, dtype=torch.float64)
+
+
+def covariance_frames(moment: torch.Tensor, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+    """Orthonormal frames ``[*shape[:-1], d, r]`` (float64) of ``r = shape[-1]`` directions each drawn from
+    N(0, M) (:func:`gaussian_directions`), one frame per leading index."""
+    *batch, rank = shape
+    count = int(np.prod(batch, dtype=np.int64)) * rank
+    directions = gaussian_directions(moment, count, generator)  # [d, frames · r]
+    frames = directions.T.reshape(*batch, rank, moment.shape[-1]).transpose(-1, -2)
+    return orthonormal_columns(frames)
+
+
+# --------------------------------------------------------------------------------------------------
+# Null SVDs
+# --------------------------------------------------------------------------------------------------
+
+
+def null_svd(svd: HeadSVD, null: str, generator: torch.Generator, moment: torch.Tensor | None = None) -> HeadSVD:
+    """One draw of ``null`` for a layer's factored SVD (bases ``[head, d, r]``; σ and the per-offset cores kept).
+
+    * ``haar``: one Q_U, then one Q_V in O(d), shared by the layer's heads (:func:`haar_rotate`).
+    * ``subspace``: per head Q₁, then Q₂ in O(r): ``basis_q Q₁``, ``basis_k Q₂`` (:func:`rotate_within`); with the
+      cores kept, U_δ → basis_q Q₁ core_u(δ), a random frame of the head's row space at every offset.
+    * ``covariance``: per head new bases from directions drawn from N(0, ``moment``), query side then key side
+      (:func:`covariance_frames`); ``moment [d, d]`` is required.
+    """
+    if null == "haar":
+        return svd._replace(basis_q=haar_rotate(svd.basis_q, generator), basis_k=haar_rotate(svd.basis_k, generator))
+    if null == "subspace":
+        return svd._replace(
+            basis_q=rotate_within(svd.basis_q, generator), basis_k=rotate_within(svd.basis_k, generator)
+        )
+    if null == "covariance":
+        if moment is None:
+            raise ValueError("the covariance null needs the head inputs' second moment")
+        shape = (svd.basis_q.shape[0], svd.basis_q.shape[-1])
+        query, key = (covariance_frames(moment, shape, generator) for _ in range(2))
+        return svd._replace(basis_q=query.to(svd.basis_q.dtype), basis_k=key.to(svd.basis_k.dtype))
+    raise ValueError(f"unknown null {null!r}; known: {', '.join(NULLS)}")
