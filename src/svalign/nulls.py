@@ -40,6 +40,7 @@ __all__ = [
     "gaussian_directions",
     "haar_orthogonal",
     "haar_rotate",
+    "moment_root",
     "null_generator",
     "null_svd",
     "orthonormal_columns",
@@ -138,24 +139,27 @@ class SecondMoment:
         return self.sums / self.counts.view(-1, 1, 1)
 
 
-def gaussian_directions(moment: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """``count`` independent draws g ~ N(0, M) as columns ``[d, count]`` (float64), so E[g gᵀ] = M.
-
-    ``M [d, d]`` must be symmetric positive semi-definite; its square root comes from ``eigh`` (negative rounding
-    eigenvalues clamped to 0), which accepts the rank-deficient moments of few tokens.
-    """
+def moment_root(moment: torch.Tensor) -> torch.Tensor:
+    """A square root R ``[d, d]`` (float64) of a second moment, M = R Rᵀ, from ``eigh`` (negative rounding
+    eigenvalues clamped to 0, so the rank-deficient moments of few tokens are accepted). Compute it once per
+    moment: it costs more than the draws it serves."""
     values, vectors = torch.linalg.eigh(moment.to(torch.float64))
-    root = vectors * values.clamp_min(0).sqrt().unsqueeze(0)  # M = root rootᵀ
-    return root @ torch.randn(moment.shape[-1], count, generator=generator, dtype=torch.float64)
+    return vectors * values.clamp_min(0).sqrt().unsqueeze(0)
 
 
-def covariance_frames(moment: torch.Tensor, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+def gaussian_directions(root: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` independent draws g ~ N(0, M) as columns ``[d, count]`` (float64), so E[g gᵀ] = M, from M's
+    :func:`moment_root` ``root``."""
+    return root @ torch.randn(root.shape[-1], count, generator=generator, dtype=torch.float64)
+
+
+def covariance_frames(root: torch.Tensor, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
     """Orthonormal frames ``[*shape[:-1], d, r]`` (float64) of ``r = shape[-1]`` directions each drawn from
-    N(0, M) (:func:`gaussian_directions`), one frame per leading index."""
+    N(0, M) (:func:`gaussian_directions`; ``root``: M's :func:`moment_root`), one frame per leading index."""
     *batch, rank = shape
     count = int(np.prod(batch, dtype=np.int64)) * rank
-    directions = gaussian_directions(moment, count, generator)  # [d, frames · r]
-    frames = directions.T.reshape(*batch, rank, moment.shape[-1]).transpose(-1, -2)
+    directions = gaussian_directions(root, count, generator)  # [d, frames · r]
+    frames = directions.T.reshape(*batch, rank, root.shape[-1]).transpose(-1, -2)
     return orthonormal_columns(frames)
 
 
@@ -164,14 +168,14 @@ def covariance_frames(moment: torch.Tensor, shape: Sequence[int], generator: tor
 # --------------------------------------------------------------------------------------------------
 
 
-def null_svd(svd: HeadSVD, null: str, generator: torch.Generator, moment: torch.Tensor | None = None) -> HeadSVD:
+def null_svd(svd: HeadSVD, null: str, generator: torch.Generator, root: torch.Tensor | None = None) -> HeadSVD:
     """One draw of ``null`` for a layer's factored SVD (bases ``[head, d, r]``; σ and the per-offset cores kept).
 
     * ``haar``: one Q_U, then one Q_V in O(d), shared by the layer's heads (:func:`haar_rotate`).
     * ``subspace``: per head Q₁, then Q₂ in O(r): ``basis_q Q₁``, ``basis_k Q₂`` (:func:`rotate_within`); with the
       cores kept, U_δ → basis_q Q₁ core_u(δ), a random frame of the head's row space at every offset.
-    * ``covariance``: per head new bases from directions drawn from N(0, ``moment``), query side then key side
-      (:func:`covariance_frames`); ``moment [d, d]`` is required.
+    * ``covariance``: per head new bases from directions drawn from N(0, M), query side then key side
+      (:func:`covariance_frames`); ``root [d, d]``, M's :func:`moment_root`, is required.
     """
     if null == "haar":
         return svd._replace(basis_q=haar_rotate(svd.basis_q, generator), basis_k=haar_rotate(svd.basis_k, generator))
@@ -180,9 +184,9 @@ def null_svd(svd: HeadSVD, null: str, generator: torch.Generator, moment: torch.
             basis_q=rotate_within(svd.basis_q, generator), basis_k=rotate_within(svd.basis_k, generator)
         )
     if null == "covariance":
-        if moment is None:
-            raise ValueError("the covariance null needs the head inputs' second moment")
+        if root is None:
+            raise ValueError("the covariance null needs the root of the head inputs' second moment")
         shape = (svd.basis_q.shape[0], svd.basis_q.shape[-1])
-        query, key = (covariance_frames(moment, shape, generator) for _ in range(2))
+        query, key = (covariance_frames(root, shape, generator) for _ in range(2))
         return svd._replace(basis_q=query.to(svd.basis_q.dtype), basis_k=key.to(svd.basis_k.dtype))
     raise ValueError(f"unknown null {null!r}; known: {', '.join(NULLS)}")

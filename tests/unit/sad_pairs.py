@@ -23,14 +23,16 @@ def with_nulls(pairs: dict, rng: np.random.Generator | None = None, spread: floa
         if null != "haar":
             noise = rng.uniform(-spread, spread, (n, draws)) if ran else np.nan
             pairs[prefix + "sparseness"] = (pairs["null_sparseness"] + noise).astype(np.float32)
-            pairs[prefix + "n_recon"] = pairs["null_n_recon"].copy() if ran else np.full((n, draws), -1)
             pairs[prefix + "share_by_rank"] = pairs["share_by_rank"] * (1.0 if ran else np.nan)
         if rng is None or not ran:
             pairs[prefix + "own"] = None
             continue
         draw = np.repeat(np.arange(draws)[None], n, 0)
         own = pairs[prefix + "sparseness"] + rng.uniform(-spread, spread, (n, draws))
-        pairs[prefix + "own"] = np.stack(
-            [np.repeat(pairs["layer"], draws), np.repeat(pairs["head"], draws), draw.ravel(), own.ravel()]
-        )
+        pairs[prefix + "own"] = {
+            "layer": np.repeat(pairs["layer"], draws),
+            "draw": draw.ravel(),
+            "head": np.repeat(pairs["head"], draws),
+            "sparseness": own.ravel().astype(np.float32),
+        }
     return pairs

@@ -27,7 +27,7 @@ def _svd(d: int = 20, r: int = 4, heads: int = 3, seed: int = 0):
 def test_every_null_keeps_the_spectrum_and_orthonormal_directions(null):
     svd = _svd()
     moment = torch.cov(torch.randn(20, 500, generator=torch.Generator().manual_seed(1)))
-    drawn = nulls.null_svd(svd, null, torch.Generator().manual_seed(0), moment)
+    drawn = nulls.null_svd(svd, null, torch.Generator().manual_seed(0), nulls.moment_root(moment))
     assert torch.equal(drawn.S, svd.S) and torch.equal(drawn.core_u, svd.core_u)
     U = drawn.U()
     torch.testing.assert_close(U.mT @ U, torch.eye(4).expand_as(U.mT @ U), atol=1e-5, rtol=0)
@@ -66,10 +66,12 @@ def test_covariance_draws_match_the_sample_covariance():
     moment.update(0, data[150:])
     M = moment.matrix[0]
     torch.testing.assert_close(M, data.T @ data / 400)
-    draws = nulls.gaussian_directions(M, 200_000, generator)
+    root = nulls.moment_root(M)
+    torch.testing.assert_close(root @ root.T, M)
+    draws = nulls.gaussian_directions(root, 200_000, generator)
     torch.testing.assert_close(draws @ draws.T / 200_000, M, atol=0.03 * float(M.abs().max()), rtol=0)
     assert torch.linalg.matrix_rank(M) == 7  # 6 data directions + the constant: rank-deficient, still drawn
-    frames = nulls.covariance_frames(M, (5, 3), generator)
+    frames = nulls.covariance_frames(root, (5, 3), generator)
     assert frames.shape == (5, 9, 3)
     torch.testing.assert_close(frames.mT @ frames, torch.eye(3, dtype=torch.float64).expand(5, 3, 3))
 
@@ -82,7 +84,7 @@ def test_null_streams_are_reproducible_and_independent():
     assert seeds == {null: nulls.null_generator(7, null).initial_seed() for null in NULLS}
     with pytest.raises(ValueError, match="unknown null"):
         nulls.null_svd(_svd(), "shuffle", torch.Generator())
-    with pytest.raises(ValueError, match="second moment"):
+    with pytest.raises(ValueError, match="root of the head inputs"):
         nulls.null_svd(_svd(), "covariance", torch.Generator())
     with pytest.raises(ValueError, match="no rows"):
         _ = nulls.SecondMoment(2, 3).matrix
@@ -116,7 +118,8 @@ def _planted_summary(aligned: bool, seed: int = 0, prompts: int = 24, pos: int =
     moment.update(0, x)
     layer = type(svd)(*(t[0] for t in svd))  # the layer's SVD, [head, offset, …]
     streams = {null: nulls.null_generator(seed, null) for null in NULLS}
-    bases = {null: [nulls.null_svd(layer, null, streams[null], moment.matrix[0]) for _ in range(8)] for null in NULLS}
+    root = nulls.moment_root(moment.matrix[0])
+    bases = {null: [nulls.null_svd(layer, null, streams[null], root) for _ in range(8)] for null in NULLS}
     weights = types.SimpleNamespace(causal=False, softcap=0.0, attn_scale=2.0)
     pairs = run.layer_pairs(inputs, layer, bases, weights=weights, offsets_used=False, config=config, layer=0)
     collected = run.Accumulator(

@@ -25,7 +25,7 @@ import torch
 
 from svalign.definitions import FDR_LEVEL, N_RECON_LIMIT, NULL_PREFIXES, NULLS, lower_half
 from svalign.heads import HeadWeights
-from svalign.nulls import null_generator, null_svd
+from svalign.nulls import moment_root, null_generator, null_svd
 from svalign.sad.config import N_RECON_ORDERS, SADConfig
 from svalign.sad.decompose import (
     PairStatistics,
@@ -78,11 +78,11 @@ PAIR_COLUMNS = (
     "null_n_recon_signed",
     "null_n_recon_magnitude",
     "null_sparseness",
-    *(f"{NULL_PREFIXES[null]}{name}" for null in NULLS[1:] for name in ("sparseness", "n_recon")),
+    *(f"{NULL_PREFIXES[null]}sparseness" for null in NULLS[1:]),
     "softcap_distortion",
 )
 """Per-pair columns that :func:`run_sad` returns (those of :data:`SAD_PAIRS` without the run keys, and the other
-nulls' N_recon and the soft-cap distortion, which only the summary keeps)."""
+soft-cap distortion, which only the summary keeps)."""
 _CONFIGURED = ("n_recon", "null_n_recon")  # the arrays of ordering sad.n_recon_order (assemble_pairs)
 
 
@@ -106,8 +106,8 @@ def null_bases(
     bases = []
     for layer in range(n_layers):
         svd = layer_svd(model_svd, layer)
-        moment = None if moments is None else moments[layer]
-        bases.append([null_svd(svd, null, generator, moment) for _ in range(config.null_draws)])
+        root = moment_root(moments[layer]) if null == "covariance" and moments is not None else None
+        bases.append([null_svd(svd, null, generator, root) for _ in range(config.null_draws)])
     return bases
 
 
@@ -116,7 +116,8 @@ class NullPairs:
     """One null's statistics of one layer's firing pairs of a prompt chunk.
 
     Attributes:
-        n_recon: {ordering: ``[pairs, draws]``} (the Haar null: both orderings; the others: sad.n_recon_order).
+        n_recon: {ordering: ``[pairs, draws]``} (the Haar null only, both orderings; the others' N_recon is not
+            computed: a null reconstructs its own ℓ̃, so N_recon is not comparable across it, docs/method.md).
         sparseness: ``[pairs, draws]`` Rolls–Tovée S.
         shares: per draw, ``[head, r]`` sums of |c_k| / Σ|c| over the pairs.
         own: per draw, (head ``[own pairs]``, S ``[own pairs]``) at the draw's own firing pairs
@@ -173,7 +174,7 @@ def layer_pairs(
     index = firing_index(inputs.pattern, causal, *firing)
     scored = {}
     for null, draws in nulls.items():
-        orders = N_RECON_ORDERS if null == "haar" else (config.n_recon_order,)  # the Haar null keeps both
+        orders = N_RECON_ORDERS if null == "haar" else ()  # the Haar null keeps its N_recon columns
         results, own = [], []
         for draw in draws:
             null_terms = inputs.terms(draw, causal, offsets_used)
@@ -203,7 +204,8 @@ class Accumulator:
         columns: per :data:`PAIR_COLUMNS` (but ``n_recon`` and ``null_n_recon``), one array per (chunk, layer).
         share: ``[layer, head, r]`` sums over firing pairs of |c_k| / Σ|c|; null_share: {null: the same, mean
             over its draws}.
-        own: {null: ``[4, own pairs]`` (layer, head, draw, S) per (chunk, layer)}, the draws' own firing pairs.
+        own: {null: (layer, draw, head ``[own pairs]``, S ``[own pairs]``) per (chunk, layer, draw)}, the draws'
+            own firing pairs (compact: int16 heads, float32 S).
         worst: worst relative score error so far.
         logit_diff: {prompt: logit(IO) − logit(S)} (IOI on causal models).
     """
@@ -212,7 +214,7 @@ class Accumulator:
     share: torch.Tensor
     null_share: dict[str, torch.Tensor]
     n_recon_order: str = "signed"
-    own: dict[str, list[np.ndarray]] = field(default_factory=lambda: {null: [] for null in NULLS})
+    own: dict[str, list[tuple]] = field(default_factory=lambda: {null: [] for null in NULLS})
     worst: float = 0.0
     logit_diff: dict[int, float] = field(default_factory=dict)
 
@@ -237,21 +239,12 @@ class Accumulator:
             # [pairs, draws]; reshaped with the draw count so a layer without firing pairs gives (0, draws)
             if scored is None:  # a null this run skips: NaN draws (they compress to nothing)
                 self.columns[prefix + "sparseness"].append(np.full((n, null_draws), np.nan, np.float32))
-                if null != "haar":
-                    self.columns[prefix + "n_recon"].append(np.full((n, null_draws), -1))
                 continue
             self.columns[prefix + "sparseness"].append(scored.sparseness.numpy().reshape(n, null_draws))
             for draw, (head, sparseness) in enumerate(scored.own):
-                self.own[null].append(
-                    np.stack([np.full(len(head), layer), head.numpy(), np.full(len(head), draw), sparseness.numpy()])
-                )
-            if null == "haar":
-                for order in N_RECON_ORDERS:
-                    self.columns[f"null_n_recon_{order}"].append(scored.n_recon[order].numpy().reshape(n, null_draws))
-            else:
-                self.columns[prefix + "n_recon"].append(
-                    scored.n_recon[self.n_recon_order].numpy().reshape(n, null_draws)
-                )
+                self.own[null].append((layer, draw, head.numpy().astype(np.int16), sparseness.numpy()))
+            for order, counts in scored.n_recon.items():  # the Haar null's
+                self.columns[f"null_n_recon_{order}"].append(counts.numpy().reshape(n, null_draws))
 
 
 def process_chunk(
@@ -287,9 +280,9 @@ def assemble_pairs(collected: Accumulator, n_layers: int, n_heads: int, nulls: t
     Returns:
         :data:`PAIR_COLUMNS` arrays ``[pairs]`` (null ones ``[pairs, draws]``; ``n_recon`` and ``null_n_recon``
         are those of the accumulator's ordering), ``share_by_rank`` ``[layer, head, r]`` and per null
-        ``{prefix}share_by_rank`` (means over each head's firing pairs) and ``{prefix}own`` (``[4, own pairs]``
-        layer, head, draw, S at the draws' own firing pairs; None when the null did not run), ``nulls`` (those
-        run) and ``logit_diff``.
+        ``{prefix}share_by_rank`` (means over each head's firing pairs) and ``{prefix}own`` (``layer``, ``head``,
+        ``draw``, ``sparseness`` ``[own pairs]`` at the draws' own firing pairs; None when the null did not run),
+        ``nulls`` (those run) and ``logit_diff``.
     """
     n_recon_order = collected.n_recon_order
     pairs = {k: np.concatenate(v) for k, v in collected.columns.items() if k not in _CONFIGURED}
@@ -310,7 +303,17 @@ def assemble_pairs(collected: Accumulator, n_layers: int, n_heads: int, nulls: t
         share = collected.null_share[null] / per_pair if null in nulls else torch.full_like(collected.share, math.nan)
         pairs[NULL_PREFIXES[null] + "share_by_rank"] = share.numpy()
     for null in NULLS:
-        pairs[NULL_PREFIXES[null] + "own"] = np.concatenate(collected.own[null], 1) if collected.own[null] else None
+        parts = collected.own[null]
+        pairs[NULL_PREFIXES[null] + "own"] = (
+            {
+                "layer": np.concatenate([np.full(len(head), layer, np.int16) for layer, _, head, _ in parts]),
+                "draw": np.concatenate([np.full(len(head), draw, np.int16) for _, draw, head, _ in parts]),
+                "head": np.concatenate([head for _, _, head, _ in parts]),
+                "sparseness": np.concatenate([values for *_, values in parts]),
+            }
+            if parts
+            else None
+        )
     pairs["nulls"] = list(nulls)
     pairs["logit_diff"] = collected.logit_diff
     return pairs
@@ -388,12 +391,11 @@ def _prompt_share_sparser(real: np.ndarray, null: np.ndarray, prompts: np.ndarra
     return float((real_median < null_median).mean())
 
 
-def _own_draw_medians(own: np.ndarray | None, n_layers: int, n_heads: int, n_draws: int) -> np.ndarray:
+def _own_draw_medians(own: dict[str, np.ndarray] | None, n_layers: int, n_heads: int, n_draws: int) -> np.ndarray:
     """``[layer, head, draw]`` median S over each draw's own firing pairs (NaN: none) from ``{prefix}own``."""
     medians = np.full((n_layers, n_heads, n_draws), np.nan)
-    if own is not None and own.shape[1]:
-        frame = pd.DataFrame({"layer": own[0], "head": own[1], "draw": own[2], "S": own[3]})
-        grouped = frame.groupby(["layer", "head", "draw"])["S"].median()
+    if own is not None and len(own["head"]):
+        grouped = pd.DataFrame(own).groupby(["layer", "head", "draw"])["sparseness"].median()
         index = grouped.index.to_frame().to_numpy().astype(np.int64).T
         medians[index[0], index[1], index[2]] = grouped.to_numpy()
     return medians
@@ -422,13 +424,7 @@ def _null_columns(pairs: dict[str, Any], sel: np.ndarray, null: str, own_medians
         "p_denser": float(upper),
     }
     if null != "haar":  # the Haar null's medians are the summary's original null_ columns
-        n_recon = pairs[prefix + "n_recon"][sel]
-        defined = n_recon[n_recon > 0]
-        columns.update(
-            median_sparseness=_median_or_nan(draws.ravel()) if ran else math.nan,
-            median_n_recon=_median_or_nan(defined),
-            frac_n_recon_le4=_fraction_or_nan(defined <= N_RECON_LIMIT),
-        )
+        columns["median_sparseness"] = _median_or_nan(draws.ravel()) if ran else math.nan
     return {prefix + name: value for name, value in columns.items()}
 
 

@@ -150,8 +150,6 @@ _NULL_TEST_COLUMNS = tuple(
             if prefix == "null_"  # the rotation null's medians and shares are the columns above
             else (
                 Column(f"{prefix}median_sparseness", _F64, f"median_sparseness under {name} (draws pooled)"),
-                Column(f"{prefix}median_n_recon", _F64, f"median_n_recon under {name} (draws pooled)"),
-                Column(f"{prefix}frac_n_recon_le4", _F64, f"frac_n_recon_le4 under {name} (draws pooled)"),
                 Column(f"{prefix}share_by_rank", _F64, f"share_by_rank under {name}", ("rank",)),
             )
         ),
