@@ -60,39 +60,42 @@ def sad_heads_figure(summaries: dict[str, pd.DataFrame], model: str) -> plt.Figu
     return figure
 
 
-def _null_sources(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    """(column prefix, label) of each null the run ran (its shares are not all NaN)."""
-    return [
-        (NULL_PREFIXES[null], f"{null} null")
+def _null_sources(frame: pd.DataFrame, named: bool = False) -> list[tuple]:
+    """(column prefix, label) of each null the run ran (its shares are not all NaN); ``named``: (null, prefix,
+    label)."""
+    ran = [
+        (null, NULL_PREFIXES[null], f"{null} null")
         for null in NULLS
         if not np.isnan(np.stack(frame[NULL_PREFIXES[null] + "share_by_rank"].to_numpy())).all()
     ]
+    return ran if named else [source[1:] for source in ran]
 
 
 def _null_bands(ax: plt.Axes, trained: pd.DataFrame) -> None:
-    """Every head's median S (dots, heads sorted by it) inside each null's band: the range of the null draws'
-    medians at the real firing pairs, per head."""
-    order = np.argsort(trained["median_sparseness"].to_numpy(), kind="stable")
-    heads = np.arange(len(order))
+    """Every head's median S (x) against each null's (y, draws pooled), with the range of the draws' medians as a
+    vertical bar: above the diagonal, the head is sparser than the null."""
+    real = trained["median_sparseness"].to_numpy()
     colours = dict(zip(NULLS, sns.color_palette("Set2", len(NULLS)), strict=True))
-    for prefix, label in _null_sources(trained):
-        draws = np.stack(trained[prefix + "draw_median_sparseness"].to_numpy())[order]
-        null = label.split()[0]
+    for null, prefix, label in _null_sources(trained, named=True):
+        draws = np.stack(trained[prefix + "draw_median_sparseness"].to_numpy())
+        median = np.nanmedian(draws, 1)
         significant = int(trained[prefix + "sparser_bh"].sum())
-        ax.fill_between(
-            heads,
-            np.nanmin(draws, 1),
-            np.nanmax(draws, 1),
+        ax.errorbar(
+            real,
+            median,
+            yerr=np.abs(np.stack([np.nanmin(draws, 1), np.nanmax(draws, 1)]) - median),
+            fmt="o",
+            ms=2.5,
+            elinewidth=0.6,
+            alpha=0.7,
             color=colours[null],
-            alpha=0.35,
-            step="mid",
-            label=f"{label}: range of the draws' medians ({significant} heads significantly sparser)",
+            label=f"{label} ({significant} of {len(real)} heads significantly sparser)",
         )
-    ax.plot(heads, trained["median_sparseness"].to_numpy()[order], ".", color="0.1", ms=3, label="trained heads")
-    ax.set_xlabel("head (sorted by its median S)")
-    ax.set_ylabel("median Rolls–Tovée S (lower = sparser)")
-    ax.set_title("each head against each null (BH 5 % over heads)")
-    ax.legend(fontsize="small", loc="upper left")
+    limits = [0, 1.02 * np.nanmax([real.max(), ax.get_ylim()[1]])]
+    ax.plot(limits, limits, color="0.3", lw=0.8, ls="--", label="null S = head S")
+    ax.set(xlim=limits, ylim=limits, xlabel="head's median S", ylabel="null's median S (bar: range over draws)")
+    ax.set_title("each head against each null: above the diagonal = sparser (BH 5 %)")
+    ax.legend(fontsize="small", loc="lower right")
 
 
 def sad_ranks_figure(summaries: dict[str, pd.DataFrame], model: str) -> plt.Figure:
