@@ -8,6 +8,7 @@ import pytest
 from svalign import io, report
 from svalign.claims.details import details_markdown
 from svalign.claims.sae import PAPER_SAE_TEXT
+from svalign.definitions import NULLS
 from svalign.sae.config import SAEConfig
 from svalign.stats import BootstrapOptions
 from svalign.tables import SAE_ATTRIBUTION, SAE_HEADS, SAE_SITES
@@ -20,11 +21,31 @@ def _provenance() -> dict:
     return io.provenance("sae_align", {"model": MODEL, **SAEConfig().to_dict()})
 
 
-def _heads(aligned: dict[str, list[bool]], usable: bool) -> dict:
-    """:data:`SAE_HEADS` columns: one site, variant → each head's ``aligned``."""
+def _heads(aligned: dict[str, list[bool]], usable: bool, strict: list[bool] | None = None) -> dict:
+    """:data:`SAE_HEADS` columns: one site, variant → each head's ``aligned``; the per-head tests follow it (the
+    stricter nulls' flags follow ``strict``, the trained heads' flags under them; default: ``aligned``)."""
     rows = [(variant, head, flag) for variant, flags in aligned.items() for head, flag in enumerate(flags)]
     n = len(rows)
+    significant = {
+        null: [
+            flag if null == "haar" or strict is None or variant != "trained" else strict[head]
+            for variant, head, flag in rows
+        ]
+        for null in NULLS
+    }
+    tests = {}
+    for null, flags in significant.items():
+        tests.update(
+            {
+                f"{null}_p_aligned": [0.001 if flag else 0.5 for flag in flags],
+                f"{null}_p_below": [1.0 if flag else 0.5 for flag in flags],
+                f"{null}_aligned_bh": flags,
+                f"{null}_below_bh": [False] * n,
+            }
+        )
     return {
+        **tests,
+        "fake_p_aligned": [1 / 11 if flag else 0.5 for _, _, flag in rows],
         "model": [MODEL] * n,
         "variant": [variant for variant, _, _ in rows],
         "layer": [LAYER] * n,
@@ -39,11 +60,14 @@ def _heads(aligned: dict[str, list[bool]], usable: bool) -> dict:
     }
 
 
-def _sites(aligned: dict[str, list[bool]], explained_variance: float) -> dict:
-    """:data:`SAE_SITES` columns: one row per variant of the one site."""
+def _sites(aligned: dict[str, list[bool]], explained_variance: float, fake: float) -> dict:
+    """:data:`SAE_SITES` columns: one row per variant of the one site (``fake``: the fake dictionaries' share)."""
     variants = list(aligned)
     n = len(variants)
     return {
+        "n_fake_dictionaries": [10] * n,
+        "fake_aligned_mean": [fake] * n,
+        "fake_aligned_max": [min(1.0, fake + 0.1)] * n,
         "model": [MODEL] * n,
         "layer": [LAYER] * n,
         "variant": variants,
@@ -90,6 +114,8 @@ def write_stage(
     null_rate: float = 0.05,
     chance: float = 0.01,
     explained_variance: float = 0.9,
+    fake: float = 0.2,
+    strict: list[bool] | None = None,
 ) -> dict[str, str]:
     """The SAE stage's heads, sites and attribution tables, named as ``results_table_inputs`` names them.
 
@@ -100,8 +126,8 @@ def write_stage(
     ).astype(bool)
     prompt = np.repeat(np.arange(len(match_by_prompt)), pairs_per_prompt)
     columns = {
-        "heads": (SAE_HEADS, _heads(aligned, explained_variance >= SAEConfig.min_explained_variance)),
-        "sites": (SAE_SITES, _sites(aligned, explained_variance)),
+        "heads": (SAE_HEADS, _heads(aligned, explained_variance >= SAEConfig.min_explained_variance, strict)),
+        "sites": (SAE_SITES, _sites(aligned, explained_variance, fake)),
         "attribution": (
             SAE_ATTRIBUTION,
             _attribution(prompt, match, np.full(len(match), null_rate), np.full(len(match), chance)),
@@ -187,5 +213,30 @@ def test_the_table_builds_with_the_sae_rows(tmp_path):
     paths = write_stage(tmp_path, {"trained": [True] * 4}, [0.5] * 4)
     table = report.claims_table(report.claims_from_inputs(paths, OPTIONS))
     assert table["key"] == [f"sae_alignment_{MODEL}", f"sae_attribution_{MODEL}"]
-    assert details_markdown(paths) == ""  # SAE tables are not toy experiments
+    assert "## SAE alignment per site" in details_markdown(paths) and "## Toy" not in details_markdown(paths)
     assert {"sae_alignment", "sae_attribution"} <= set(report.CLAIM_FUNCTIONS)
+
+
+def test_the_fake_dictionary_control_and_the_stricter_nulls_decide_too(tmp_path):
+    """90 % of heads beyond the Haar null passes alone; a fake-dictionary baseline as high makes the claim differ,
+    and the stricter nulls' readings count only the heads significant under them."""
+    aligned = {"trained": [True] * 18 + [False] * 2}
+    beaten = claims(write_stage(tmp_path, aligned, [0.7] * 20, fake=0.2))["sae_alignment"]
+    assert beaten.verdict == "pass" and beaten.tests[1].estimate == pytest.approx(0.9 - 0.2)
+    assert "against 20% with fake dictionaries" in beaten.ours and "(18 heads match the SAE better" in beaten.ours
+    matched = claims(write_stage(tmp_path, aligned, [0.7] * 20, fake=0.9))["sae_alignment"]
+    assert matched.tests[0].verdict == "pass" and matched.tests[1].verdict != "pass"
+    assert matched.verdict in ("differs", "inconclusive")
+    strict = claims(write_stage(tmp_path, aligned, [0.7] * 20, strict=[True] * 5 + [False] * 15))["sae_alignment"]
+    readings = {reading.name.split()[0]: reading for reading in strict.other_readings}
+    assert readings["haar"].tests[0].estimate == pytest.approx(0.9)
+    assert readings["subspace"].tests[0].estimate == pytest.approx(0.25) and readings["subspace"].verdict == "differs"
+    assert "subspace 5 aligned / 0 below" in strict.ours
+
+
+def test_the_generated_sae_section_counts_each_null_and_the_fakes(tmp_path):
+    aligned = {"trained": [True] * 18 + [False] * 2, "random": [False] * 20}
+    markdown = details_markdown(write_stage(tmp_path, aligned, [0.7] * 20, strict=[True] * 5 + [False] * 15))
+    assert "## SAE alignment per site" in markdown
+    assert "| tiny, layer 1 | trained | 20 | 18 | 18 / 0 | 5 / 0 | 5 / 0 | 20% (max 30%) · 18 |" in markdown
+    assert "| tiny, layer 1 | random | 20 | 0 | 0 / 0 | 0 / 0 | 0 / 0 | 20% (max 30%) · 0 |" in markdown

@@ -61,6 +61,9 @@ def sites_table() -> pd.DataFrame:
                     "interference_norm_active": 3.0 + layer,
                     "explained_variance": 0.8 if usable else 0.4,
                     "sae_usable": usable,
+                    "n_fake_dictionaries": 10,
+                    "fake_aligned_mean": 0.2,
+                    "fake_aligned_max": 0.3,
                 }
             )
     return pd.DataFrame(rows)[SAE_SITES.column_names]
@@ -90,6 +93,17 @@ def heads_table() -> pd.DataFrame:
                         "null_match_rate": rate(0.05),
                         "chance_rate": rate(0.02),
                         "latent_share": rate(0.5),
+                        "fake_p_aligned": 0.5,
+                        **{
+                            f"{null}_{name}": value
+                            for null in ("haar", "subspace", "covariance")
+                            for name, value in (
+                                ("p_aligned", 0.5),
+                                ("p_below", 0.5),
+                                ("aligned_bh", False),
+                                ("below_bh", False),
+                            )
+                        },
                     }
                 )
     return pd.DataFrame(rows)[SAE_HEADS.column_names]
@@ -112,6 +126,7 @@ def quality_table() -> pd.DataFrame:
         }
     )
     frame["b_dec"] = [np.zeros(8, dtype=np.float32)] * len(frame)
+    frame["second_moment"] = [np.eye(8, dtype=np.float32)] * len(frame)
     return frame[SAE_QUALITY.column_names]
 
 

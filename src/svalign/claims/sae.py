@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 
 from svalign import io
 from svalign.captions import recorded_option
-from svalign.claims.core import Claim, compare
-from svalign.definitions import MATCH_MARGIN, MOST_HEADS, PAPER_SAE_INTERFERENCE
+from svalign.claims.core import Claim, Reading, combine, compare
+from svalign.definitions import MATCH_MARGIN, MOST_HEADS, NULLS, PAPER_SAE_INTERFERENCE
 from svalign.io import PathLike
 from svalign.stats import BootstrapOptions, generator, percentile_interval, pooled_ratio, resample_counts
 from svalign.tables import SAE_ATTRIBUTION, SAE_HEADS, SAE_SITES
@@ -105,19 +105,19 @@ def sae_alignment_claim(
         raise ValueError(f"{heads_path}: no trained SAE heads")
     aligned = trained["aligned"].to_numpy(dtype=np.float64)  # [heads]
     counts = resample_counts(len(aligned), options.resamples, generator(options, 0))  # [resamples, heads]
-    test = compare(
-        "share of site heads aligned beyond the null",
-        aligned.mean(),
-        counts @ aligned / len(aligned),
-        ">",
-        MOST_HEADS,
-        options,
-        ".1%",
-    )
+    share = (aligned.mean(), counts @ aligned / len(aligned))  # the estimate and its resamples
+    test = compare("share of site heads aligned beyond the null", *share, ">", MOST_HEADS, options, ".1%")
+    fake = _fake_baseline(sites_path)
+    control_name = "aligned share − the fake dictionaries' aligned share"
+    control = compare(control_name, share[0] - fake, share[1] - fake, ">", 0.0, options, ".1%")
+    readings, significant = _null_readings(trained, counts, options)
     unusable = unusable_text(sites_path)
     quantile, top = recorded_option(heads_path, "null_quantile"), recorded_option(heads_path, "top_singular")
     ours = (
-        f"{test.estimate:.0%} of {len(aligned)} heads align beyond the null's {quantile:g} quantile; "
+        f"{test.estimate:.0%} of {len(aligned)} heads align beyond the null's {quantile:g} quantile, against "
+        f"{_fake_text(heads_path, trained, fake)}; significant after correction: "
+        + ", ".join(significant)
+        + "; "
         + _site_medians(sites_path, heads)
     )
     return Claim(
@@ -126,16 +126,58 @@ def sae_alignment_claim(
         paper=PAPER_SAE_TEXT,
         ours=f"{unusable}; {ours}" if unusable else ours,
         setting=f"{model}, TopK SAE on the head input at {_layers(_trained_sites(sites_path))}",
-        verdict="inconclusive" if unusable else test.verdict,
+        verdict="inconclusive" if unusable else combine((test.verdict, control.verdict)),
         criterion=(
-            f"share of site heads aligned beyond the null > {MOST_HEADS:.0%}; inconclusive when a site's SAE explains "
-            f"< {recorded_option(sites_path, 'min_explained_variance'):.0%} of its input's variance"
+            f"share of site heads aligned beyond the null > {MOST_HEADS:.0%} and above the fake dictionaries' share; "
+            f"inconclusive when a site's SAE explains < "
+            f"{recorded_option(sites_path, 'min_explained_variance'):.0%} of its input's variance"
         ),
-        tests=(test,),
+        tests=(test, control),
         resampled=f"over {len(aligned)} heads, {options.resamples} resamples; the null's quantile fixed",
         confidence=options.confidence,
         reading=f"aligned: mean best |cos| of u_1..u_{top}, v_1..v_{top} > the Haar-frame null's {quantile:g} quantile",
+        other_readings=readings,
     )
+
+
+def _null_readings(trained: Any, counts: np.ndarray, options: BootstrapOptions) -> tuple[tuple[Reading, ...], list]:
+    """Per null, the share of the trained site heads significantly aligned after Benjamini–Hochberg (interval over
+    the heads ``counts [resamples, heads]``), and its counts in words (aligned / below)."""
+    readings, significant = [], []
+    for null in NULLS:
+        flags = trained[f"{null}_aligned_bh"].to_numpy(dtype=np.float64)
+        share = compare(
+            "share of site heads significantly aligned",
+            flags.mean(),
+            counts @ flags / len(flags),
+            ">",
+            MOST_HEADS,
+            options,
+            ".1%",
+        )
+        readings.append(Reading(f"{null} null, per-head Monte Carlo test with Benjamini–Hochberg at 5 %", (share,)))
+        significant.append(f"{null} {int(flags.sum())} aligned / {int(trained[f'{null}_below_bh'].sum())} below")
+    return tuple(readings), significant
+
+
+def _fake_text(heads_path: PathLike, trained: Any, fake: float) -> str:
+    """The fake dictionaries' aligned share and how many heads the SAE matches better than every fake."""
+    n_fakes = int(recorded_option(heads_path, "fake_dictionaries"))
+    above = int(np.isclose(trained["fake_p_aligned"].to_numpy(dtype=np.float64), 1 / (n_fakes + 1)).sum())
+    return (
+        f"{fake:.0%} with fake dictionaries of the same size drawn from the data ({above} heads match the SAE "
+        "better than every fake)"
+    )
+
+
+def _fake_baseline(sites_path: PathLike) -> float:
+    """The fake dictionaries' aligned share, pooled over the trained sites' heads (NaN when the control did not
+    run: then the control's test is inconclusive)."""
+    sites = io.to_frame(io.read_table(sites_path, SAE_SITES))
+    trained = sites[(sites["variant"] == "trained") & (sites["n_fake_dictionaries"] > 0)]
+    if trained.empty or len(trained) < (sites["variant"] == "trained").sum():
+        return float("nan")
+    return float(np.average(trained["fake_aligned_mean"], weights=trained["n_heads"]))
 
 
 def _prompt_rates(attribution_path: PathLike, options: BootstrapOptions) -> tuple[dict, dict, int, int]:

@@ -5,29 +5,48 @@ every decoder direction d_a of the site's SAE: ``best_cos(u_k) = max_a |cos(u_k,
 when the SVD is over bias-augmented inputs (the decoder never writes the constant coordinate). A head's statistic
 is the mean best |cos| over u_1..u_n and v_1..v_n (n = ``sae.top_singular``).
 
-The null is the spectrum-preserving rotation of the SAD stage: U → Q_U U with Haar Q_U. Its columns form a
-Haar-random orthonormal frame whatever U was, so the null does not depend on the head and is drawn once per site:
-``null_draws`` frames of r columns per side; their r / n disjoint groups of n columns each give one null statistic.
+Three nulls (:mod:`svalign.nulls`), each ``null_draws`` frames of r columns per side whose r / n disjoint groups
+of n columns give one null statistic each:
+
+* ``haar``, the paper's spectrum-preserving rotation U → Q_U U: its columns form a Haar-random orthonormal frame
+  whatever U was, so it does not depend on the head and is drawn once per site;
+* ``subspace``: random orthonormal frames inside the head's own row and column spaces (per head): does the SVD
+  basis beat other bases of the subspace the head reads?
+* ``covariance``: frames of directions drawn from N(0, M), M the second moment of the site's corpus head inputs
+  (once per site): random directions where the data has energy, which is where any dictionary's directions sit.
+
+Per head a Monte Carlo p-value under each null, both tails (:func:`monte_carlo_p`). The **fake-dictionary
+control** reruns the Haar-null test with dictionaries of the same size whose directions are drawn from N(0, M)
+(:func:`fake_dictionaries`): a dictionary without features, whose aligned share is the baseline to beat.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from svalign.definitions import NULLS
+from svalign.nulls import covariance_frames, gaussian_directions, moment_root, rotate_within
 from svalign.svd import ModelSVD
 
 __all__ = [
     "SiteAlignment",
     "alignment_columns",
     "best_cos",
+    "covariance_null",
+    "fake_dictionaries",
+    "fake_test",
+    "frame_statistic",
     "grouped_statistic",
     "haar_frames",
+    "monte_carlo_p",
     "null_best_cos",
     "site_alignment",
+    "subspace_null",
     "unit_directions",
 ]
 
@@ -82,8 +101,12 @@ class SiteAlignment:
         best: side → ``[head, r]`` best |cos| of u_k (``"u"``) or v_k (``"v"``); latent: side → ``[head, r]``.
         sigma: ``[head, r]`` σ_k at offset 0.
         statistic: ``[head]`` mean best |cos| of the top-n singular vectors of both sides.
-        null_best: ``[2 · draws, r]`` best |cos| of the null frames' columns (both sides pooled).
-        null_statistic: ``[samples]`` the statistic of the null's column groups.
+        null_best: ``[2 · draws, r]`` best |cos| of the Haar null frames' columns (both sides pooled).
+        null_statistic: ``[samples]`` the statistic of the Haar null's column groups.
+        nulls: null → its statistics: ``[samples]`` shared by the heads (haar, covariance) or ``[head, samples]``
+            (subspace); the nulls computed (the covariance null needs the inputs' second moment).
+        fake_statistic: ``[fakes, head]`` each head's statistic under each fake dictionary.
+        fake_aligned: ``[fakes, head]`` whether the head is aligned beyond that fake dictionary's own Haar null.
     """
 
     best: dict[str, torch.Tensor]
@@ -92,12 +115,29 @@ class SiteAlignment:
     statistic: torch.Tensor
     null_best: torch.Tensor
     null_statistic: torch.Tensor
+    nulls: dict[str, torch.Tensor] = field(default_factory=dict)
+    fake_statistic: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    fake_aligned: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))
 
 
 def site_alignment(
-    model_svd: ModelSVD, layer: int, decoder: torch.Tensor, top_singular: int, null_draws: int, null_seed: int
+    model_svd: ModelSVD,
+    layer: int,
+    decoder: torch.Tensor,
+    top_singular: int,
+    null_draws: int,
+    null_seed: int,
+    moment: torch.Tensor | None = None,
+    n_fakes: int = 0,
+    null_quantile: float = 0.99,
 ) -> SiteAlignment:
-    """Alignment of every head of ``layer`` with the unit rows of ``decoder`` ``[n_latents, d_model]``.
+    """Alignment of every head of ``layer`` with the unit rows of ``decoder`` ``[n_latents, d_model]``, under each
+    null, and the fake-dictionary control.
+
+    Args:
+        moment: ``[d_model, d_model]`` the site's head-input second moment (the covariance null and the fake
+            dictionaries draw from it; None: neither runs).
+        n_fakes: fake dictionaries of the decoder's size; null_quantile: the aligned criterion's Haar quantile.
 
     Raises:
         ValueError: ``top_singular`` above the heads' rank.
@@ -112,17 +152,157 @@ def site_alignment(
     best, latent = {}, {}
     for side, vectors in zip("uv", at_zero, strict=True):
         best[side], latent[side] = best_cos(directions, vectors)  # vectors: [head, d_in, r]
-    generator = torch.Generator().manual_seed(null_seed)
+    generator = torch.Generator().manual_seed(null_seed)  # the Haar null first: its draws are every earlier run's
     null_u = null_best_cos(directions, null_draws, rank, generator)
     null_v = null_best_cos(directions, null_draws, rank, generator)
+    null_statistic = grouped_statistic(null_u, null_v, top_singular).flatten()
+    statistic = grouped_statistic(best["u"], best["v"], top_singular)[:, 0]
+    nulls = {"haar": null_statistic}
+    bases = (svd.basis_q[layer], svd.basis_k[layer])
+    nulls["subspace"] = subspace_null(directions, bases, null_draws, top_singular, _stream(null_seed, "subspace"))
+    fake_statistic, fake_aligned = np.zeros((0, len(statistic))), np.zeros((0, len(statistic)), dtype=bool)
+    if moment is not None:
+        root = moment_root(moment)
+        covariance = _stream(null_seed, "covariance")
+        nulls["covariance"] = covariance_null(directions, root, null_draws, rank, top_singular, covariance)
+        if n_fakes:
+            options = (null_draws, top_singular, null_quantile, _stream(null_seed, "fake"))
+            fake_statistic, fake_aligned = _fake_control(root, decoder.shape[0], n_fakes, at_zero, *options)
     return SiteAlignment(
         best=best,
         latent=latent,
         sigma=svd.S[layer, :, 0],
-        statistic=grouped_statistic(best["u"], best["v"], top_singular)[:, 0],
+        statistic=statistic,
         null_best=torch.cat([null_u, null_v]),
-        null_statistic=grouped_statistic(null_u, null_v, top_singular).flatten(),
+        null_statistic=null_statistic,
+        nulls=nulls,
+        fake_statistic=fake_statistic,
+        fake_aligned=fake_aligned,
     )
+
+
+def _fake_control(
+    root: torch.Tensor,
+    n_latents: int,
+    n_fakes: int,
+    vectors: list[torch.Tensor],
+    draws: int,
+    n: int,
+    quantile: float,
+    generator: torch.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every fake dictionary's test (:func:`fake_test`): statistics and aligned flags, each ``[fakes, head]``."""
+    tests = [
+        fake_test(unit_directions(fake, vectors[0].shape[-2]), vectors, draws, n, quantile, generator)
+        for fake in fake_dictionaries(root, n_latents, n_fakes, generator)
+    ]
+    return np.stack([statistic for statistic, _ in tests]), np.stack([aligned for _, aligned in tests])
+
+
+def _stream(seed: int, name: str) -> torch.Generator:
+    """An independent generator per null of the alignment (the Haar null keeps the seed itself)."""
+    index = (*NULLS, "fake").index(name)
+    state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Nulls that respect the data, and the fake-dictionary control
+# --------------------------------------------------------------------------------------------------
+
+
+def frame_statistic(directions: torch.Tensor, frames_u: torch.Tensor, frames_v: torch.Tensor, n: int) -> torch.Tensor:
+    """The head statistic of random frames: mean best |cos| over disjoint groups of n columns of both sides.
+
+    Args:
+        directions: unit decoder rows ``[latents, d_in]``; frames_u, frames_v: ``[..., d_in, r]`` orthonormal.
+
+    Returns:
+        ``[..., r // n]`` one null statistic per column group.
+    """
+    return grouped_statistic(best_cos(directions, frames_u)[0], best_cos(directions, frames_v)[0], n)
+
+
+def subspace_null(
+    directions: torch.Tensor, bases: tuple[torch.Tensor, torch.Tensor], draws: int, n: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Per head, the statistic of random orthonormal frames *inside* the head's own row and column spaces.
+
+    Args:
+        bases: the layer's ``basis_q``, ``basis_k`` ``[head, d_in, r]``.
+
+    Returns:
+        ``[head, draws · (r // n)]`` null statistics of each head.
+    """
+    parts = []
+    for start in range(0, draws, _CHUNK_DRAWS):
+        chunk = min(_CHUNK_DRAWS, draws - start)
+        frames = [rotate_within(basis.double().expand(chunk, *basis.shape), generator).float() for basis in bases]
+        parts.append(frame_statistic(directions, *frames, n))  # [chunk, head, groups]
+    return torch.cat(parts).permute(1, 0, 2).flatten(1)
+
+
+def covariance_null(
+    directions: torch.Tensor, root: torch.Tensor, draws: int, r: int, n: int, generator: torch.Generator
+) -> torch.Tensor:
+    """The statistic of frames of directions drawn from N(0, M) (``root``: the :func:`svalign.nulls.moment_root` of
+    the site's head-input second moment, d_model), zero on the bias coordinate of augmented inputs as the decoder
+    is: ``[draws · (r // n)]``."""
+    d_in = directions.shape[1]
+    parts = []
+    for start in range(0, draws, _CHUNK_DRAWS):
+        chunk = min(_CHUNK_DRAWS, draws - start)
+        frames = [
+            torch.nn.functional.pad(
+                covariance_frames(root, (chunk, r), generator), (0, 0, 0, d_in - root.shape[0])
+            ).float()
+            for _ in range(2)
+        ]
+        parts.append(frame_statistic(directions, *frames, n))
+    return torch.cat(parts).flatten()
+
+
+def monte_carlo_p(statistic: torch.Tensor, null: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Monte Carlo p-values of each head's statistic ``[head]`` under null samples ``[samples]`` (shared) or
+    ``[head, samples]`` (per head): (p of a statistic this high, p of one this low), (1 + count) / (1 + samples)."""
+    statistic = statistic.double().unsqueeze(-1)
+    null = null.double().expand(statistic.shape[0], -1) if null.dim() == 1 else null.double()
+    samples = null.shape[-1]
+    high = ((null >= statistic).sum(-1) + 1) / (samples + 1)
+    low = ((null <= statistic).sum(-1) + 1) / (samples + 1)
+    return high.numpy(), low.numpy()
+
+
+def fake_dictionaries(
+    root: torch.Tensor, n_latents: int, count: int, generator: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """``count`` dictionaries without features, each ``n_latents`` directions ``[n, d]`` drawn from N(0, M) (``root``:
+    M's :func:`svalign.nulls.moment_root`): the size and the data geometry of a dictionary, no learned feature."""
+    for _ in range(count):
+        yield gaussian_directions(root, n_latents, generator).T.float()
+
+
+def fake_test(
+    directions: torch.Tensor,
+    vectors: list[torch.Tensor],
+    draws: int,
+    n: int,
+    quantile: float,
+    generator: torch.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The whole Haar-null test rerun with ``directions`` (unit rows ``[latents, d_in]``) as the dictionary
+    (``vectors``: the heads' u and v ``[head, d_in, r]`` at offset 0).
+
+    Returns:
+        (each head's statistic ``[head]``, whether it is aligned beyond this dictionary's own Haar null ``[head]``).
+    """
+    rank = vectors[0].shape[-1]
+    statistic = frame_statistic(directions, *vectors, n)[:, 0]
+    null = grouped_statistic(
+        null_best_cos(directions, draws, rank, generator), null_best_cos(directions, draws, rank, generator), n
+    ).flatten()
+    upper = torch.quantile(null.double(), quantile).float()
+    return statistic.double().numpy(), (statistic > upper).numpy()
 
 
 def alignment_columns(

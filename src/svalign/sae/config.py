@@ -43,8 +43,10 @@ class SAEConfig:
         dead_after_tokens: a latent that has not fired for this many training tokens counts as dead for AuxK.
         seed: seed of the SAE's init and of the token order.
         prompt_set: SAD prompt set whose firing pairs are attributed to latent pairs.
-        null_draws: Haar-random frames of the alignment null, per head.
-        null_seed: seed of those frames.
+        null_draws: random frames of each alignment null (Haar, within-subspace, covariance).
+        null_seed: seed of those frames (each null draws from its own stream of it).
+        fake_dictionaries: dictionaries of the decoder's size drawn from the inputs' second moment, each put
+            through the whole Haar-null test: the control whose aligned share the real dictionary must beat.
         top_singular: the criterion's leading singular pairs (mean best |cos| of u_1..u_n and v_1..v_n).
         null_quantile: a head aligns beyond the null when its statistic exceeds this quantile of the null's.
         min_explained_variance: an SAE explaining less of its input's variance is no proxy (flagged in tables).
@@ -65,6 +67,7 @@ class SAEConfig:
     prompt_set: str = "ioi"
     null_draws: int = 100
     null_seed: int = 0
+    fake_dictionaries: int = 10
     top_singular: int = 4
     null_quantile: float = 0.99
     min_explained_variance: float = 0.6

@@ -13,7 +13,9 @@ import pyarrow as pa
 import torch
 
 from svalign import io
+from svalign.definitions import FDR_LEVEL, NULLS
 from svalign.io import StepTables
+from svalign.nulls import SecondMoment
 from svalign.sad.config import SADConfig
 from svalign.sad.decompose import layer_svd
 from svalign.sad.forward import PromptSet, check_offsets, forward_passes
@@ -21,6 +23,7 @@ from svalign.sad.run import null_bases
 from svalign.sae import align, attribution, dictionary
 from svalign.sae.config import SAEConfig
 from svalign.sae.corpus import corpus_digest
+from svalign.stats import benjamini_hochberg
 from svalign.svd import ModelSVD
 from svalign.tables import (
     SAE_ALIGNMENT,
@@ -89,17 +92,20 @@ def train_step(
         seed=config.seed,
     )
     token_columns = {"model": [model] * len(tokens), "window": np.arange(len(tokens)), "start": starts}
-    quality_columns = _concat([{k: [v] for k, v in row.items()} for row in quality_rows])
+    tensors = ("b_dec", "second_moment")
+    quality_columns = _concat([{k: [v] for k, v in row.items() if k not in tensors} for row in quality_rows])
+    quality_columns.update({name: np.stack([row[name] for row in quality_rows]) for name in tensors})
     made = {
         "tokens": (SAE_TOKENS, {**token_columns, "tokens": tokens.numpy()}),
         "dictionary": (SAE_DICTIONARY, _concat(site_columns)),
-        "quality": (SAE_QUALITY, {**quality_columns, "b_dec": np.stack([row["b_dec"] for row in quality_rows])}),
+        "quality": (SAE_QUALITY, quality_columns),
     }
     return StepTables(made, record, row_groups_by={"dictionary": "layer"})
 
 
 def _quality_row(sae: Any, x: torch.Tensor, keys: dict[str, Any], final_loss: float) -> dict[str, Any]:
-    """One :data:`SAE_QUALITY` row (plus the latents' ``frequency``) of a trained SAE on its activations ``x``."""
+    """One :data:`SAE_QUALITY` row (plus the latents' ``frequency``) of a trained SAE on its activations ``x``, with
+    their second moment E[x xᵀ] (what the covariance null and the fake dictionaries draw from)."""
     quality = dictionary.sae_quality(sae, x)
     norm = dictionary.interference_norm(sae.W_dec.detach())
     log.info(
@@ -115,7 +121,16 @@ def _quality_row(sae: Any, x: torch.Tensor, keys: dict[str, Any], final_loss: fl
         "interference_norm": norm,
         "final_loss": final_loss,
         "b_dec": sae.b_dec.detach().numpy(),
+        "second_moment": _second_moment(x),
     }
+
+
+def _second_moment(x: torch.Tensor) -> np.ndarray:
+    """E[x xᵀ] ``[d, d]`` of the rows of ``x`` (float64 sums, float32 result)."""
+    moment = SecondMoment(1, x.shape[1])
+    for part in torch.split(x, 8192):
+        moment.update(0, part)
+    return moment.matrix[0].float().numpy()
 
 
 def _site_saes(dictionary_table: pa.Table, quality_table: pa.Table) -> dict[int, tuple[Any, dict[str, Any]]]:
@@ -153,13 +168,7 @@ def analyse_step(
     """
     config = SAEConfig.from_mapping(options)
     sites = _site_saes(dictionary_table, quality_table)
-    alignments = {
-        (variant, layer): align.site_alignment(
-            model_svd, layer, sae.W_dec.detach(), config.top_singular, config.null_draws, config.null_seed
-        )
-        for variant, model_svd in svds.items()
-        for layer, (sae, _) in sites.items()
-    }
+    alignments = _alignments(svds, sites, config)
     pairs, active = _attribute(bridge, weights, svds["trained"], sites, config, sad_config, prompt_params)
     active_norm = {  # the dictionary's interference over the latents active on the prompts (all if none is)
         layer: dictionary.interference_norm(
@@ -177,6 +186,7 @@ def analyse_step(
         head_rows.extend(heads)
         site = {"n_active_latents": len(active[layer]), "interference_norm_active": active_norm[layer]}
         site_rows.append(_site_row(result, keys, heads, quality, site, config.top_singular, usable))
+    _correct_for_heads(head_rows)
     record = io.provenance(
         "sae_align", {"model": model, **config.to_dict(), "sad": sad_config.to_dict(), **prompt_params}
     )
@@ -190,6 +200,27 @@ def analyse_step(
         "sites": (SAE_SITES, {k: [row[k] for row in site_rows] for k in SAE_SITES.column_names}),
     }
     return StepTables(made, record)
+
+
+def _alignments(
+    svds: Mapping[str, ModelSVD], sites: dict[int, tuple[Any, dict[str, Any]]], config: SAEConfig
+) -> dict[tuple[str, int], align.SiteAlignment]:
+    """(variant, layer) → the site's alignment under every null, with the fake-dictionary control."""
+    return {
+        (variant, layer): align.site_alignment(
+            model_svd,
+            layer,
+            sae.W_dec.detach(),
+            config.top_singular,
+            config.null_draws,
+            config.null_seed,
+            torch.from_numpy(np.asarray(quality["second_moment"], dtype=np.float64)),
+            config.fake_dictionaries,
+            config.null_quantile,
+        )
+        for variant, model_svd in svds.items()
+        for layer, (sae, quality) in sites.items()
+    }
 
 
 def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -235,6 +266,17 @@ def _attribute(
     return {k: v[order] for k, v in pairs.items()}, active
 
 
+def _correct_for_heads(rows: list[dict[str, Any]]) -> None:
+    """Benjamini–Hochberg over each variant's site heads, per null and tail: the ``*_bh`` columns of ``rows``."""
+    for variant in {row["variant"] for row in rows}:
+        mine = [row for row in rows if row["variant"] == variant]
+        for null in NULLS:
+            for tail in ("aligned", "below"):
+                rejected = benjamini_hochberg([row[f"{null}_p_{tail}"] for row in mine], FDR_LEVEL)
+                for row, flag in zip(mine, rejected, strict=True):
+                    row[f"{null}_{tail}_bh"] = bool(flag)
+
+
 def _head_rows(
     result: align.SiteAlignment,
     keys: dict[str, Any],
@@ -245,10 +287,22 @@ def _head_rows(
     """Rows of :data:`SAE_HEADS` for one site and variant (attribution columns only for the trained variant)."""
     upper = float(torch.quantile(result.null_statistic.double(), config.null_quantile))
     median = float(result.null_statistic.double().median())
+    p_values = {
+        null: align.monte_carlo_p(result.statistic, result.nulls[null]) if null in result.nulls else (None, None)
+        for null in NULLS
+    }
     rows = []
     for head, statistic in enumerate(result.statistic.tolist()):
         row = {**keys, "head": head, "statistic": statistic, "null_statistic": upper, "null_median": median}
         row.update(aligned=statistic > upper, sae_usable=usable)
+        if len(result.fake_statistic):  # the head's statistic against the fake dictionaries', upper tail
+            fakes = result.fake_statistic[:, head]
+            row["fake_p_aligned"] = float(((fakes >= statistic).sum() + 1) / (len(fakes) + 1))
+        else:
+            row["fake_p_aligned"] = math.nan
+        for null, (high, low) in p_values.items():
+            row[f"{null}_p_aligned"] = float(high[head]) if high is not None else math.nan
+            row[f"{null}_p_below"] = float(low[head]) if low is not None else math.nan
         mine = (pairs["layer"] == keys["layer"]) & (pairs["head"] == head) if pairs is not None else None
         n = int(mine.sum()) if mine is not None else 0
         row.update(
@@ -290,4 +344,7 @@ def _site_row(
         **active,
         "explained_variance": float(quality["explained_variance"]),
         "sae_usable": usable,
+        "n_fake_dictionaries": len(result.fake_aligned),
+        "fake_aligned_mean": float(result.fake_aligned.mean()) if len(result.fake_aligned) else math.nan,
+        "fake_aligned_max": float(result.fake_aligned.mean(1).max()) if len(result.fake_aligned) else math.nan,
     }

@@ -95,4 +95,5 @@ EXPLORER_EXAMPLES = TableSchema(
         Column("covariance_null_sparseness", _F64, "median over the covariance null's draws of S (NaN: not run)"),
         Column("contributions", _F32, "relative terms c_k(t, j) by σ rank at the pair's offset", ("rank",)),
     ),
+    version=2,
 )

@@ -60,6 +60,11 @@ SAE_DICTIONARY = TableSchema(
         Column("frequency", _F64, "fraction of corpus tokens on which the latent is active (after training)"),
     ),
 )
+_NULL_NAMES = {
+    "haar": "the Haar-frame null",
+    "subspace": "random frames inside the head's own row/column spaces",
+    "covariance": "frames of directions drawn from the inputs' second moment",
+}
 SAE_QUALITY = TableSchema(
     "sae_quality",
     "One row per site: the SAE's reconstruction quality on its corpus activations and its dictionary's interference.",
@@ -75,7 +80,14 @@ SAE_QUALITY = TableSchema(
         Column("interference_norm", _F64, "‖DᵀD − I‖₂ of the unit decoder directions (all latents): paper's ‖E_X‖₂"),
         Column("final_loss", _F64, "training loss (FVU + α·AuxK) of the last step"),
         Column("b_dec", _F32, "decoder bias b_dec", ("d_model",)),
+        Column(
+            "second_moment",
+            _F32,
+            "E[x xᵀ] of the corpus head inputs (uncentred): the covariance null and the fake dictionaries draw from it",
+            ("d_model", "d_model"),
+        ),
     ),
+    version=2,
 )
 SAE_ALIGNMENT = TableSchema(
     "sae_alignment",
@@ -109,7 +121,28 @@ SAE_HEADS = TableSchema(
         Column("null_match_rate", _F64, "the same with the rotation null's singular terms (draws pooled)"),
         Column("chance_rate", _F64, "mean 1/(n_active(t)·n_active(j)): a uniformly random latent pair"),
         Column("latent_share", _F64, "median share of the logit carried by latent×latent terms (rest: b_dec, error)"),
+        Column(
+            "fake_p_aligned",
+            _F64,
+            "(1 + fake dictionaries giving the head a statistic at least as high) / (1 + fake dictionaries): how "
+            "often a dictionary without features matches the head as well (NaN: no control)",
+        ),
+        *(
+            column
+            for null, name in _NULL_NAMES.items()
+            for column in (
+                Column(f"{null}_p_aligned", _F64, f"Monte Carlo p of a statistic this high under {name}"),
+                Column(f"{null}_p_below", _F64, f"the other tail: p of a statistic this low under {name}"),
+                Column(
+                    f"{null}_aligned_bh",
+                    _BOOL,
+                    f"{null}_p_aligned rejected by Benjamini–Hochberg at 5 % over the variant's site heads",
+                ),
+                Column(f"{null}_below_bh", _BOOL, f"{null}_p_below rejected by Benjamini–Hochberg at 5 %"),
+            )
+        ),
     ),
+    version=2,
 )
 SAE_ATTRIBUTION = TableSchema(
     "sae_attribution",
@@ -152,7 +185,16 @@ SAE_SITES = TableSchema(
         Column("interference_norm_active", _F64, "‖DᵀD − I‖₂ over those latents' unit decoder directions"),
         Column("explained_variance", _F64, "the site's SAE quality (from sae_quality)"),
         Column("sae_usable", _BOOL, "explained_variance ≥ sae.min_explained_variance"),
+        Column("n_fake_dictionaries", _I64, "fake dictionaries of the control (sae.fake_dictionaries; 0: not run)"),
+        Column(
+            "fake_aligned_mean",
+            _F64,
+            "mean over the fake dictionaries (the decoder's size, directions drawn from the inputs' second moment) of "
+            "the share of heads aligned beyond their own Haar null: the baseline the real dictionary must beat",
+        ),
+        Column("fake_aligned_max", _F64, "the largest of those shares"),
     ),
+    version=2,
 )
 
 SAE_TABLES = (SAE_CORPUS, SAE_TOKENS, SAE_DICTIONARY, SAE_QUALITY, SAE_ALIGNMENT, SAE_HEADS, SAE_ATTRIBUTION, SAE_SITES)
