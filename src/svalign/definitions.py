@@ -39,6 +39,8 @@ __all__ = [
     "PAPER_ALIGNMENT_LEVEL",
     "PAPER_ANISOTROPY_NORM",
     "PAPER_SAE_INTERFERENCE",
+    "POSITIONAL_SHARE",
+    "POSITION_RANK",
     "SIGNIFICANT_SIGMA_RATIO",
     "anisotropy_crossing",
     "anisotropy_curves",
@@ -72,6 +74,11 @@ NULL_GAP = 0.1
 """"Absent under the null" over training: S at least this fraction below the null's S at the last checkpoint."""
 SIGNIFICANT_SIGMA_RATIO = 0.05
 """σ_k/σ_1 above this counts as a "significant" singular value (paper Fig 2b; toy metrics, spectra figure)."""
+POSITION_RANK = 16
+"""The positional subspace of a site: this many top principal directions of the per-position mean head input."""
+POSITIONAL_SHARE = 0.5
+"""A head is *positional* when its top singular vectors hold more than this share of their energy in the positional
+subspace (a random direction holds about POSITION_RANK / d_model of it)."""
 FDR_LEVEL = 0.05
 """Benjamini–Hochberg false-discovery rate of the per-head tests (:func:`svalign.stats.benjamini_hochberg`)."""
 

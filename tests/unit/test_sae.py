@@ -218,3 +218,27 @@ def test_monte_carlo_p_counts_both_tails_with_the_observation():
     np.testing.assert_allclose(low, [6 / 11, 11 / 11, 2 / 11])
     per_head = align.monte_carlo_p(statistic[:2], torch.stack([null, null + 1.0]))[0]  # [head, samples]
     np.testing.assert_allclose(per_head, [6 / 11, 2 / 11])
+
+
+def test_a_planted_positional_head_is_flagged_and_a_feature_head_is_not(planted):
+    """Windows of 16 tokens whose inputs carry a position code in 2 directions: a head reading those directions is
+    positional (its top singular vectors lie in the positional subspace) and loses its alignment once the subspace
+    is projected out; the planted feature head is neither."""
+    generator = torch.Generator().manual_seed(7)
+    windows, length = len(planted["tokens"]) // 16, 16
+    code, _ = torch.linalg.qr(torch.randn(D_MODEL, 2, generator=generator, dtype=torch.float64))
+    angle = torch.arange(length, dtype=torch.float64) / length * 2 * torch.pi
+    position = 3.0 * torch.stack([angle.cos(), angle.sin()], -1) @ code.T  # [pos, d]: a circle in 2 directions
+    x = planted["tokens"].double().reshape(windows, length, D_MODEL) + position
+    basis = align.position_basis(x.reshape(-1, D_MODEL).float(), length, 4)
+    assert basis.shape == (D_MODEL, 4)
+    torch.testing.assert_close(code @ code.T @ basis[:, :2], basis[:, :2], atol=0.02, rtol=0)  # found the code
+    positional = qk_svd((code * 2.0).float()[None, None], code.float()[None, None])
+    positional_svd = ModelSVD(positional, torch.tensor([0]), torch.zeros(1, 1, 1, dtype=torch.float64), False)
+    decoder = torch.cat([planted["sae"].W_dec.detach(), code.T.float()])  # a dictionary that holds the code too
+    for svd, expected in ((positional_svd, True), (planted["svd"], False)):
+        result = align.site_alignment(svd, 0, decoder, 2, 64, 0, position=basis)
+        share = float(result.positional_share[0])
+        assert (share > 0.5) is expected and (share > 0.99 if expected else share < 0.3)  # measured 1.000, 0.225
+        upper = float(torch.quantile(result.null_without_position.double(), 0.99))
+        assert (float(result.statistic_without_position[0]) > upper) is (not expected)

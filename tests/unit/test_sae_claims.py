@@ -46,6 +46,10 @@ def _heads(aligned: dict[str, list[bool]], usable: bool, strict: list[bool] | No
     return {
         **tests,
         "fake_p_aligned": [1 / 11 if flag else 0.5 for _, _, flag in rows],
+        "positional_share": [0.7 if head < 2 else 0.1 for _, head, _ in rows],  # the first two heads: positional
+        "positional": [head < 2 for _, head, _ in rows],
+        "statistic_without_position": [0.1 if head < 2 else 0.5 for _, head, _ in rows],
+        "aligned_without_position": [flag and head >= 2 for _, head, flag in rows],
         "model": [MODEL] * n,
         "variant": [variant for variant, _, _ in rows],
         "layer": [LAYER] * n,
@@ -232,11 +236,12 @@ def test_the_fake_dictionary_control_and_the_stricter_nulls_decide_too(tmp_path)
     assert readings["haar"].tests[0].estimate == pytest.approx(0.9)
     assert readings["subspace"].tests[0].estimate == pytest.approx(0.25) and readings["subspace"].verdict == "differs"
     assert "subspace 5 aligned / 0 below" in strict.ours
+    assert "2 of 18 aligned heads positional, 16 aligned without the positional subspace" in strict.ours
 
 
 def test_the_generated_sae_section_counts_each_null_and_the_fakes(tmp_path):
     aligned = {"trained": [True] * 18 + [False] * 2, "random": [False] * 20}
     markdown = details_markdown(write_stage(tmp_path, aligned, [0.7] * 20, strict=[True] * 5 + [False] * 15))
     assert "## SAE alignment per site" in markdown
-    assert "| tiny, layer 1 | trained | 20 | 18 | 18 / 0 | 5 / 0 | 5 / 0 | 20% (max 30%) · 18 |" in markdown
-    assert "| tiny, layer 1 | random | 20 | 0 | 0 / 0 | 0 / 0 | 0 / 0 | 20% (max 30%) · 0 |" in markdown
+    assert "| tiny, layer 1 | trained | 20 | 18 | 18 / 0 | 5 / 0 | 5 / 0 | 20% (max 30%) · 18 | 2 / 16 |" in markdown
+    assert "| tiny, layer 1 | random | 20 | 0 | 0 / 0 | 0 / 0 | 0 / 0 | 20% (max 30%) · 0 | 2 / 0 |" in markdown

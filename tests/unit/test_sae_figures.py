@@ -94,6 +94,10 @@ def heads_table() -> pd.DataFrame:
                         "chance_rate": rate(0.02),
                         "latent_share": rate(0.5),
                         "fake_p_aligned": 0.5,
+                        "positional_share": 0.1,
+                        "positional": False,
+                        "statistic_without_position": statistic,
+                        "aligned_without_position": False,
                         **{
                             f"{null}_{name}": value
                             for null in ("haar", "subspace", "covariance")
@@ -127,6 +131,7 @@ def quality_table() -> pd.DataFrame:
     )
     frame["b_dec"] = [np.zeros(8, dtype=np.float32)] * len(frame)
     frame["second_moment"] = [np.eye(8, dtype=np.float32)] * len(frame)
+    frame["position_basis"] = [np.eye(8, 4, dtype=np.float32)] * len(frame)
     return frame[SAE_QUALITY.column_names]
 
 

@@ -328,6 +328,7 @@ def sae_section(inputs: Mapping[str, PathLike]) -> str:
                     f"{int(part['aligned'].sum())}",
                     *(f"{int(part[f'{n}_aligned_bh'].sum())} / {int(part[f'{n}_below_bh'].sum())}" for n in NULLS),
                     fakes,
+                    f"{int(part['positional'].sum())} / {int(part['aligned_without_position'].sum())}",
                 ]
             )
     header = [
@@ -337,12 +338,15 @@ def sae_section(inputs: Mapping[str, PathLike]) -> str:
         "aligned beyond the Haar quantile",
         *(f"{null} null: significant aligned / below" for null in NULLS),
         "fake dictionaries: aligned share (max) · heads matched better than by every fake",
+        "positional heads / aligned without the positional subspace",
     ]
     note = (
         "Per head the mean best |cos| of u_1..u_n, v_1..v_n with the SAE's decoder directions (docs/method.md, "
         '"Real features"); *significant*: Monte Carlo p under the null, Benjamini–Hochberg at 5 % over the '
         "variant's site heads, each tail. The fake dictionaries have the SAE's size and directions drawn from the "
-        "site's head-input second moment: their aligned share is the baseline.\n\n"
+        "site's head-input second moment: their aligned share is the baseline. *Positional*: more than half of the "
+        "top singular vectors' energy in the site's 16-dimensional positional subspace (the per-position mean head "
+        "input's principal directions).\n\n"
     )
     return "## SAE alignment per site\n\n" + note + _table(header, rows)
 

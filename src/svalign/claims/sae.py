@@ -117,6 +117,7 @@ def sae_alignment_claim(
         f"{test.estimate:.0%} of {len(aligned)} heads align beyond the null's {quantile:g} quantile, against "
         f"{_fake_text(heads_path, trained, fake)}; significant after correction: "
         + ", ".join(significant)
+        + f"; {_position_text(trained)}"
         + "; "
         + _site_medians(sites_path, heads)
     )
@@ -158,6 +159,16 @@ def _null_readings(trained: Any, counts: np.ndarray, options: BootstrapOptions) 
         readings.append(Reading(f"{null} null, per-head Monte Carlo test with Benjamini–Hochberg at 5 %", (share,)))
         significant.append(f"{null} {int(flags.sum())} aligned / {int(trained[f'{null}_below_bh'].sum())} below")
     return tuple(readings), significant
+
+
+def _position_text(trained: Any) -> str:
+    """How many aligned heads are positional, and how many stay aligned with the positional subspace projected out."""
+    aligned = trained["aligned"].astype(bool)
+    positional = int((aligned & trained["positional"].astype(bool)).sum())
+    kept = int((aligned & trained["aligned_without_position"].astype(bool)).sum())
+    return (
+        f"{positional} of {int(aligned.sum())} aligned heads positional, {kept} aligned without the positional subspace"
+    )
 
 
 def _fake_text(heads_path: PathLike, trained: Any, fake: float) -> str:

@@ -45,9 +45,12 @@ __all__ = [
     "haar_frames",
     "monte_carlo_p",
     "null_best_cos",
+    "position_basis",
+    "positional_share",
     "site_alignment",
     "subspace_null",
     "unit_directions",
+    "without_position",
 ]
 
 _CHUNK_DRAWS = 8
@@ -107,6 +110,9 @@ class SiteAlignment:
             (subspace); the nulls computed (the covariance null needs the inputs' second moment).
         fake_statistic: ``[fakes, head]`` each head's statistic under each fake dictionary.
         fake_aligned: ``[fakes, head]`` whether the head is aligned beyond that fake dictionary's own Haar null.
+        positional_share: ``[head]`` energy share of the top singular vectors in the positional subspace (NaN: no
+            subspace given); statistic_without_position ``[head]`` and null_without_position ``[samples]``: the
+            statistic and its Haar null with the positional subspace projected out of every vector and direction.
     """
 
     best: dict[str, torch.Tensor]
@@ -116,8 +122,11 @@ class SiteAlignment:
     null_best: torch.Tensor
     null_statistic: torch.Tensor
     nulls: dict[str, torch.Tensor] = field(default_factory=dict)
-    fake_statistic: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    fake_statistic: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # no control: no fake
     fake_aligned: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))
+    positional_share: torch.Tensor | None = None
+    statistic_without_position: torch.Tensor | None = None
+    null_without_position: torch.Tensor | None = None
 
 
 def site_alignment(
@@ -130,6 +139,7 @@ def site_alignment(
     moment: torch.Tensor | None = None,
     n_fakes: int = 0,
     null_quantile: float = 0.99,
+    position: torch.Tensor | None = None,
 ) -> SiteAlignment:
     """Alignment of every head of ``layer`` with the unit rows of ``decoder`` ``[n_latents, d_model]``, under each
     null, and the fake-dictionary control.
@@ -138,6 +148,7 @@ def site_alignment(
         moment: ``[d_model, d_model]`` the site's head-input second moment (the covariance null and the fake
             dictionaries draw from it; None: neither runs).
         n_fakes: fake dictionaries of the decoder's size; null_quantile: the aligned criterion's Haar quantile.
+        position: ``[d_model, p]`` the site's positional subspace (:func:`position_basis`), or None.
 
     Raises:
         ValueError: ``top_singular`` above the heads' rank.
@@ -149,26 +160,16 @@ def site_alignment(
     directions = unit_directions(decoder.float(), svd.basis_q.shape[-2])
     sides = ((svd.basis_q, svd.core_u), (svd.basis_k, svd.core_v))
     at_zero = [basis[layer] @ core[layer, :, 0] for basis, core in sides]  # [head, d_in, r] at offset 0
-    best, latent = {}, {}
-    for side, vectors in zip("uv", at_zero, strict=True):
-        best[side], latent[side] = best_cos(directions, vectors)  # vectors: [head, d_in, r]
+    (best_u, latent_u), (best_v, latent_v) = (best_cos(directions, vectors) for vectors in at_zero)
+    best, latent = {"u": best_u, "v": best_v}, {"u": latent_u, "v": latent_v}
     generator = torch.Generator().manual_seed(null_seed)  # the Haar null first: its draws are every earlier run's
-    null_u = null_best_cos(directions, null_draws, rank, generator)
-    null_v = null_best_cos(directions, null_draws, rank, generator)
+    null_u, null_v = (null_best_cos(directions, null_draws, rank, generator) for _ in range(2))
     null_statistic = grouped_statistic(null_u, null_v, top_singular).flatten()
     statistic = grouped_statistic(best["u"], best["v"], top_singular)[:, 0]
     nulls = {"haar": null_statistic}
     bases = (svd.basis_q[layer], svd.basis_k[layer])
     nulls["subspace"] = subspace_null(directions, bases, null_draws, top_singular, _stream(null_seed, "subspace"))
-    fake_statistic, fake_aligned = np.zeros((0, len(statistic))), np.zeros((0, len(statistic)), dtype=bool)
-    if moment is not None:
-        root = moment_root(moment)
-        covariance = _stream(null_seed, "covariance")
-        nulls["covariance"] = covariance_null(directions, root, null_draws, rank, top_singular, covariance)
-        if n_fakes:
-            options = (null_draws, top_singular, null_quantile, _stream(null_seed, "fake"))
-            fake_statistic, fake_aligned = _fake_control(root, decoder.shape[0], n_fakes, at_zero, *options)
-    return SiteAlignment(
+    result = SiteAlignment(
         best=best,
         latent=latent,
         sigma=svd.S[layer, :, 0],
@@ -176,9 +177,56 @@ def site_alignment(
         null_best=torch.cat([null_u, null_v]),
         null_statistic=null_statistic,
         nulls=nulls,
-        fake_statistic=fake_statistic,
-        fake_aligned=fake_aligned,
     )
+    options = (null_draws, top_singular, null_quantile, null_seed)
+    if moment is not None:  # the null and the control that draw from the data
+        _data_controls(result, directions, at_zero, moment_root(moment), len(decoder), n_fakes, *options)
+    if position is not None:
+        result.positional_share = positional_share(at_zero, position, top_singular)
+        result.statistic_without_position, result.null_without_position = _without_position_test(
+            directions, at_zero, position, null_draws, top_singular, _stream(null_seed, "position")
+        )
+    return result
+
+
+def _data_controls(
+    result: SiteAlignment,
+    directions: torch.Tensor,
+    vectors: list[torch.Tensor],
+    root: torch.Tensor,
+    n_latents: int,
+    n_fakes: int,
+    draws: int,
+    n: int,
+    quantile: float,
+    seed: int,
+) -> None:
+    """Add the covariance null and the fake-dictionary control to ``result`` (``root``: the second moment's)."""
+    rank = vectors[0].shape[-1]
+    result.nulls["covariance"] = covariance_null(directions, root, draws, rank, n, _stream(seed, "covariance"))
+    if n_fakes:
+        options = (draws, n, quantile, _stream(seed, "fake"))
+        result.fake_statistic, result.fake_aligned = _fake_control(root, n_latents, n_fakes, vectors, *options)
+
+
+def _without_position_test(
+    directions: torch.Tensor,
+    vectors: list[torch.Tensor],
+    position: torch.Tensor,
+    draws: int,
+    n: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The statistic ``[head]`` and its Haar null ``[samples]`` with the positional subspace projected out of the
+    decoder directions, the singular vectors and the null frames alike."""
+    rows = without_position(directions, position)
+    projected = [without_position(side.mT, position).mT for side in vectors]
+    statistic = frame_statistic(rows, *projected, n)[:, 0]
+    rank, d_in = vectors[0].shape[-1], directions.shape[1]
+    frames = [
+        without_position(haar_frames(draws, d_in, rank, generator).mT, position).mT for _ in range(2)
+    ]  # [draws, d_in, r] per side, unit columns outside the positional subspace
+    return statistic, frame_statistic(rows, *frames, n).flatten()
 
 
 def _fake_control(
@@ -201,7 +249,7 @@ def _fake_control(
 
 def _stream(seed: int, name: str) -> torch.Generator:
     """An independent generator per null of the alignment (the Haar null keeps the seed itself)."""
-    index = (*NULLS, "fake").index(name)
+    index = (*NULLS, "fake", "position").index(name)
     state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
@@ -260,6 +308,40 @@ def covariance_null(
         ]
         parts.append(frame_statistic(directions, *frames, n))
     return torch.cat(parts).flatten()
+
+
+def position_basis(x: torch.Tensor, context_len: int, rank: int) -> torch.Tensor:
+    """The positional subspace of a site: the top ``rank`` principal directions ``[d, rank]`` (float64; zero
+    columns beyond the positions' own rank) of the per-position mean of the head inputs ``x [windows · pos, d]``
+    (windows of ``context_len`` tokens, in order)."""
+    means = x.reshape(-1, context_len, x.shape[-1]).double().mean(0)  # [pos, d]
+    _, _, vh = torch.linalg.svd(means - means.mean(0), full_matrices=False)
+    basis = torch.zeros(x.shape[-1], rank, dtype=torch.float64)
+    kept = min(rank, vh.shape[0] - 1)  # centred means of pos positions span at most pos − 1 directions
+    basis[:, :kept] = vh[:kept].T
+    return basis
+
+
+def positional_share(vectors: list[torch.Tensor], basis: torch.Tensor, n: int) -> torch.Tensor:
+    """Each head's mean share of energy of u_1..u_n and v_1..v_n in the positional subspace ``basis [d_model, p]``
+    (``vectors``: u and v ``[head, d_in, r]``; a bias coordinate of augmented inputs counts outside): ``[head]``."""
+    shares = []
+    for side in vectors:
+        top = side[..., :n].double()
+        inside = (basis.T @ top[:, : basis.shape[0]]).square().sum(-2)  # [head, n]
+        shares.append(inside / top.square().sum(-2).clamp_min(1e-30))
+    return torch.cat(shares, -1).mean(-1)
+
+
+def without_position(rows: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Unit ``rows [..., d_in]`` with their component in the positional subspace removed, *not* renormalised: the
+    product of two such rows is the overlap of their non-positional parts, so a vector that lives in the positional
+    subspace overlaps nothing (renormalising would blow up its leftover estimation error into a direction that
+    another such vector shares)."""
+    d, basis = basis.shape[0], basis.double()
+    model_part = rows[..., :d].double()
+    model_part = model_part - (model_part @ basis) @ basis.T
+    return torch.cat([model_part, rows[..., d:].double()], -1).to(rows.dtype)
 
 
 def monte_carlo_p(statistic: torch.Tensor, null: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import torch
 
 from svalign import io
-from svalign.definitions import FDR_LEVEL, NULLS
+from svalign.definitions import FDR_LEVEL, NULLS, POSITION_RANK, POSITIONAL_SHARE
 from svalign.io import StepTables
 from svalign.nulls import SecondMoment
 from svalign.sad.config import SADConfig
@@ -79,6 +79,7 @@ def train_step(
         site = dictionary.train_sae(x, config, f"{model} layer {layer}", device, progress_file)
         sae = site.sae.cpu()
         row = _quality_row(sae, x, {"model": model, "layer": layer, "hook": hooks[layer]}, site.final_loss)
+        row["position_basis"] = align.position_basis(x, config.context_len, POSITION_RANK).float().numpy()
         site_columns.append(dictionary.dictionary_columns(sae, model, layer, row.pop("frequency")))
         quality_rows.append(row)
     record = io.provenance(
@@ -92,7 +93,7 @@ def train_step(
         seed=config.seed,
     )
     token_columns = {"model": [model] * len(tokens), "window": np.arange(len(tokens)), "start": starts}
-    tensors = ("b_dec", "second_moment")
+    tensors = ("b_dec", "second_moment", "position_basis")
     quality_columns = _concat([{k: [v] for k, v in row.items() if k not in tensors} for row in quality_rows])
     quality_columns.update({name: np.stack([row[name] for row in quality_rows]) for name in tensors})
     made = {
@@ -217,6 +218,7 @@ def _alignments(
             torch.from_numpy(np.asarray(quality["second_moment"], dtype=np.float64)),
             config.fake_dictionaries,
             config.null_quantile,
+            torch.from_numpy(np.asarray(quality["position_basis"], dtype=np.float64)),
         )
         for variant, model_svd in svds.items()
         for layer, (sae, quality) in sites.items()
@@ -266,6 +268,25 @@ def _attribute(
     return {k: v[order] for k, v in pairs.items()}, active
 
 
+def _position_columns(result: align.SiteAlignment, head: int, config: SAEConfig) -> dict[str, Any]:
+    """One head's positional share (and flag) and its alignment with the positional subspace projected out."""
+    if result.positional_share is None:
+        return {
+            "positional_share": math.nan,
+            "positional": False,
+            "statistic_without_position": math.nan,
+            "aligned_without_position": False,
+        }
+    upper = float(torch.quantile(result.null_without_position.double(), config.null_quantile))
+    share, statistic = float(result.positional_share[head]), float(result.statistic_without_position[head])
+    return {
+        "positional_share": share,
+        "positional": share > POSITIONAL_SHARE,
+        "statistic_without_position": statistic,
+        "aligned_without_position": statistic > upper,
+    }
+
+
 def _correct_for_heads(rows: list[dict[str, Any]]) -> None:
     """Benjamini–Hochberg over each variant's site heads, per null and tail: the ``*_bh`` columns of ``rows``."""
     for variant in {row["variant"] for row in rows}:
@@ -294,7 +315,7 @@ def _head_rows(
     rows = []
     for head, statistic in enumerate(result.statistic.tolist()):
         row = {**keys, "head": head, "statistic": statistic, "null_statistic": upper, "null_median": median}
-        row.update(aligned=statistic > upper, sae_usable=usable)
+        row.update(aligned=statistic > upper, sae_usable=usable, **_position_columns(result, head, config))
         if len(result.fake_statistic):  # the head's statistic against the fake dictionaries', upper tail
             fakes = result.fake_statistic[:, head]
             row["fake_p_aligned"] = float(((fakes >= statistic).sum() + 1) / (len(fakes) + 1))

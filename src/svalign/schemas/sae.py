@@ -86,6 +86,13 @@ SAE_QUALITY = TableSchema(
             "E[x xᵀ] of the corpus head inputs (uncentred): the covariance null and the fake dictionaries draw from it",
             ("d_model", "d_model"),
         ),
+        Column(
+            "position_basis",
+            _F32,
+            "the positional subspace: top principal directions of the per-position mean head input over the corpus "
+            "windows (zero columns beyond the positions' rank)",
+            ("d_model", "position_rank"),
+        ),
     ),
     version=2,
 )
@@ -121,6 +128,22 @@ SAE_HEADS = TableSchema(
         Column("null_match_rate", _F64, "the same with the rotation null's singular terms (draws pooled)"),
         Column("chance_rate", _F64, "mean 1/(n_active(t)·n_active(j)): a uniformly random latent pair"),
         Column("latent_share", _F64, "median share of the logit carried by latent×latent terms (rest: b_dec, error)"),
+        Column(
+            "positional_share",
+            _F64,
+            "mean energy share of u_1..u_n, v_1..v_n in the site's positional subspace (quality.position_basis)",
+        ),
+        Column("positional", _BOOL, "positional_share > 0.5 (definitions.POSITIONAL_SHARE): a positional head"),
+        Column(
+            "statistic_without_position",
+            _F64,
+            "the statistic with the positional subspace projected out of the singular vectors and the decoder",
+        ),
+        Column(
+            "aligned_without_position",
+            _BOOL,
+            "statistic_without_position above its own Haar null's quantile (the frames projected alike)",
+        ),
         Column(
             "fake_p_aligned",
             _F64,
