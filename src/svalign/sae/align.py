@@ -225,7 +225,7 @@ def _without_position_test(
     rank, d_in = vectors[0].shape[-1], directions.shape[1]
     frames = [
         without_position(haar_frames(draws, d_in, rank, generator).mT, position).mT for _ in range(2)
-    ]  # [draws, d_in, r] per side, unit columns outside the positional subspace
+    ]  # [draws, d_in, r] per side: Haar columns with their positional part removed (not renormalised)
     return statistic, frame_statistic(rows, *frames, n).flatten()
 
 
