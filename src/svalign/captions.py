@@ -70,19 +70,21 @@ def site_interference(quality: Iterable[pd.DataFrame], sites: Iterable[pd.DataFr
 
 def quality_text(quality_path: PathLike, sites_path: PathLike) -> str:
     """Per site: the SAE's size, explained variance and whether it is usable, L0, dead latents, interference."""
-    quality = io.read_frame(quality_path, SAE_QUALITY).drop(columns=["b_dec"])
+    quality = io.read_frame(quality_path, SAE_QUALITY).drop(columns=["b_dec", "second_moment", "position_basis"])
     sites = io.read_frame(sites_path, SAE_SITES)
     sites = sites[sites["variant"] == "trained"]
     level = float(recorded_option(sites_path, "min_explained_variance"))
     prompt_set = recorded_option(sites_path, "prompt_set")
     parts = []
-    for row in quality.merge(sites.drop(columns=["explained_variance"]), on=["model", "layer"]).itertuples():
+    sites = sites.drop(columns=["explained_variance", "heldout_explained_variance"])  # quality's own
+    for row in quality.merge(sites, on=["model", "layer"]).itertuples():
         usable = (
             f"usable (≥ {level:.2f})" if row.sae_usable else f"NOT usable (below {level:.2f}): no proxy for features"
         )
         parts.append(
             f"Layer {row.layer}: {row.n_latents} latents (k = {row.k}) trained on {row.n_tokens} corpus tokens, "
-            f"explained variance {row.explained_variance:.3f}, {usable}; L0 {row.l0:.1f}, "
+            f"explained variance {row.explained_variance:.3f} (held out {row.heldout_explained_variance:.3f}, "
+            f"{prompt_set} prompts {row.prompt_explained_variance:.3f}), {usable}; L0 {row.l0:.1f}, "
             f"{row.dead_fraction:.1%} dead latents; ‖DᵀD − I‖₂ = {row.interference_norm:.1f} over all latents, "
             f"{row.interference_norm_active:.1f} over the {row.n_active_latents} active on the {prompt_set} prompts."
         )

@@ -83,6 +83,9 @@ def _sites(aligned: dict[str, list[bool]], explained_variance: float, fake: floa
         "n_active_latents": [10] * n,
         "interference_norm_active": [3.0] * n,
         "explained_variance": [explained_variance] * n,
+        "heldout_explained_variance": [0.9] * n,
+        "prompt_explained_variance": [0.8] * n,
+        "prompt_l0": [4.0] * n,
         "sae_usable": [explained_variance >= SAEConfig.min_explained_variance] * n,
     }
 
@@ -186,7 +189,10 @@ def test_an_sae_that_does_not_reconstruct_makes_both_inconclusive(tmp_path):
     for claim in found.values():
         assert claim.tests[0].verdict == "pass"  # the numbers alone would pass ...
         assert claim.verdict == "inconclusive"  # ... but the SAE is no proxy
-        assert claim.ours.startswith("the SAE does not reconstruct its input (explained variance 0.300 at layer 1")
+        assert claim.ours.startswith(
+            "the SAE does not reconstruct its input (explained variance 0.300 training / 0.900 held out / 0.800 "
+            "prompts at layer 1; each must reach 0.60)"
+        )
         assert claim.row()["verdict"] == "inconclusive"
 
 

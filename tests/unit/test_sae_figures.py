@@ -60,6 +60,9 @@ def sites_table() -> pd.DataFrame:
                     "n_active_latents": 10 + layer,
                     "interference_norm_active": 3.0 + layer,
                     "explained_variance": 0.8 if usable else 0.4,
+                    "heldout_explained_variance": 0.75 if usable else 0.35,
+                    "prompt_explained_variance": 0.7 if usable else 0.3,
+                    "prompt_l0": 4.0,
                     "sae_usable": usable,
                     "n_fake_dictionaries": 10,
                     "fake_aligned_mean": 0.2,
@@ -127,6 +130,10 @@ def quality_table() -> pd.DataFrame:
             "dead_fraction": [0.0, 0.25],
             "interference_norm": [12.5, 70.0],
             "final_loss": 0.1,
+            "n_heldout_tokens": 256,
+            "heldout_explained_variance": [0.75, 0.35],
+            "heldout_l0": 4.0,
+            "heldout_dead_fraction": [0.0, 0.3],
         }
     )
     frame["b_dec"] = [np.zeros(8, dtype=np.float32)] * len(frame)
@@ -240,7 +247,8 @@ def test_captions_quote_the_tables(tmp_path):
     alignment_frame = alignment_table()
     alignment = _write(tmp_path / "alignment.parquet", SAE_ALIGNMENT, alignment_frame, config)
     text = summary.quality_text(quality, sites)
-    assert "explained variance 0.800, usable (≥ 0.60)" in text and "explained variance 0.400, NOT usable" in text
+    assert "explained variance 0.800 (held out 0.750, ioi prompts 0.700), usable (≥ 0.60)" in text
+    assert "explained variance 0.400 (held out 0.350, ioi prompts 0.300), NOT usable" in text
     assert "‖DᵀD − I‖₂ = 12.5 over all latents, 4.0 over the 11 active on the ioi prompts" in text
     text = summary.alignment_text(alignment, sites)
     top = alignment_frame[(alignment_frame["layer"] == 1) & (alignment_frame["rank"] < 2)]

@@ -53,17 +53,22 @@ def _layers(sites: Any) -> str:
 def unusable_text(sites_path: PathLike) -> str:
     """Why the model's SAEs are no proxy for features ("" when every site's SAE reconstructs its input).
 
-    E.g. "the SAE does not reconstruct its input (explained variance 0.412 at layer 1, below 0.60): no proxy for
-    features". The threshold is the run's ``sae.min_explained_variance`` (the one ``sae_usable`` used).
+    E.g. "the SAE does not reconstruct its input (explained variance 0.913 training / 0.867 held out / 0.555
+    prompts at layer 1; each must reach 0.60): no proxy for features". The threshold is the run's
+    ``sae.min_explained_variance`` (the one ``sae_usable`` used).
     """
     sites = _trained_sites(sites_path)
     bad = sites[~sites["sae_usable"].astype(bool)]
     if bad.empty:
         return ""
-    values = ", ".join(f"{row.explained_variance:.3f} at layer {int(row.layer)}" for row in bad.itertuples())
+    values = ", ".join(
+        f"{row.explained_variance:.3f} training / {row.heldout_explained_variance:.3f} held out / "
+        f"{row.prompt_explained_variance:.3f} prompts at layer {int(row.layer)}"
+        for row in bad.itertuples()
+    )
     level = float(recorded_option(sites_path, "min_explained_variance"))
     return (
-        f"the SAE does not reconstruct its input (explained variance {values}, below {level:.2f}): "
+        f"the SAE does not reconstruct its input (explained variance {values}; each must reach {level:.2f}): "
         "no proxy for features"
     )
 

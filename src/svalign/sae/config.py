@@ -12,6 +12,7 @@ __all__ = ["TRAINING_KEYS", "SAEConfig"]
 
 TRAINING_KEYS = (
     "n_tokens",
+    "heldout_fraction",
     "context_len",
     "batch_sequences",
     "expansion_factor",
@@ -33,6 +34,8 @@ class SAEConfig:
     Attributes:
         sites: model name → layers whose head input gets an SAE (and whose heads are analysed).
         n_tokens: corpus tokens per model (activations the SAE trains on).
+        heldout_fraction: the share of the ``n_tokens`` windows held out of training (quality on text the SAE never
+            saw); the SAE trains on the rest.
         context_len: tokens per corpus window (special tokens included for encoders).
         batch_sequences: windows per forward pass while collecting activations.
         expansion_factor: latents per input dimension.
@@ -54,6 +57,7 @@ class SAEConfig:
 
     sites: dict[str, list[int]] = field(default_factory=dict)
     n_tokens: int = 16384
+    heldout_fraction: float = 0.125
     context_len: int = 64
     batch_sequences: int = 32
     expansion_factor: int = 4

@@ -60,27 +60,17 @@ def train_step(
     """Corpus windows → head inputs at ``layers`` → one SAE per layer: tables tokens, dictionary, quality."""
     config = SAEConfig.from_mapping(options)
     check_sites(layers, weights.n_layers, model)
-    n_latents = config.expansion_factor * weights.d_model
-    if config.k > n_latents:
-        raise ValueError(
-            f"sae.k = {config.k} exceeds the SAE's {n_latents} latents (sae.expansion_factor {config.expansion_factor}"
-            f" x d_model {weights.d_model} of {model}): lower sae.k or raise sae.expansion_factor"
-        )
-    if config.context_len > bridge.cfg.n_ctx:
-        raise ValueError(f"sae.context_len = {config.context_len} exceeds {model}'s context of {bridge.cfg.n_ctx}")
-    n_windows = math.ceil(config.n_tokens / config.context_len)
+    n_windows, n_train = _windows(config, weights.d_model, bridge.cfg.n_ctx, model)
     tokens, starts, corpus_tokens = dictionary.corpus_windows(
         bridge.tokenizer, texts, weights.causal, config.context_len, n_windows, config.seed
     )
     hooks = {layer: weights.head_input_hook.format(layer=layer) for layer in sorted(layers)}
     activations = dictionary.collect_head_inputs(bridge, tokens, hooks, config.batch_sequences, progress_file)
     site_columns, quality_rows = [], []
-    for layer, x in activations.items():
-        site = dictionary.train_sae(x, config, f"{model} layer {layer}", device, progress_file)
-        sae = site.sae.cpu()
-        row = _quality_row(sae, x, {"model": model, "layer": layer, "hook": hooks[layer]}, site.final_loss)
-        row["position_basis"] = align.position_basis(x, config.context_len, POSITION_RANK).float().numpy()
-        site_columns.append(dictionary.dictionary_columns(sae, model, layer, row.pop("frequency")))
+    for layer, both in activations.items():
+        keys = {"model": model, "layer": layer, "hook": hooks[layer]}
+        columns, row = _train_site(both, n_train * config.context_len, config, keys, device, progress_file)
+        site_columns.append(columns)
         quality_rows.append(row)
     record = io.provenance(
         "sae_train",
@@ -92,7 +82,12 @@ def train_step(
         },
         seed=config.seed,
     )
-    token_columns = {"model": [model] * len(tokens), "window": np.arange(len(tokens)), "start": starts}
+    token_columns = {
+        "model": [model] * len(tokens),
+        "window": np.arange(len(tokens)),
+        "start": starts,
+        "heldout": np.arange(len(tokens)) >= n_train,
+    }
     tensors = ("b_dec", "second_moment", "position_basis")
     quality_columns = _concat([{k: [v] for k, v in row.items() if k not in tensors} for row in quality_rows])
     quality_columns.update({name: np.stack([row[name] for row in quality_rows]) for name in tensors})
@@ -123,6 +118,56 @@ def _quality_row(sae: Any, x: torch.Tensor, keys: dict[str, Any], final_loss: fl
         "final_loss": final_loss,
         "b_dec": sae.b_dec.detach().numpy(),
         "second_moment": _second_moment(x),
+    }
+
+
+def _windows(config: SAEConfig, d_model: int, n_ctx: int, model: str) -> tuple[int, int]:
+    """(corpus windows, of which the first ones train the SAE; the rest are held out), after checking that the
+    options fit the model."""
+    n_latents = config.expansion_factor * d_model
+    if config.k > n_latents:
+        raise ValueError(
+            f"sae.k = {config.k} exceeds the SAE's {n_latents} latents (sae.expansion_factor {config.expansion_factor}"
+            f" x d_model {d_model} of {model}): lower sae.k or raise sae.expansion_factor"
+        )
+    if config.context_len > n_ctx:
+        raise ValueError(f"sae.context_len = {config.context_len} exceeds {model}'s context of {n_ctx}")
+    n_windows = math.ceil(config.n_tokens / config.context_len)
+    n_train = n_windows - max(1, round(n_windows * config.heldout_fraction))
+    if n_train < 1:
+        fraction = config.heldout_fraction
+        raise ValueError(f"sae.heldout_fraction = {fraction} leaves no window of sae.n_tokens to train on")
+    return n_windows, n_train
+
+
+def _train_site(
+    activations: torch.Tensor,
+    n_train: int,
+    config: SAEConfig,
+    keys: dict[str, Any],
+    device: torch.device,
+    progress_file: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One site's SAE, trained on the first ``n_train`` rows of ``activations`` (the rest held out): its dictionary
+    columns and its quality row (training and held-out quality, second moment, positional subspace)."""
+    x, heldout = activations[:n_train], activations[n_train:]
+    site = dictionary.train_sae(x, config, f"{keys['model']} layer {keys['layer']}", device, progress_file)
+    sae = site.sae.cpu()
+    row = _quality_row(sae, x, keys, site.final_loss)
+    row.update(_heldout_quality(sae, heldout))
+    row["position_basis"] = align.position_basis(x, config.context_len, POSITION_RANK).float().numpy()
+    return dictionary.dictionary_columns(sae, keys["model"], keys["layer"], row.pop("frequency")), row
+
+
+def _heldout_quality(sae: Any, heldout: torch.Tensor) -> dict[str, Any]:
+    """The quality columns of a site's SAE on the held-out windows' head inputs."""
+    quality = dictionary.sae_quality(sae, heldout)
+    log.info("held out: explained variance %.3f, L0 %.1f", quality["explained_variance"], quality["l0"])
+    return {
+        "n_heldout_tokens": len(heldout),
+        "heldout_explained_variance": quality["explained_variance"],
+        "heldout_l0": quality["l0"],
+        "heldout_dead_fraction": quality["dead_fraction"],
     }
 
 
@@ -170,7 +215,9 @@ def analyse_step(
     config = SAEConfig.from_mapping(options)
     sites = _site_saes(dictionary_table, quality_table)
     alignments = _alignments(svds, sites, config)
-    pairs, active = _attribute(bridge, weights, svds["trained"], sites, config, sad_config, prompt_params)
+    pairs, active, prompt_quality = _attribute(
+        bridge, weights, svds["trained"], sites, config, sad_config, prompt_params
+    )
     active_norm = {  # the dictionary's interference over the latents active on the prompts (all if none is)
         layer: dictionary.interference_norm(
             sae.W_dec.detach()[torch.from_numpy(active[layer])] if len(active[layer]) else sae.W_dec.detach()
@@ -182,7 +229,8 @@ def analyse_step(
         quality = sites[layer][1]
         keys = {"model": model, "variant": variant, "layer": layer}
         alignment_parts.append(align.alignment_columns(result, keys, quality["frequency"], config.null_quantile))
-        usable = bool(quality["explained_variance"] >= config.min_explained_variance)
+        quality = {**quality, **prompt_quality[layer]}
+        usable = all(quality[name] >= config.min_explained_variance for name in USABILITY)
         heads = _head_rows(result, keys, pairs if variant == "trained" else None, config, usable)
         head_rows.extend(heads)
         site = {"n_active_latents": len(active[layer]), "interference_norm_active": active_norm[layer]}
@@ -229,6 +277,11 @@ def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
 
+USABILITY = ("explained_variance", "heldout_explained_variance", "prompt_explained_variance")
+"""An SAE is usable when each of these reaches ``sae.min_explained_variance``: on its training windows, on held-out
+windows and on the prompt set whose firing pairs it attributes."""
+
+
 def _attribute(
     bridge: Any,
     weights: Any,
@@ -237,15 +290,22 @@ def _attribute(
     config: SAEConfig,
     sad_config: SADConfig,
     prompt_params: Mapping[str, Any],
-) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
-    """Latent-pair attribution of every firing pair at the sites on the prompt set ``sae.prompt_set``."""
+) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray], dict[int, dict[str, float]]]:
+    """Latent-pair attribution of every firing pair at the sites on the prompt set ``sae.prompt_set``.
+
+    Returns:
+        (the pairs' columns, each site's latents active on the prompts, each site's SAE quality on the prompts'
+        head inputs: ``prompt_explained_variance``, ``prompt_l0``).
+    """
     prompts = PromptSet.build(bridge, weights, config.prompt_set, prompt_params)
     check_offsets(model_svd, prompts.batches)
     nulls = null_bases(model_svd, weights.n_layers, sad_config)  # the SAD stage's own draws
     collected = attribution.AttributionCollector(active={layer: set() for layer in sites})
+    inputs: dict[int, list[torch.Tensor]] = {layer: [] for layer in sites}
     chunks = forward_passes(bridge, weights, prompts.batches, sad_config.chunk_prompts, model_svd.augmented)
     for chunk in chunks:
         for layer, (sae, _) in sites.items():
+            inputs[layer].append(chunk.head_inputs(layer)[..., : weights.d_model].reshape(-1, weights.d_model))
             result = attribution.attribute_pairs(
                 chunk.inputs(layer),
                 sae,
@@ -265,7 +325,11 @@ def _attribute(
     pairs = collected.arrays()
     order = np.lexsort((pairs["j"], pairs["t"], pairs["prompt"], pairs["head"], pairs["layer"]))
     active = {layer: np.array(sorted(latents), dtype=np.int64) for layer, latents in collected.active.items()}
-    return {k: v[order] for k, v in pairs.items()}, active
+    quality = {}
+    for layer, (sae, _) in sites.items():
+        measured = dictionary.sae_quality(sae, torch.cat(inputs[layer]))
+        quality[layer] = {"prompt_explained_variance": measured["explained_variance"], "prompt_l0": measured["l0"]}
+    return {k: v[order] for k, v in pairs.items()}, active, quality
 
 
 def _position_columns(result: align.SiteAlignment, head: int, config: SAEConfig) -> dict[str, Any]:
@@ -363,7 +427,8 @@ def _site_row(
         "null_median_best_cos": float(result.null_best.double().median()),
         **rates,
         **active,
-        "explained_variance": float(quality["explained_variance"]),
+        **{name: float(quality[name]) for name in USABILITY},
+        "prompt_l0": float(quality["prompt_l0"]),
         "sae_usable": usable,
         "n_fake_dictionaries": len(result.fake_aligned),
         "fake_aligned_mean": float(result.fake_aligned.mean()) if len(result.fake_aligned) else math.nan,

@@ -46,7 +46,9 @@ SAE_TOKENS = TableSchema(
         Column("window", _I64, "window index, in the (seeded) order they were sampled"),
         Column("start", _I64, "offset of the window's first token in the tokenised corpus stream"),
         Column("tokens", _I64, "token ids (special tokens included for encoders)", ("context_len",)),
+        Column("heldout", _BOOL, "held out of training (sae.heldout_fraction): the quality's held-out columns"),
     ),
+    version=2,
 )
 SAE_DICTIONARY = TableSchema(
     "sae_dictionary",
@@ -79,6 +81,10 @@ SAE_QUALITY = TableSchema(
         Column("dead_fraction", _F64, "fraction of latents active on no corpus token"),
         Column("interference_norm", _F64, "‖DᵀD − I‖₂ of the unit decoder directions (all latents): paper's ‖E_X‖₂"),
         Column("final_loss", _F64, "training loss (FVU + α·AuxK) of the last step"),
+        Column("n_heldout_tokens", _I64, "tokens of the held-out windows (never trained on)"),
+        Column("heldout_explained_variance", _F64, "explained_variance on the held-out windows"),
+        Column("heldout_l0", _F64, "l0 on the held-out windows"),
+        Column("heldout_dead_fraction", _F64, "fraction of latents active on no held-out token"),
         Column("b_dec", _F32, "decoder bias b_dec", ("d_model",)),
         Column(
             "second_moment",
@@ -206,8 +212,16 @@ SAE_SITES = TableSchema(
         Column("chance_rate", _F64, "mean chance level of a match"),
         Column("n_active_latents", _I64, "latents active on at least one token of the prompt set"),
         Column("interference_norm_active", _F64, "‖DᵀD − I‖₂ over those latents' unit decoder directions"),
-        Column("explained_variance", _F64, "the site's SAE quality (from sae_quality)"),
-        Column("sae_usable", _BOOL, "explained_variance ≥ sae.min_explained_variance"),
+        Column("explained_variance", _F64, "the site's SAE quality on its training windows (from sae_quality)"),
+        Column("heldout_explained_variance", _F64, "the same on the held-out windows (from sae_quality)"),
+        Column("prompt_explained_variance", _F64, "the same on the head inputs of the prompt set sae.prompt_set"),
+        Column("prompt_l0", _F64, "mean active latents per token on that prompt set"),
+        Column(
+            "sae_usable",
+            _BOOL,
+            "explained variance ≥ sae.min_explained_variance on the training windows, the held-out windows and the "
+            "prompt set alike",
+        ),
         Column("n_fake_dictionaries", _I64, "fake dictionaries of the control (sae.fake_dictionaries; 0: not run)"),
         Column(
             "fake_aligned_mean",
