@@ -192,7 +192,9 @@ def _check_sae_tables(results):
     from svalign import tables as schemas
 
     quality = io.to_frame(io.read_table(results / "sae" / "minilm" / "quality.parquet", schemas.SAE_QUALITY))
-    assert quality["layer"].tolist() == [1] and quality["n_tokens"].tolist() == [2048]
+    # 64 windows of 32 tokens: 56 train the SAE, 8 (sae.heldout_fraction 0.125) are held out
+    assert quality["layer"].tolist() == [1] and quality["n_tokens"].tolist() == [1792]
+    assert quality["n_heldout_tokens"].tolist() == [256] and 0 < quality["heldout_explained_variance"].iloc[0] < 1
     assert quality["n_latents"].tolist() == [768] and 0 < quality["explained_variance"].iloc[0] < 1
     heads = io.to_frame(io.read_table(results / "sae" / "minilm" / "heads.parquet", schemas.SAE_HEADS))
     assert sorted(set(heads["variant"])) == ["random", "trained"] and len(heads) == 2 * 12
