@@ -28,13 +28,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from svalign.definitions import NULL_LABELS, NULL_PREFIXES, NULLS
+from svalign.definitions import NULLS
 from svalign.svd import HeadSVD
 
 __all__ = [
-    "NULLS",
-    "NULL_LABELS",
-    "NULL_PREFIXES",
     "SecondMoment",
     "covariance_frames",
     "gaussian_directions",
@@ -44,8 +41,10 @@ __all__ = [
     "null_generator",
     "null_svd",
     "orthonormal_columns",
+    "random_frames",
     "random_orthogonal",
     "rotate_within",
+    "seed_stream",
 ]
 
 
@@ -53,8 +52,11 @@ def null_generator(seed: int, null: str) -> torch.Generator:
     """The generator of one null's draws: the Haar null draws from ``seed`` itself (its draws are those of every
     earlier run); the others from independent streams of it, so adding a null never changes another's draws."""
     index = NULLS.index(null)
-    if index == 0:
-        return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(seed) if index == 0 else seed_stream(seed, index)
+
+
+def seed_stream(seed: int, index: int) -> torch.Generator:
+    """Stream ``index`` of ``seed``: a generator independent of the seed's other streams (numpy SeedSequence)."""
     state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
@@ -71,9 +73,13 @@ def haar_orthogonal(dim: int, generator: torch.Generator, dtype: torch.dtype = t
 
 def random_orthogonal(batch: Sequence[int], dim: int, generator: torch.Generator) -> torch.Tensor:
     """Independent Haar-random orthogonal matrices ``[*batch, dim, dim]`` in float64 (QR with sign correction)."""
-    gaussian = torch.randn(*batch, dim, dim, generator=generator, dtype=torch.float64)
-    Q, R = torch.linalg.qr(gaussian)
-    return Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
+    return random_frames(batch, dim, dim, generator)
+
+
+def random_frames(batch: Sequence[int], dim: int, rank: int, generator: torch.Generator) -> torch.Tensor:
+    """Independent Haar-random orthonormal frames ``[*batch, dim, rank]`` in float64: the sign-fixed QR of a
+    Gaussian (:func:`orthonormal_columns`)."""
+    return orthonormal_columns(torch.randn(*batch, dim, rank, generator=generator, dtype=torch.float64))
 
 
 def haar_rotate(bases: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -60,15 +60,13 @@ def sad_heads_figure(summaries: dict[str, pd.DataFrame], model: str) -> plt.Figu
     return figure
 
 
-def _null_sources(frame: pd.DataFrame, named: bool = False) -> list[tuple]:
-    """(column prefix, label) of each null the run ran (its shares are not all NaN); ``named``: (null, prefix,
-    label)."""
-    ran = [
+def _null_sources(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(null, column prefix, label) of each null the run ran (its shares are not all NaN)."""
+    return [
         (null, NULL_PREFIXES[null], f"{null} null")
         for null in NULLS
         if not np.isnan(np.stack(frame[NULL_PREFIXES[null] + "share_by_rank"].to_numpy())).all()
     ]
-    return ran if named else [source[1:] for source in ran]
 
 
 def _null_bands(ax: plt.Axes, trained: pd.DataFrame) -> None:
@@ -76,7 +74,7 @@ def _null_bands(ax: plt.Axes, trained: pd.DataFrame) -> None:
     vertical bar: above the diagonal, the head is sparser than the null."""
     real = trained["median_sparseness"].to_numpy()
     colours = dict(zip(NULLS, sns.color_palette("Set2", len(NULLS)), strict=True))
-    for null, prefix, label in _null_sources(trained, named=True):
+    for null, prefix, label in _null_sources(trained):
         draws = np.stack(trained[prefix + "draw_median_sparseness"].to_numpy())
         median = np.nanmedian(draws, 1)
         significant = int(trained[prefix + "sparser_bh"].sum())
@@ -105,7 +103,8 @@ def sad_ranks_figure(summaries: dict[str, pd.DataFrame], model: str) -> plt.Figu
     rows, hist_rows = [], []
     for variant, frame in summaries.items():
         name = {"random": "random init"}.get(variant, variant)
-        sources = [("", name)] + (_null_sources(frame) if variant == "trained" else [])
+        nulls = [(prefix, label) for _, prefix, label in _null_sources(frame)] if variant == "trained" else []
+        sources = [("", name), *nulls]
         for prefix, label in sources:
             share = np.stack(frame[prefix + "share_by_rank"].to_numpy())
             weights = frame["n_pairs"].to_numpy(dtype=float)

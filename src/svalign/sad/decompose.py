@@ -51,6 +51,7 @@ __all__ = [
     "pair_statistics",
     "relative",
     "rolls_tovee",
+    "soft_capped",
     "softcap_distortion",
 ]
 
@@ -434,6 +435,11 @@ def null_statistics(
     return counts, rolls_tovee(contributions), _shares(contributions, index[1], terms.shape[1])
 
 
+def soft_capped(logits: torch.Tensor, softcap: float) -> torch.Tensor:
+    """c·tanh(ℓ / c) of scaled logits, what a soft-capped model's softmax sees (``softcap`` 0: no cap)."""
+    return softcap * torch.tanh(logits / softcap) if softcap else logits
+
+
 def own_firing_sparseness(
     terms: torch.Tensor,
     causal: bool,
@@ -458,9 +464,7 @@ def own_firing_sparseness(
         (head ``[pairs]``, Rolls–Tovée S ``[pairs]``) of the draw's own firing pairs.
     """
     n_pos = terms.shape[3]
-    logits = terms.sum(-1) / divisor
-    if softcap:
-        logits = softcap * torch.tanh(logits / softcap)
+    logits = soft_capped(terms.sum(-1) / divisor, softcap)
     allowed = allowed_keys(n_pos, causal, terms.device, window)
     pattern = torch.softmax(logits.masked_fill(~allowed, -torch.inf), -1)
     index = firing_index(pattern, causal, threshold, skip_first_key, window)
@@ -485,7 +489,7 @@ def softcap_distortion(
         scores: the model's unscaled pre-cap scores ``[b, h, t, j]`` (entries outside K(t) are 0, and stay 0).
     """
     pre = scores.double()
-    post = divisor * softcap * torch.tanh(pre / (divisor * softcap))
+    post = divisor * soft_capped(pre / divisor, softcap)  # back in unscaled units
     relative_pre = _relative_at(pre.unsqueeze(-1), index, causal, window).squeeze(-1)
     relative_post = _relative_at(post.unsqueeze(-1), index, causal, window).squeeze(-1)
     return (relative_post - relative_pre).abs().to(scores.dtype)

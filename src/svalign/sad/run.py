@@ -10,7 +10,8 @@ input_moments`, one extra forward pass over the prompts, only when that null run
 
 The nulls (:mod:`svalign.nulls`) score the real model's firing pairs with their own terms. The Haar null keeps
 every column it had (both N_recon orderings per pair); the others store S per pair and draw (what the claims
-resample) and N_recon in the configured ordering in memory only (the summary's medians).
+resample) and no N_recon (a null reconstructs its own ℓ̃: N_recon is not comparable across it). Each draw is also
+scored at its own firing pairs, for the per-head test.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from svalign.sad.config import N_RECON_ORDERS, SADConfig
 from svalign.sad.decompose import (
     PairStatistics,
     check_scores,
-    firing_index,
     layer_svd,
     null_statistics,
     own_firing_sparseness,
@@ -171,7 +171,7 @@ def layer_pairs(
     score_error = check_scores(terms, inputs.scores, causal, SCORE_TOLERANCE, layer, inputs.window)
     real = pair_statistics(terms, inputs.pattern, causal, *firing)
     del terms  # one [b, h, t, j, r] tensor at a time
-    index = firing_index(inputs.pattern, causal, *firing)
+    index = (real.prompt, real.head, real.t, real.j)  # the firing pairs, as pair_statistics found them
     scored = {}
     for null, draws in nulls.items():
         orders = N_RECON_ORDERS if null == "haar" else ()  # the Haar null keeps its N_recon columns

@@ -30,7 +30,14 @@ import numpy as np
 import torch
 
 from svalign.definitions import NULLS
-from svalign.nulls import covariance_frames, gaussian_directions, moment_root, rotate_within
+from svalign.nulls import (
+    covariance_frames,
+    gaussian_directions,
+    moment_root,
+    random_frames,
+    rotate_within,
+    seed_stream,
+)
 from svalign.svd import ModelSVD
 
 __all__ = [
@@ -74,10 +81,8 @@ def best_cos(directions: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Ten
 
 
 def haar_frames(draws: int, d: int, r: int, generator: torch.Generator) -> torch.Tensor:
-    """``[draws, d, r]`` Haar-random orthonormal frames (QR of a Gaussian with the sign of R's diagonal fixed)."""
-    gaussian = torch.randn(draws, d, r, generator=generator, dtype=torch.float64)
-    q, upper = torch.linalg.qr(gaussian)
-    return (q * torch.sign(torch.diagonal(upper, dim1=-2, dim2=-1)).unsqueeze(-2)).float()
+    """``[draws, d, r]`` Haar-random orthonormal frames in float32 (:func:`svalign.nulls.random_frames`)."""
+    return random_frames((draws,), d, r, generator).float()
 
 
 def null_best_cos(directions: torch.Tensor, draws: int, r: int, generator: torch.Generator) -> torch.Tensor:
@@ -248,10 +253,8 @@ def _fake_control(
 
 
 def _stream(seed: int, name: str) -> torch.Generator:
-    """An independent generator per null of the alignment (the Haar null keeps the seed itself)."""
-    index = (*NULLS, "fake", "position").index(name)
-    state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    """An independent generator per null and control of the alignment (the Haar null keeps the seed itself)."""
+    return seed_stream(seed, (*NULLS, "fake", "position").index(name))
 
 
 # --------------------------------------------------------------------------------------------------
