@@ -47,6 +47,7 @@ localrules:
     sad_figures,
     sad_all,
     sae_corpus,
+    sae_sweep_summary,
     sae_figure_anisotropy,
     sae_figures,
     sae_all,

@@ -76,7 +76,7 @@ def quality_text(quality_path: PathLike, sites_path: PathLike) -> str:
     level = float(recorded_option(sites_path, "min_explained_variance"))
     prompt_set = recorded_option(sites_path, "prompt_set")
     parts = []
-    sites = sites.drop(columns=["explained_variance", "heldout_explained_variance"])  # quality's own
+    sites = sites.drop(columns=["explained_variance", "heldout_explained_variance", "heldout_loss_recovered"])
     for row in quality.merge(sites, on=["model", "layer"]).itertuples():
         usable = (
             f"usable (≥ {level:.2f})" if row.sae_usable else f"NOT usable (below {level:.2f}): no proxy for features"
@@ -84,11 +84,22 @@ def quality_text(quality_path: PathLike, sites_path: PathLike) -> str:
         parts.append(
             f"Layer {row.layer}: {row.n_latents} latents (k = {row.k}) trained on {row.n_tokens} corpus tokens, "
             f"explained variance {row.explained_variance:.3f} (held out {row.heldout_explained_variance:.3f}, "
-            f"{prompt_set} prompts {row.prompt_explained_variance:.3f}), {usable}; L0 {row.l0:.1f}, "
+            f"{prompt_set} prompts {row.prompt_explained_variance:.3f}){_loss_text(row)}, {usable}; L0 {row.l0:.1f}, "
             f"{row.dead_fraction:.1%} dead latents; ‖DᵀD − I‖₂ = {row.interference_norm:.1f} over all latents, "
             f"{row.interference_norm_active:.1f} over the {row.n_active_latents} active on the {prompt_set} prompts."
         )
     return _escape(" ".join(parts))
+
+
+def _loss_text(row: Any) -> str:
+    """ ", next-token loss recovered …" of one site's quality row ("" for encoders: no next-token loss)."""
+    if not np.isfinite(row.heldout_loss_recovered):
+        return ""
+    return (
+        f", next-token loss recovered {row.heldout_loss_recovered:.1%} on held-out windows "
+        f"({row.heldout_loss_clean:.2f} clean, {row.heldout_loss_sae:.2f} SAE spliced in, "
+        f"{row.heldout_loss_ablated:.2f} mean-ablated)"
+    )
 
 
 def alignment_text(alignment_path: PathLike, sites_path: PathLike) -> str:
@@ -126,12 +137,14 @@ def _attribution_text(trained: pd.DataFrame, prompt_set: str) -> str:
     pairs = trained["n_pairs"]
     if pairs.sum() == 0:
         return f"; no firing pairs on the {prompt_set} prompts"
-    rate = {c: pooled_share(trained[c].fillna(0), pairs) for c in ("match_rate", "null_match_rate", "chance_rate")}
+    columns = ("match_rate", "random_match_rate", "null_match_rate", "chance_rate")
+    rate = {c: pooled_share(trained[c].fillna(0), pairs) for c in columns}
     return (
         f"; over {int(pairs.sum())} firing pairs ({prompt_set} prompts) the dominant latent pair is the dominant "
-        f"singular pair's in {rate['match_rate']:.1%} (rotation null {rate['null_match_rate']:.1%}, chance "
+        f"singular pair's in {rate['match_rate']:.1%} (a random dictionary of the SAE's size "
+        f"{rate['random_match_rate']:.1%}, rotation null {rate['null_match_rate']:.1%}, chance "
         f"{rate['chance_rate']:.1%}); median share of the logit carried by latent pairs "
-        f"{trained['latent_share'].median():.2f}"
+        f"{trained['latent_share'].median():.2f} (random dictionary {trained['random_latent_share'].median():.2f})"
     )
 
 

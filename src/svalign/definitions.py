@@ -29,6 +29,7 @@ import numpy as np
 __all__ = [
     "FDR_LEVEL",
     "MATCH_MARGIN",
+    "MIN_LATENT_SHARE",
     "MOST_HEADS",
     "NULLS",
     "NULL_GAP",
@@ -67,9 +68,13 @@ MOST_HEADS = 0.5
 """"Most heads": strictly more than this share of the heads."""
 OFTEN = 0.2
 """"Often" (paper Fig 8): at least this share of the firing pairs (our reading)."""
-MATCH_MARGIN = 0.0
+MATCH_MARGIN = 0.05
 """SAE claim (our extension, no paper number): a firing logit's dominant latent pair "is" the dominant singular
-pair's when the pooled match rate exceeds both the rotation null's match rate and chance by more than this."""
+pair's when the pooled match rate exceeds the rotation null's, chance and the random-dictionary control's by more
+than this (five percentage points)."""
+MIN_LATENT_SHARE = 0.5
+"""SAE attribution claim: latent×latent terms must carry at least this share of the logit in most firing pairs (the
+rest is b_dec and the SAE's error, which no latent explains)."""
 NULL_GAP = 0.1
 """"Absent under the null" over training: S at least this fraction below the null's S at the last checkpoint."""
 SIGNIFICANT_SIGMA_RATIO = 0.05

@@ -41,6 +41,7 @@ from svalign.schemas.sae import (
     SAE_HEADS,
     SAE_QUALITY,
     SAE_SITES,
+    SAE_SWEEP,
     SAE_TABLES,
     SAE_TOKENS,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "SAE_HEADS",
     "SAE_QUALITY",
     "SAE_SITES",
+    "SAE_SWEEP",
     "SAE_TABLES",
     "SAE_TOKENS",
     "TABLES",

@@ -10,6 +10,7 @@ from svalign.claims.details import details_markdown
 from svalign.claims.sae import PAPER_SAE_TEXT
 from svalign.definitions import NULLS
 from svalign.sae.config import SAEConfig
+from svalign.sae.run import PAIR_RATES, PAIR_SHARES
 from svalign.stats import BootstrapOptions
 from svalign.tables import SAE_ATTRIBUTION, SAE_HEADS, SAE_SITES
 
@@ -60,7 +61,7 @@ def _heads(aligned: dict[str, list[bool]], usable: bool, strict: list[bool] | No
         "aligned": [flag for _, _, flag in rows],
         "sae_usable": [usable] * n,
         "n_pairs": [0] * n,
-        **{name: [np.nan] * n for name in ("match_rate", "null_match_rate", "chance_rate", "latent_share")},
+        **{name: [np.nan] * n for name in (*PAIR_RATES, *PAIR_SHARES)},
     }
 
 
@@ -79,19 +80,23 @@ def _sites(aligned: dict[str, list[bool]], explained_variance: float, fake: floa
         "aligned_fraction": [float(np.mean(aligned[v])) for v in variants],
         "median_best_cos": [0.41 if v == "trained" else 0.13 for v in variants],
         "null_median_best_cos": [0.12] * n,
-        **{name: [np.nan] * n for name in ("match_rate", "null_match_rate", "chance_rate")},
+        **{name: [np.nan] * n for name in (*PAIR_RATES, *PAIR_SHARES)},
         "n_active_latents": [10] * n,
         "interference_norm_active": [3.0] * n,
         "explained_variance": [explained_variance] * n,
         "heldout_explained_variance": [0.9] * n,
         "prompt_explained_variance": [0.8] * n,
         "prompt_l0": [4.0] * n,
+        "heldout_loss_recovered": [np.nan] * n,
         "sae_usable": [explained_variance >= SAEConfig.min_explained_variance] * n,
     }
 
 
-def _attribution(prompt: np.ndarray, match: np.ndarray, null_match: np.ndarray, chance: np.ndarray) -> dict:
-    """:data:`SAE_ATTRIBUTION` columns for firing pairs ``[pairs]`` of one head (positions and latents dummies)."""
+def _attribution(
+    prompt: np.ndarray, match: np.ndarray, random_match: np.ndarray, rates: dict[str, float], latent_share: float
+) -> dict:
+    """:data:`SAE_ATTRIBUTION` columns for firing pairs ``[pairs]`` of one head (positions and latents dummies;
+    ``rates``: the null's and chance's rate, the same for every pair)."""
     n = len(prompt)
     dummy = np.zeros(n, dtype=np.int64)
     return {
@@ -106,10 +111,13 @@ def _attribution(prompt: np.ndarray, match: np.ndarray, null_match: np.ndarray, 
         "relative_error": np.zeros(n, dtype=np.float32),
         **{name: dummy for name in ("query_latent", "key_latent", "top_rank", "u_latent", "v_latent")},
         "pair_share": np.full(n, 0.5, dtype=np.float32),
-        "latent_share": np.full(n, 0.9, dtype=np.float32),
+        "latent_share": np.full(n, latent_share, dtype=np.float32),
         "match": match.astype(bool),
-        "null_match": null_match.astype(np.float64),
-        "chance": chance.astype(np.float64),
+        "null_match": np.full(n, rates["null_match"]),
+        "chance": np.full(n, rates["chance"]),
+        "random_match": random_match,
+        "random_latent_share": np.full(n, 0.4, dtype=np.float32),
+        "random_pair_share": np.full(n, 0.2, dtype=np.float32),
     }
 
 
@@ -123,6 +131,8 @@ def write_stage(
     explained_variance: float = 0.9,
     fake: float = 0.2,
     strict: list[bool] | None = None,
+    random_rate: float = 0.1,
+    latent_share: float = 0.9,
 ) -> dict[str, str]:
     """The SAE stage's heads, sites and attribution tables, named as ``results_table_inputs`` names them.
 
@@ -131,13 +141,14 @@ def write_stage(
     match = np.concatenate(
         [np.arange(pairs_per_prompt) < round(rate * pairs_per_prompt) for rate in match_by_prompt]
     ).astype(bool)
+    random_match = np.tile(np.arange(pairs_per_prompt) < round(random_rate * pairs_per_prompt), len(match_by_prompt))
     prompt = np.repeat(np.arange(len(match_by_prompt)), pairs_per_prompt)
     columns = {
         "heads": (SAE_HEADS, _heads(aligned, explained_variance >= SAEConfig.min_explained_variance, strict)),
         "sites": (SAE_SITES, _sites(aligned, explained_variance, fake)),
         "attribution": (
             SAE_ATTRIBUTION,
-            _attribution(prompt, match, np.full(len(match), null_rate), np.full(len(match), chance)),
+            _attribution(prompt, match, random_match, {"null_match": null_rate, "chance": chance}, latent_share),
         ),
     }
     paths = {}
@@ -162,7 +173,8 @@ def test_aligned_heads_and_matching_pairs_pass(tmp_path):
     alignment, attribution = found["sae_alignment"], found["sae_attribution"]
     assert alignment.verdict == attribution.verdict == "pass"
     assert alignment.tests[0].estimate == pytest.approx(0.9)
-    assert attribution.tests[0].estimate == pytest.approx(0.7 - 0.05)
+    assert attribution.tests[0].estimate == pytest.approx(0.7 - 0.1)  # the random dictionary is the strongest
+    assert attribution.tests[1].estimate == pytest.approx(1.0)
     assert "0.410 real vs 0.120 null vs 0.130 random-init" in alignment.ours
     assert "random-init twin: 5% aligned" in alignment.ours
     assert "of 200 firing pairs" in attribution.ours and "5.0%" in attribution.ours
@@ -181,6 +193,18 @@ def test_unaligned_heads_and_rare_matches_differ(tmp_path):
     assert found["sae_attribution"].tests[0].estimate == pytest.approx(0.01 - 0.3)
     for claim in found.values():
         _assert_intervals_hold_estimates(claim)
+
+
+def test_a_random_dictionary_matching_as_often_or_latents_carrying_little_differ(tmp_path):
+    """The planted negatives of the attribution: a random dictionary of the SAE's size that matches as often (the
+    null and chance far below), or latent×latent terms that carry too little of the logit."""
+    aligned = {"trained": [True] * 20, "random": [False] * 20}
+    as_random = claims(write_stage(tmp_path, aligned, [0.3] * 20, random_rate=0.3))["sae_attribution"]
+    assert as_random.tests[0].verdict == "differs" and as_random.tests[1].verdict == "pass"
+    assert as_random.verdict == "differs" and "through a random dictionary" in as_random.ours
+    little = claims(write_stage(tmp_path, aligned, [0.7] * 20, latent_share=0.3))["sae_attribution"]
+    assert little.tests[0].verdict == "pass" and little.tests[1].verdict == "differs"
+    assert little.verdict == "differs" and little.tests[1].estimate == 0.0
 
 
 def test_an_sae_that_does_not_reconstruct_makes_both_inconclusive(tmp_path):
@@ -211,7 +235,13 @@ def test_prompts_not_pairs_are_resampled(tmp_path):
     """Every pair of a prompt matches or none does: resampling prompts gives a ±0.2 interval, resampling the
     400 pairs one by one would give ±0.05."""
     paths = write_stage(
-        tmp_path, {"trained": [True] * 4}, [1.0, 0.0] * 10, pairs_per_prompt=20, null_rate=0.0, chance=0.0
+        tmp_path,
+        {"trained": [True] * 4},
+        [1.0, 0.0] * 10,
+        pairs_per_prompt=20,
+        null_rate=0.0,
+        chance=0.0,
+        random_rate=0.0,
     )
     test = claims(paths)["sae_attribution"].tests[0]
     assert test.estimate == pytest.approx(0.5)

@@ -57,12 +57,16 @@ def sites_table() -> pd.DataFrame:
                     "match_rate": 0.3 if trained else np.nan,
                     "null_match_rate": 0.1 if trained else np.nan,
                     "chance_rate": 0.05 if trained else np.nan,
+                    "random_match_rate": 0.08 if trained else np.nan,
+                    **{name: 0.5 if trained else np.nan for name in ("latent_share", "pair_share")},
+                    **{name: 0.3 if trained else np.nan for name in ("random_latent_share", "random_pair_share")},
                     "n_active_latents": 10 + layer,
                     "interference_norm_active": 3.0 + layer,
                     "explained_variance": 0.8 if usable else 0.4,
                     "heldout_explained_variance": 0.75 if usable else 0.35,
                     "prompt_explained_variance": 0.7 if usable else 0.3,
                     "prompt_l0": 4.0,
+                    "heldout_loss_recovered": 0.9 if usable else 0.5,
                     "sae_usable": usable,
                     "n_fake_dictionaries": 10,
                     "fake_aligned_mean": 0.2,
@@ -96,6 +100,10 @@ def heads_table() -> pd.DataFrame:
                         "null_match_rate": rate(0.05),
                         "chance_rate": rate(0.02),
                         "latent_share": rate(0.5),
+                        "random_match_rate": rate(0.04),
+                        "pair_share": rate(0.3),
+                        "random_latent_share": rate(0.3),
+                        "random_pair_share": rate(0.2),
                         "fake_p_aligned": 0.5,
                         "positional_share": 0.1,
                         "positional": False,
@@ -134,6 +142,10 @@ def quality_table() -> pd.DataFrame:
             "heldout_explained_variance": [0.75, 0.35],
             "heldout_l0": 4.0,
             "heldout_dead_fraction": [0.0, 0.3],
+            "heldout_loss_clean": 3.0,
+            "heldout_loss_sae": [3.2, 5.0],
+            "heldout_loss_ablated": 7.0,
+            "heldout_loss_recovered": [0.95, 0.5],
         }
     )
     frame["b_dec"] = [np.zeros(8, dtype=np.float32)] * len(frame)
@@ -184,8 +196,9 @@ def test_head_alignment_plots_every_heads_statistic_null_and_rates():
     levels = [c.get_segments()[0][0][1] for c in top.collections if hasattr(c, "get_segments")]
     assert levels == pytest.approx([0.41, 0.3, 0.44, 0.3])  # per layer: the null's quantile, then its median
     trained = ordered[ordered["variant"] == "trained"]
-    match, null, chance = bottom.containers  # one bar group per rate, heads in x order
+    match, random_dictionary, null, chance = bottom.containers  # one bar group per rate, heads in x order
     np.testing.assert_allclose([bar.get_height() for bar in match], trained["match_rate"])
+    np.testing.assert_allclose([bar.get_height() for bar in random_dictionary], trained["random_match_rate"])
     np.testing.assert_allclose([bar.get_height() for bar in null], trained["null_match_rate"])
     np.testing.assert_allclose([bar.get_height() for bar in chance], trained["chance_rate"])
     pooled = (trained["match_rate"] * trained["n_pairs"]).sum() / trained["n_pairs"].sum()
@@ -247,8 +260,14 @@ def test_captions_quote_the_tables(tmp_path):
     alignment_frame = alignment_table()
     alignment = _write(tmp_path / "alignment.parquet", SAE_ALIGNMENT, alignment_frame, config)
     text = summary.quality_text(quality, sites)
-    assert "explained variance 0.800 (held out 0.750, ioi prompts 0.700), usable (≥ 0.60)" in text
-    assert "explained variance 0.400 (held out 0.350, ioi prompts 0.300), NOT usable" in text
+    assert (
+        "explained variance 0.800 (held out 0.750, ioi prompts 0.700), next-token loss recovered 95.0% on held-out "
+        "windows (3.00 clean, 3.20 SAE spliced in, 7.00 mean-ablated), usable (≥ 0.60)"
+    ) in text
+    assert (
+        "explained variance 0.400 (held out 0.350, ioi prompts 0.300), next-token loss recovered 50.0% on held-out "
+        "windows (3.00 clean, 5.00 SAE spliced in, 7.00 mean-ablated), NOT usable"
+    ) in text
     assert "‖DᵀD − I‖₂ = 12.5 over all latents, 4.0 over the 11 active on the ioi prompts" in text
     text = summary.alignment_text(alignment, sites)
     top = alignment_frame[(alignment_frame["layer"] == 1) & (alignment_frame["rank"] < 2)]

@@ -31,6 +31,7 @@ def test_dry_run_plans_every_job(workdir):
         "dynamics_prompts": 1,
         "dynamics_series": 1,  # the 30 training checkpoints: weights -> SVD -> SAD, all in one job
         "dynamics_sad": 1,
+        "sae_sampled_text": 1,
         "sae_corpus": 1,
         "sae_train": 2,  # one job per model: MiniLM layers 1 and 4, SmolLM2 layer 15
         "sae_align": 2,
@@ -58,6 +59,16 @@ def test_batched_sweeps_plan_one_job_per_shape(workdir):
     counts, out = _default_plan_with(workdir, "toy", "toy:\n  sweeps:\n    batch_shared_shapes: true\n")
     assert counts["toy_sweep_group"] == 7 and "toy_sweep_point" not in counts, out
     assert "groups/n_features~20/context_len~8/d_head~10/metrics.parquet" in out
+
+
+def test_the_sae_sweep_plans_every_point_and_its_summary(workdir):
+    """sae.sweep on: 2 expansions x 2 k x 2 seeds = 8 points per model, each trained and analysed, one summary per
+    model, the points' options in their directories."""
+    override = "sae:\n  sweep:\n    enabled: true\n"
+    counts, out = _default_plan_with(workdir, "sae_all", override)
+    assert counts["sae_train_sweep"] == counts["sae_align_sweep"] == 16 and counts["sae_sweep_summary"] == 2, out
+    assert "results/sae/sweep/smollm2/expansion_factor~16/k~32/seed~1/sites.parquet" in out
+    assert "results/sae/sweep/minilm/summary.parquet" in out
 
 
 def test_the_paper_overlays_plan_the_papers_models_and_ask_for_the_head(workdir):

@@ -3,7 +3,31 @@
 # latent pairs; then the per-model figures.
 
 
+rule sae_sampled_text:
+    input:
+        model_dir=rules.convert_smollm2.output[0],
+    output:
+        "results/sae/sampled_text.parquet",
+    log:
+        f"{LOGS}/sae_sampled_text.log",
+    benchmark:
+        f"{BENCHMARKS}/sae_sampled_text.tsv"
+    priority: LONG_CHAIN
+    conda:
+        ENV
+    threads: JOB_THREADS
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        sampled=sae_sampling_params(),
+    script:
+        "../../scripts/sae_sampled_text.py"
+
+
 rule sae_corpus:
+    input:
+        unpack(sae_corpus_inputs),
     output:
         "results/sae/corpus.parquet",
     log:
@@ -175,3 +199,66 @@ rule sae_figure_anisotropy:
 rule sae_all:
     input:
         sae_targets(),
+
+
+# The SAE sweep (config sae.sweep, off by default; a GPU or cluster run): the stage rerun at every expansion x k x
+# seed point under results/sae/sweep/{model}/<point>/, then one table of every point's quality, alignment counts,
+# controls, attribution and verdicts, with their agreement across seeds.
+use rule sae_train as sae_train_sweep with:
+    output:
+        tokens=f"results/sae/sweep/{{model}}/{SAE_SWEEP.wildcard_pattern}/tokens.parquet",
+        dictionary=f"results/sae/sweep/{{model}}/{SAE_SWEEP.wildcard_pattern}/dictionary.parquet",
+        quality=f"results/sae/sweep/{{model}}/{SAE_SWEEP.wildcard_pattern}/quality.parquet",
+    log:
+        f"{LOGS}/sae_train_sweep/{{model}}/{SAE_SWEEP.wildcard_pattern}.log",
+    benchmark:
+        f"{BENCHMARKS}/sae_train_sweep/{{model}}/{SAE_SWEEP.wildcard_pattern}.tsv"
+    params:
+        model=model_params,
+        layers=sae_layers,
+        sae=sae_sweep_training_params,
+        seed=config["random_init"]["seed"],
+        device=config["device"],
+
+
+use rule sae_align as sae_align_sweep with:
+    input:
+        unpack(sae_align_inputs),
+        dictionary=rules.sae_train_sweep.output.dictionary,
+        quality=rules.sae_train_sweep.output.quality,
+        weights=expand(
+            rules.extract_weights.output[0], variant="trained", allow_missing=True
+        )[0],
+    output:
+        alignment=f"results/sae/sweep/{{model}}/{SAE_SWEEP.wildcard_pattern}/alignment.parquet",
+        heads=f"results/sae/sweep/{{model}}/{SAE_SWEEP.wildcard_pattern}/heads.parquet",
+        attribution=f"results/sae/sweep/{{model}}/{SAE_SWEEP.wildcard_pattern}/attribution.parquet",
+        sites=f"results/sae/sweep/{{model}}/{SAE_SWEEP.wildcard_pattern}/sites.parquet",
+    log:
+        f"{LOGS}/sae_align_sweep/{{model}}/{SAE_SWEEP.wildcard_pattern}.log",
+    benchmark:
+        f"{BENCHMARKS}/sae_align_sweep/{{model}}/{SAE_SWEEP.wildcard_pattern}.tsv"
+
+
+rule sae_sweep_summary:
+    input:
+        unpack(sae_sweep_summary_inputs),
+    output:
+        "results/sae/sweep/{model}/summary.parquet",
+    log:
+        f"{LOGS}/sae_sweep_summary/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/sae_sweep_summary/{{model}}.tsv"
+    wildcard_constraints:
+        model=CONFIGURED_MODEL,
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        points=SAE_SWEEP_POINTS,
+        bootstrap=config["report"],
+    script:
+        "../../scripts/sae_sweep_summary.py"

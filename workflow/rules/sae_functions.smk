@@ -1,8 +1,17 @@
 # SAE stage's functions and config (rules in sae.smk); `SAE_SITES` and `SAE_CAPTIONS`, which other stages read
 # too, are in common.smk.
+import pandas as pd
+from snakemake.utils import Paramspace
+
 from svalign.sae.config import TRAINING_KEYS as SAE_TRAINING_KEYS
+from svalign.sae.config import sweep_points
 
 SAE = config["sae"]
+# The sweep's points (sae.sweep): expansion_factor x k x seed, one directory each (expansion_factor~8/k~16/seed~0).
+SAE_SWEEP_POINTS = sweep_points(SAE["sweep"])
+SAE_SWEEP = Paramspace(
+    pd.DataFrame(SAE_SWEEP_POINTS), filename_params=[], param_sep="~"
+)
 
 
 def sae_layers(wildcards):
@@ -14,9 +23,41 @@ def sae_training_params():
     return {key: SAE[key] for key in SAE_TRAINING_KEYS}
 
 
+def sae_sweep_training_params(wildcards):
+    """The training keys with the point's expansion_factor, k and seed."""
+    point = SAE_SWEEP.instance(wildcards)
+    return {
+        **sae_training_params(),
+        **{key: int(value) for key, value in point.items()},
+    }
+
+
+def sae_sweep_summary_inputs(wildcards):
+    """Every sweep point's heads, sites and attribution tables, as <table>_<point index>."""
+    inputs = {}
+    for index, pattern in enumerate(SAE_SWEEP.instance_patterns):
+        for table in ("heads", "sites", "attribution"):
+            inputs[f"{table}_{index}"] = (
+                f"results/sae/sweep/{wildcards.model}/{pattern}/{table}.parquet"
+            )
+    return inputs
+
+
 def sae_analysis_params():
-    skip = {"enabled", "sites", *SAE_TRAINING_KEYS}
+    skip = {"enabled", "sites", "sweep", *SAE_TRAINING_KEYS}
     return {key: value for key, value in SAE.items() if key not in skip}
+
+
+def sae_sampling_params():
+    """sae.sampled_text without `share` (which only sae_train reads), so editing the share resamples nothing."""
+    return {k: v for k, v in SAE["sampled_text"].items() if k != "share"}
+
+
+def sae_corpus_inputs(wildcards):
+    """The sampled text joins the docstrings unless sae.sampled_text.sequences is 0."""
+    if SAE["sampled_text"]["sequences"]:
+        return {"sampled": rules.sae_sampled_text.output[0]}
+    return {}
 
 
 def sae_align_inputs(wildcards):
@@ -34,8 +75,14 @@ def sae_align_inputs(wildcards):
 
 def sae_targets():
     models = sorted(SAE_SITES)
+    sweep = SAE["sweep"]["enabled"]
     return (
-        expand(rules.sae_align.output.sites, model=models)
+        (
+            expand("results/sae/sweep/{model}/summary.parquet", model=models)
+            if sweep
+            else []
+        )
+        + expand(rules.sae_align.output.sites, model=models)
         + expand(rules.sae_figures.output.alignment, model=models)
         + expand(rules.sae_figures.output.heads, model=models)
         + (

@@ -329,6 +329,7 @@ def sae_section(inputs: Mapping[str, PathLike]) -> str:
                     *(f"{int(part[f'{n}_aligned_bh'].sum())} / {int(part[f'{n}_below_bh'].sum())}" for n in NULLS),
                     fakes,
                     f"{int(part['positional'].sum())} / {int(part['aligned_without_position'].sum())}",
+                    _attribution_cell(site),
                 ]
             )
     header = [
@@ -339,6 +340,7 @@ def sae_section(inputs: Mapping[str, PathLike]) -> str:
         *(f"{null} null: significant aligned / below" for null in NULLS),
         "fake dictionaries: aligned share (max) · heads matched better than by every fake",
         "positional heads / aligned without the positional subspace",
+        "attribution match: SAE / random dictionary / rotation null · latent×latent share: SAE / random",
     ]
     note = (
         "Per head the mean best |cos| of u_1..u_n, v_1..v_n with the SAE's decoder directions (docs/method.md, "
@@ -346,9 +348,19 @@ def sae_section(inputs: Mapping[str, PathLike]) -> str:
         "variant's site heads, each tail. The fake dictionaries have the SAE's size and directions drawn from the "
         "site's head-input second moment: their aligned share is the baseline. *Positional*: more than half of the "
         "top singular vectors' energy in the site's 16-dimensional positional subspace (the per-position mean head "
-        "input's principal directions).\n\n"
+        "input's principal directions). *Attribution*: the share of firing pairs whose dominant latent pair is the "
+        "dominant singular term's, through the SAE and through a random dictionary of its size (matching pursuit, "
+        "k atoms), and the median share of the logit carried by latent×latent terms.\n\n"
     )
     return "## SAE alignment per site\n\n" + note + _table(header, rows)
+
+
+def _attribution_cell(site: Any) -> str:
+    """One site's attribution rates and latent shares ("—" for the random-init twin, never attributed)."""
+    if not np.isfinite(site["match_rate"]):
+        return "—"
+    rates = " / ".join(f"{site[c]:.1%}" for c in ("match_rate", "random_match_rate", "null_match_rate"))
+    return f"{rates} · {site['latent_share']:.2f} / {site['random_latent_share']:.2f}"
 
 
 def details_markdown(inputs: Mapping[str, PathLike]) -> str:

@@ -5,7 +5,8 @@ with SAE latents), from the SAE stage's tables, with bootstrap intervals over he
   the SAE's decoder directions beyond the Haar-frame null (``sae_heads.aligned``). The null's quantile is fixed
   per site (drawn once, independent of the head), so a resample draws the **heads** with replacement.
 * :func:`sae_attribution_claim`: the pooled share of firing pairs whose dominant latent pair is the dominant
-  singular term's, against the rotation null's share and chance. A resample draws the **prompts** with
+  singular term's, against the rotation null's share, chance and a random dictionary of the SAE's size, and the
+  share of firing pairs whose logit the latent×latent terms carry. A resample draws the **prompts** with
   replacement (a drawn prompt brings all its firing pairs, as in :mod:`svalign.claims.sad`).
 
 An SAE that does not reconstruct its input (``sae_sites.sae_usable`` false at some site of the model) is no proxy
@@ -22,7 +23,7 @@ import pyarrow.compute as pc
 from svalign import io
 from svalign.captions import recorded_option
 from svalign.claims.core import Claim, Reading, combine, compare
-from svalign.definitions import MATCH_MARGIN, MOST_HEADS, NULLS, PAPER_SAE_INTERFERENCE
+from svalign.definitions import MATCH_MARGIN, MIN_LATENT_SHARE, MOST_HEADS, NULLS, PAPER_SAE_INTERFERENCE
 from svalign.io import PathLike
 from svalign.stats import BootstrapOptions, generator, percentile_interval, pooled_ratio, resample_counts
 from svalign.tables import SAE_ATTRIBUTION, SAE_HEADS, SAE_SITES
@@ -63,13 +64,17 @@ def unusable_text(sites_path: PathLike) -> str:
         return ""
     values = ", ".join(
         f"{row.explained_variance:.3f} training / {row.heldout_explained_variance:.3f} held out / "
-        f"{row.prompt_explained_variance:.3f} prompts at layer {int(row.layer)}"
+        f"{row.prompt_explained_variance:.3f} prompts"
+        + (f", loss recovered {row.heldout_loss_recovered:.1%}" if np.isfinite(row.heldout_loss_recovered) else "")
+        + f" at layer {int(row.layer)}"
         for row in bad.itertuples()
     )
     level = float(recorded_option(sites_path, "min_explained_variance"))
+    measured = np.isfinite(bad["heldout_loss_recovered"]).any()
+    loss_text = f", loss recovered {float(recorded_option(sites_path, 'min_loss_recovered')):.0%}" if measured else ""
     return (
-        f"the SAE does not reconstruct its input (explained variance {values}; each must reach {level:.2f}): "
-        "no proxy for features"
+        f"the SAE does not reconstruct its input (explained variance {values}; each must reach {level:.2f}"
+        f"{loss_text}): no proxy for features"
     )
 
 
@@ -196,60 +201,91 @@ def _fake_baseline(sites_path: PathLike) -> float:
     return float(np.average(trained["fake_aligned_mean"], weights=trained["n_heads"]))
 
 
+RATES = ("match", "null_match", "chance", "random_match", "carried")
+"""Per-pair rates the attribution claim pools: ``carried`` is latent_share ≥ MIN_LATENT_SHARE."""
+
+
 def _prompt_rates(attribution_path: PathLike, options: BootstrapOptions) -> tuple[dict, dict, int, int]:
-    """Pooled match, null match and chance rates over the firing pairs, and their resamples over prompts.
+    """Pooled :data:`RATES` over the firing pairs, and their resamples over prompts.
 
     Returns:
         (rate name → point estimate, rate name → ``[resamples]``, firing pairs, prompts with firing pairs).
     """
-    names = ("match", "null_match", "chance")
-    table = io.read_table(attribution_path, SAE_ATTRIBUTION, columns=["variant", "prompt", *names])
+    columns = ["variant", "prompt", "match", "null_match", "chance", "random_match", "latent_share"]
+    table = io.read_table(attribution_path, SAE_ATTRIBUTION, columns=columns)
     trained = table.filter(pc.equal(table.column("variant"), "trained"))
     _, unit = np.unique(trained.column("prompt").to_numpy(), return_inverse=True)
     n_prompts = int(unit.max()) + 1 if len(unit) else 0
     pairs = np.bincount(unit, minlength=n_prompts).astype(np.float64)  # [prompts]
     counts = resample_counts(n_prompts, options.resamples, generator(options, 0)) if n_prompts else None
+    values = {
+        name: trained.column(name).to_numpy(zero_copy_only=False).astype(np.float64) for name in RATES[:-1]
+    }  # [pairs] each
+    values["carried"] = trained.column("latent_share").to_numpy() >= MIN_LATENT_SHARE
     point, resampled = {}, {}
-    for name in names:
-        values = trained.column(name).to_numpy(zero_copy_only=False).astype(np.float64)  # [pairs]
-        point[name] = float(values.mean()) if len(values) else float("nan")
+    for name, value in values.items():
+        point[name] = float(value.mean()) if len(value) else float("nan")
         if counts is not None:
-            resampled[name] = pooled_ratio(counts, np.bincount(unit, weights=values, minlength=n_prompts), pairs)
+            resampled[name] = pooled_ratio(counts, np.bincount(unit, weights=value, minlength=n_prompts), pairs)
     return point, resampled, len(unit), n_prompts
+
+
+def _strongest_control(rates: dict[str, Any]) -> Any:
+    """max(rotation null's match rate, chance, random dictionary's match rate) of a point or resampled rates."""
+    return np.maximum(np.maximum(rates["null_match"], rates["chance"]), rates["random_match"])
+
+
+def _attribution_tests(point: dict, resampled: dict, options: BootstrapOptions) -> tuple[Any, Any]:
+    """The attribution claim's two tests: the match rate beats every control by MATCH_MARGIN; latent×latent terms
+    carry at least MIN_LATENT_SHARE of the logit in most firing pairs."""
+    beats = compare(
+        "match rate − max(null, chance, random dictionary)",
+        float(point["match"] - _strongest_control(point)),
+        resampled["match"] - _strongest_control(resampled),
+        ">",
+        MATCH_MARGIN,
+        options,
+        ".1%",
+    )
+    carried = compare(
+        f"share of firing pairs with latent×latent share ≥ {MIN_LATENT_SHARE:g}",
+        point["carried"],
+        resampled["carried"],
+        ">",
+        MOST_HEADS,
+        options,
+        ".1%",
+    )
+    return beats, carried
 
 
 def sae_attribution_claim(
     attribution_path: PathLike, sites_path: PathLike, model: str, options: BootstrapOptions | None = None
 ) -> Claim:
-    """A firing logit's dominant latent pair is the one its dominant singular term picks, beyond null and chance.
+    """A firing logit's dominant latent pair is the one its dominant singular term picks, beyond every control.
 
-    Tested number: pooled match rate − max(rotation null's match rate, chance), each pooled over the trained
-    firing pairs at the model's sites (SAD's firing pairs on ``sae.prompt_set``), resampled over prompts; the
-    difference must lie above :data:`~svalign.definitions.MATCH_MARGIN`. Inconclusive when a site's SAE is not
-    usable or there are no firing pairs.
+    Tested numbers, each pooled over the trained firing pairs at the model's sites (SAD's firing pairs on
+    ``sae.prompt_set``) and resampled over prompts: the match rate − max(rotation null's match rate, chance, the
+    random-dictionary control's match rate) must lie above :data:`~svalign.definitions.MATCH_MARGIN`; and the share
+    of firing pairs whose latent×latent terms carry ≥ :data:`~svalign.definitions.MIN_LATENT_SHARE` of the logit
+    must exceed one half (else the latents do not explain the logit, whatever they match). Inconclusive when a
+    site's SAE is not usable or there are no firing pairs.
     """
     options = BootstrapOptions.from_mapping(options)
     point, resampled, n_pairs, n_prompts = _prompt_rates(attribution_path, options)
     unusable = unusable_text(sites_path)
     tests, rates = (), "no firing pairs at the SAE sites"
     if n_pairs:
-        test = compare(
-            "match rate − max(null match rate, chance)",
-            point["match"] - max(point["null_match"], point["chance"]),
-            resampled["match"] - np.maximum(resampled["null_match"], resampled["chance"]),
-            ">",
-            MATCH_MARGIN,
-            options,
-            ".1%",
-        )
-        tests = (test,)
+        tests = _attribution_tests(point, resampled, options)
         shown = {}
         for name in point:
             low, high = percentile_interval(resampled[name], options.confidence)
             shown[name] = f"{point[name]:.1%} [{float(low):.1%}, {float(high):.1%}]"
         rates = (
             f"dominant latent pair = the dominant singular pair's in {shown['match']} of {n_pairs} firing pairs, "
-            f"vs {shown['null_match']} under the rotation null and {shown['chance']} by chance"
+            f"vs {shown['random_match']} through a random dictionary of the SAE's size, {shown['null_match']} under "
+            f"the rotation null and {shown['chance']} by chance; latent×latent terms carry ≥ {MIN_LATENT_SHARE:g} "
+            f"of the logit in {shown['carried']} of the pairs"
         )
     prompt_set = recorded_option(attribution_path, "prompt_set")
     return Claim(
@@ -258,10 +294,11 @@ def sae_attribution_claim(
         paper=PAPER_SAE_TEXT,
         ours=f"{unusable}; {rates}" if unusable else rates,
         setting=f"{model}, {prompt_set} prompts, TopK SAE on the head input at {_layers(_trained_sites(sites_path))}",
-        verdict="inconclusive" if unusable or not tests else tests[0].verdict,
+        verdict="inconclusive" if unusable or not tests else combine(test.verdict for test in tests),
         criterion=(
-            f"match rate − max(null match rate, chance) > {MATCH_MARGIN:.0%} (pooled over firing pairs); "
-            "inconclusive when a site's SAE does not reconstruct its input"
+            f"match rate − max(null match rate, chance, random-dictionary match rate) > {MATCH_MARGIN:.0%} and "
+            f"latent×latent share ≥ {MIN_LATENT_SHARE:g} in > {MOST_HEADS:.0%} of the firing pairs (pooled over "
+            "firing pairs); inconclusive when a site's SAE does not reconstruct its input"
         ),
         tests=tests,
         resampled=f"over {n_prompts} prompts with firing pairs, {options.resamples} resamples",

@@ -152,16 +152,23 @@ def _statistic_panel(ax: plt.Axes, heads: pd.DataFrame, positions: pd.DataFrame,
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="x-small")
 
 
-RATE_COLUMNS = {"match_rate": "match", "null_match_rate": "rotation null", "chance_rate": "chance"}
+RATE_COLUMNS = {
+    "match_rate": "match",
+    "random_match_rate": "random dictionary",
+    "null_match_rate": "rotation null",
+    "chance_rate": "chance",
+}
 
 
 def _attribution_panel(ax: plt.Axes, heads: pd.DataFrame, positions: pd.DataFrame) -> None:
-    """Per head (trained): the match rate of its firing pairs beside the rotation null's and chance."""
+    """Per head (trained): the match rate of its firing pairs beside the random dictionary's, the rotation null's
+    and chance."""
     rows = heads[heads["variant"] == "trained"].merge(positions, on=["layer", "head"]).sort_values("x")
     palette = sns.color_palette(PALETTE)
     width = 0.8 / len(RATE_COLUMNS)
     for i, (column, label) in enumerate(RATE_COLUMNS.items()):
-        ax.bar(rows["x"] + (i - 1) * width, rows[column], width, color=palette[[0, 7, 3][i]], label=label)
+        offset = (i - (len(RATE_COLUMNS) - 1) / 2) * width
+        ax.bar(rows["x"] + offset, rows[column], width, color=palette[[0, 2, 7, 3][i]], label=label)
     counts = rows["n_pairs"]
     if counts.sum() == 0:
         ax.text(0.5, 0.5, "no firing pairs at these sites", ha="center", va="center", transform=ax.transAxes)
@@ -170,7 +177,8 @@ def _attribution_panel(ax: plt.Axes, heads: pd.DataFrame, positions: pd.DataFram
         pooled = {c: pooled_share(rows[c].fillna(0), counts) for c in RATE_COLUMNS}
         ax.set_title(
             f"dominant latent pair = dominant singular pair's, pooled over {int(counts.sum())} firing pairs: "
-            f"{pooled['match_rate']:.1%} (null {pooled['null_match_rate']:.1%}, chance {pooled['chance_rate']:.1%})"
+            f"{pooled['match_rate']:.1%} (random dictionary {pooled['random_match_rate']:.1%}, null "
+            f"{pooled['null_match_rate']:.1%}, chance {pooled['chance_rate']:.1%})"
         )
     ax.set_ylabel("share of the head's firing pairs")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="x-small")
@@ -181,8 +189,8 @@ def head_alignment_figure(heads: pd.DataFrame) -> plt.Figure:
 
     Top: the head's statistic (mean best |cos| of its top-n singular vectors, both sides) for the trained model
     (dots) and its random-init twin (crosses), against the Haar-frame null's quantile (the criterion, solid) and
-    median (dotted) of its site. Bottom: the trained head's attribution match rate beside the rotation null's
-    and chance (pooled over all heads in the title). Hatched: sites whose SAE is not usable.
+    median (dotted) of its site. Bottom: the trained head's attribution match rate beside the random dictionary's,
+    the rotation null's and chance (pooled over all heads in the title). Hatched: sites whose SAE is not usable.
     """
     set_theme()
     if heads.empty:

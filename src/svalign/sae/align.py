@@ -44,6 +44,7 @@ __all__ = [
     "SiteAlignment",
     "alignment_columns",
     "best_cos",
+    "control_stream",
     "covariance_null",
     "fake_dictionaries",
     "fake_test",
@@ -173,7 +174,9 @@ def site_alignment(
     statistic = grouped_statistic(best["u"], best["v"], top_singular)[:, 0]
     nulls = {"haar": null_statistic}
     bases = (svd.basis_q[layer], svd.basis_k[layer])
-    nulls["subspace"] = subspace_null(directions, bases, null_draws, top_singular, _stream(null_seed, "subspace"))
+    nulls["subspace"] = subspace_null(
+        directions, bases, null_draws, top_singular, control_stream(null_seed, "subspace")
+    )
     result = SiteAlignment(
         best=best,
         latent=latent,
@@ -189,7 +192,7 @@ def site_alignment(
     if position is not None:
         result.positional_share = positional_share(at_zero, position, top_singular)
         result.statistic_without_position, result.null_without_position = _without_position_test(
-            directions, at_zero, position, null_draws, top_singular, _stream(null_seed, "position")
+            directions, at_zero, position, null_draws, top_singular, control_stream(null_seed, "position")
         )
     return result
 
@@ -208,9 +211,9 @@ def _data_controls(
 ) -> None:
     """Add the covariance null and the fake-dictionary control to ``result`` (``root``: the second moment's)."""
     rank = vectors[0].shape[-1]
-    result.nulls["covariance"] = covariance_null(directions, root, draws, rank, n, _stream(seed, "covariance"))
+    result.nulls["covariance"] = covariance_null(directions, root, draws, rank, n, control_stream(seed, "covariance"))
     if n_fakes:
-        options = (draws, n, quantile, _stream(seed, "fake"))
+        options = (draws, n, quantile, control_stream(seed, "fake"))
         result.fake_statistic, result.fake_aligned = _fake_control(root, n_latents, n_fakes, vectors, *options)
 
 
@@ -252,9 +255,9 @@ def _fake_control(
     return np.stack([statistic for statistic, _ in tests]), np.stack([aligned for _, aligned in tests])
 
 
-def _stream(seed: int, name: str) -> torch.Generator:
-    """An independent generator per null and control of the alignment (the Haar null keeps the seed itself)."""
-    return seed_stream(seed, (*NULLS, "fake", "position").index(name))
+def control_stream(seed: int, name: str) -> torch.Generator:
+    """An independent generator per null and control of the stage (the Haar null keeps the seed itself)."""
+    return seed_stream(seed, (*NULLS, "fake", "position", "attribution").index(name))
 
 
 # --------------------------------------------------------------------------------------------------

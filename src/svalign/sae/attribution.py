@@ -11,6 +11,12 @@ latent pair (a*, b*) (largest |M_ab| over latent×latent) is compared with the d
 k* = argmax_k |a_k(t, j)|: the pair *matches* when a* is the active latent at t best aligned with u_k* and b* the
 active latent at j best aligned with v_k*. Chance is 1 / (n_active(t) · n_active(j)); the null repeats the match
 with the rotation null's singular vectors (SAD's draws), which leaves M unchanged.
+
+The **random-dictionary control** repeats the whole attribution through a dictionary without features
+(:class:`PursuitCoder`): as many unit directions as the SAE has latents, drawn from N(0, M) (M the site's head-input
+second moment, as the fake dictionaries of :mod:`svalign.sae.align`), each token coded by non-negative matching
+pursuit with the SAE's k atoms around the SAE's own b_dec. Its match rate and latent×latent share are what the
+SAE's must beat: any k directions where the data has energy split a logit into "latent pairs" too.
 """
 
 from __future__ import annotations
@@ -26,12 +32,61 @@ from svalign.sad.forward import LayerInputs
 from svalign.sae.dictionary import encode
 from svalign.svd import HeadSVD
 
-__all__ = ["MAX_ATTRIBUTION_ERROR", "AttributionCollector", "SiteComponents", "attribute_pairs", "site_components"]
+__all__ = [
+    "MAX_ATTRIBUTION_ERROR",
+    "AttributionCollector",
+    "PursuitCoder",
+    "SiteComponents",
+    "attribute_pairs",
+    "site_components",
+]
 
 MAX_ATTRIBUTION_ERROR = 1e-4
 """Largest relative error allowed between Σ_ab M_ab and the model's score (relative to the head's largest |score|)."""
 
 _PAIR_CHUNK = 4096
+
+
+@dataclass
+class PursuitCoder:
+    """A dictionary without an encoder: each token coded by greedy non-negative matching pursuit (k atoms).
+
+    It answers what :func:`site_components` asks of a ``sparsify.SparseCoder`` (``encode``, ``W_dec``, ``b_dec``,
+    ``d_in``), so the attribution runs through it unchanged.
+
+    Attributes:
+        W_dec: ``[n_latents, d_model]`` unit atoms.
+        b_dec: ``[d_model]`` the bias the atoms code around (the SAE's own, so only the directions differ).
+        k: atoms per token.
+    """
+
+    W_dec: torch.Tensor
+    b_dec: torch.Tensor
+    k: int
+
+    @property
+    def d_in(self) -> int:
+        return self.W_dec.shape[1]
+
+    @property
+    def num_latents(self) -> int:
+        return self.W_dec.shape[0]
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """Activations and atom indices ``[n, k]`` of ``x`` ``[n, d_model]``: at each of k steps the unused atom
+        with the largest positive correlation with the residual takes it (0 once none correlates positively)."""
+        residual = x - self.b_dec
+        used = torch.zeros(len(x), self.num_latents, dtype=torch.bool)
+        acts, indices = torch.zeros(len(x), self.k), torch.zeros(len(x), self.k, dtype=torch.long)
+        rows = torch.arange(len(x))
+        for step in range(self.k):  # k greedy steps, each vectorised over tokens and atoms
+            scores = (residual @ self.W_dec.T).masked_fill(used, -torch.inf)
+            best, atom = scores.max(-1)
+            coefficient = best.clamp_min(0.0)
+            residual = residual - coefficient[:, None] * self.W_dec[atom]
+            used[rows, atom] = True
+            acts[:, step], indices[:, step] = coefficient, atom
+        return acts, indices, None
 
 
 @dataclass

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from svalign.mappings import known_fields
 
-__all__ = ["TRAINING_KEYS", "SAEConfig"]
+__all__ = ["SWEEP_KEYS", "TRAINING_KEYS", "SAEConfig", "sweep_points"]
 
 TRAINING_KEYS = (
     "n_tokens",
@@ -23,8 +24,19 @@ TRAINING_KEYS = (
     "auxk_alpha",
     "dead_after_tokens",
     "seed",
+    "sampled_text",
 )
 """The ``sae`` keys the training job (rule ``sae_train``) reads; editing the others reruns only the analysis."""
+
+
+SWEEP_KEYS = ("expansion_factor", "k", "seed")
+"""The ``sae`` options a sweep point sets (``seed``: the SAE's init and token order)."""
+
+
+def sweep_points(options: Mapping[str, Sequence[int]]) -> list[dict[str, int]]:
+    """Every point of the product ``expansion_factor × k × seeds`` (``sae.sweep``), in that nesting order."""
+    values = (options["expansion_factor"], options["k"], options["seeds"])
+    return [dict(zip(SWEEP_KEYS, point, strict=True)) for point in itertools.product(*values)]
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,8 @@ class SAEConfig:
         auxk_alpha: weight of the AuxK loss that revives dead latents (Gao et al. 2024).
         dead_after_tokens: a latent that has not fired for this many training tokens counts as dead for AuxK.
         seed: seed of the SAE's init and of the token order.
+        sampled_text: ``{sequences, tokens, seed, share}``: text sampled from SmolLM2-135M added to the docstring
+            corpus (``sequences`` 0: none); ``share`` of the windows are drawn from it.
         prompt_set: SAD prompt set whose firing pairs are attributed to latent pairs.
         null_draws: random frames of each alignment null (Haar, within-subspace, covariance).
         null_seed: seed of those frames (each null draws from its own stream of it).
@@ -53,6 +67,9 @@ class SAEConfig:
         top_singular: the criterion's leading singular pairs (mean best |cos| of u_1..u_n and v_1..v_n).
         null_quantile: a head aligns beyond the null when its statistic exceeds this quantile of the null's.
         min_explained_variance: an SAE explaining less of its input's variance is no proxy (flagged in tables).
+        min_loss_recovered: nor is one recovering less of the next-token loss when spliced in (causal models).
+        sweep: ``{enabled, expansion_factor, k, seeds}``: the stage rerun at every point of their product
+            (:mod:`svalign.sae.sweep`).
     """
 
     sites: dict[str, list[int]] = field(default_factory=dict)
@@ -68,6 +85,9 @@ class SAEConfig:
     auxk_alpha: float = 1 / 32
     dead_after_tokens: int = 100000
     seed: int = 0
+    sampled_text: dict[str, Any] = field(
+        default_factory=lambda: {"sequences": 96, "tokens": 128, "seed": 0, "share": 0.5}
+    )
     prompt_set: str = "ioi"
     null_draws: int = 100
     null_seed: int = 0
@@ -75,6 +95,10 @@ class SAEConfig:
     top_singular: int = 4
     null_quantile: float = 0.99
     min_explained_variance: float = 0.6
+    min_loss_recovered: float = 0.8
+    sweep: dict[str, Any] = field(
+        default_factory=lambda: {"enabled": False, "expansion_factor": [8, 16], "k": [16, 32], "seeds": [0, 1]}
+    )
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> SAEConfig:

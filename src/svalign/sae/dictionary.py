@@ -30,6 +30,7 @@ __all__ = [
     "dictionary_columns",
     "encode",
     "interference_norm",
+    "loss_recovered",
     "read_sae",
     "sae_quality",
     "train_sae",
@@ -51,9 +52,19 @@ def _sparsify() -> Any:
 
 
 def corpus_windows(
-    tokenizer: Any, texts: Sequence[str], causal: bool, context_len: int, n_windows: int, seed: int
+    tokenizer: Any,
+    texts: Sequence[str],
+    causal: bool,
+    context_len: int,
+    n_windows: int,
+    seed: int,
+    sampled: tuple[int, float] | None = None,
 ) -> tuple[torch.Tensor, np.ndarray, int]:
     """``n_windows`` non-overlapping windows of the tokenised corpus stream, drawn at random (seeded).
+
+    ``sampled``: (index of the first sampled-text document in ``texts``, share of the windows to draw from the
+    sampled text): the windows are then drawn from the two parts of the stream in that proportion (a window
+    straddling the boundary counts as docstrings), so a small sampled corpus is not drowned by a large one.
 
     Documents are tokenised without special tokens and joined (a blank line between them for causal models,
     [SEP] for encoders), as in language-model packing. Causal models read windows without BOS, as SAD's prompts
@@ -71,18 +82,22 @@ def corpus_windows(
     if body < 2:
         raise ValueError(f"sae.context_len = {context_len} leaves no room for text beside the special tokens")
     separator = tokenizer("\n\n", add_special_tokens=False)["input_ids"] if causal else [tokenizer.sep_token_id]
-    stream: list[int] = []
-    for ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:  # long docs: no warning
-        stream.extend(ids)
-        stream.extend(separator)
-    available = len(stream) // body
-    if available < n_windows:
-        raise ValueError(
-            f"the corpus gives {available} windows of {context_len} tokens ({available * context_len} tokens) for "
-            f"this tokenizer, fewer than the {n_windows} that sae.n_tokens asks for: lower sae.n_tokens or "
-            "sae.context_len, or enlarge the corpus (sae.corpus_modules)"
+    stream, boundary = _token_stream(tokenizer, texts, separator, None if sampled is None else sampled[0])
+    cells = np.arange(len(stream) // body)
+    rng = np.random.default_rng(derive_seed(seed, "sae windows"))
+    if boundary is None:
+        chosen = _draw_cells(rng, cells, n_windows, context_len, "the corpus")
+    else:
+        n_sampled = round(n_windows * sampled[1])
+        in_sampled = cells * body >= boundary
+        chosen = rng.permutation(
+            np.concatenate(
+                [
+                    _draw_cells(rng, cells[~in_sampled], n_windows - n_sampled, context_len, "the docstrings"),
+                    _draw_cells(rng, cells[in_sampled], n_sampled, context_len, "the sampled text"),
+                ]
+            )
         )
-    chosen = np.random.default_rng(derive_seed(seed, "sae windows")).permutation(available)[:n_windows]
     starts = chosen * body
     ids = torch.tensor(stream, dtype=torch.long)
     windows = ids[torch.from_numpy(starts)[:, None] + torch.arange(body)]
@@ -92,6 +107,31 @@ def corpus_windows(
             [torch.tensor([prefix] * n).view(n, -1), windows, torch.tensor([suffix] * n).view(n, -1)], 1
         )
     return windows, starts, len(stream)
+
+
+def _token_stream(
+    tokenizer: Any, texts: Sequence[str], separator: list[int], first_sampled: int | None
+) -> tuple[list[int], int | None]:
+    """The documents' tokens joined by ``separator``, and where document ``first_sampled`` starts (None: none)."""
+    stream: list[int] = []
+    boundary = None
+    for index, ids in enumerate(tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]):
+        if index == first_sampled:
+            boundary = len(stream)
+        stream.extend(ids)
+        stream.extend(separator)
+    return stream, boundary
+
+
+def _draw_cells(rng: np.random.Generator, cells: np.ndarray, count: int, context_len: int, what: str) -> np.ndarray:
+    """``count`` of the window cells ``cells``, drawn without replacement; fails, naming the keys, when too few."""
+    if len(cells) < count:
+        raise ValueError(
+            f"{what} gives {len(cells)} windows of {context_len} tokens for this tokenizer, fewer than the {count} "
+            "that sae.n_tokens asks of it: lower sae.n_tokens or sae.context_len, or enlarge the corpus "
+            "(sae.sampled_text)"
+        )
+    return rng.permutation(cells)[:count]
 
 
 def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
@@ -230,6 +270,68 @@ def sae_quality(sae: Any, activations: torch.Tensor, chunk: int = 8192) -> dict[
         "dead_fraction": float((counts == 0).double().mean()),
         "frequency": (counts / n).numpy(),
     }
+
+
+def _next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of each next token (float64) from ``logits`` ``[b, pos, vocab]``."""
+    flat = logits[:, :-1].flatten(0, 1).double()
+    return torch.nn.functional.cross_entropy(flat, tokens[:, 1:].flatten(), reduction="sum")
+
+
+def _affine_inverse(normalized: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per token (a, c) with ``residual = a · normalized + c · 1``, both ``[..., 1]``: exact for the norms the head
+    input is taken after (RMSNorm: c = 0, a = RMS; LayerNorm: a = std, c = mean), fitted by least squares."""
+    n_centred = normalized - normalized.mean(-1, keepdim=True)
+    r_centred = residual - residual.mean(-1, keepdim=True)
+    scale = (n_centred * r_centred).sum(-1, keepdim=True) / n_centred.pow(2).sum(-1, keepdim=True).clamp_min(1e-30)
+    return scale, residual.mean(-1, keepdim=True) - scale * normalized.mean(-1, keepdim=True)
+
+
+def loss_recovered(
+    bridge: Any, tokens: torch.Tensor, hooks: tuple[str, str], sae: Any, mean: torch.Tensor, batch_sequences: int
+) -> dict[str, float]:
+    """The language-model loss recovered when the SAE's reconstruction is spliced into the model (the field's test
+    of an SAE), on ``tokens`` ``[n, pos]`` of a causal pre-norm model.
+
+    ``hooks``: (the residual stream entering the site's layer, the head input: that residual after the input norm,
+    before its gain). The SAE reads the normalised residual, so the splice maps its reconstruction x̂ back through
+    the token's own normalisation: the residual r = a·x + c·1 (:func:`_affine_inverse`) is replaced by a·x̂ + c·1,
+    and everything downstream (this layer's attention and MLP, every later layer) reads it. The ablation replaces it
+    by a·μ + c·1, μ ``mean`` ``[d_model]`` the head input's mean over the training tokens: each token keeps its
+    scale and loses its direction. With L the mean next-token cross-entropy of each pass, the recovered share is
+    (L_ablated − L_SAE) / (L_ablated − L_clean): 1 when the reconstruction loses nothing the model uses, 0 when it
+    is no better than the mean.
+
+    Returns:
+        ``loss_clean``, ``loss_sae``, ``loss_ablated`` (nats per token) and ``loss_recovered``.
+    """
+    residual_hook, input_hook = hooks
+    totals = {"clean": 0.0, "sae": 0.0, "ablated": 0.0}
+    with torch.no_grad():
+        for batch in torch.split(tokens, batch_sequences):
+            seen: dict[str, torch.Tensor] = {}
+
+            def grab(activation: torch.Tensor, hook: Any, seen: dict = seen) -> None:
+                seen[hook.name] = activation.detach()
+
+            logits = bridge.run_with_hooks(batch, fwd_hooks=[(residual_hook, grab), (input_hook, grab)])
+            totals["clean"] += float(_next_token_loss(logits, batch))
+            residual, normalized = seen[residual_hook], seen[input_hook].float()
+            scale, shift = _affine_inverse(normalized.double(), residual.double())
+            acts, indices = encode(sae, normalized.reshape(-1, normalized.shape[-1]))
+            replacements = {
+                "sae": sae.decode(acts, indices).reshape(normalized.shape).double(),
+                "ablated": mean.double().expand_as(normalized),
+            }
+            for name, replacement in replacements.items():
+                spliced = (scale * replacement + shift).to(residual.dtype)
+                logits = bridge.run_with_hooks(batch, fwd_hooks=[(residual_hook, lambda _a, hook, s=spliced: s)])
+                totals[name] += float(_next_token_loss(logits, batch))
+    n = tokens.shape[0] * (tokens.shape[1] - 1)
+    losses = {f"loss_{name}": total / n for name, total in totals.items()}
+    gap = losses["loss_ablated"] - losses["loss_clean"]
+    losses["loss_recovered"] = (losses["loss_ablated"] - losses["loss_sae"]) / gap if gap > 0 else math.nan
+    return losses
 
 
 def interference_norm(decoder: torch.Tensor) -> float:

@@ -15,7 +15,7 @@ import torch
 from svalign import io
 from svalign.definitions import FDR_LEVEL, NULLS, POSITION_RANK, POSITIONAL_SHARE
 from svalign.io import StepTables
-from svalign.nulls import SecondMoment
+from svalign.nulls import SecondMoment, moment_root
 from svalign.sad.config import SADConfig
 from svalign.sad.decompose import layer_svd
 from svalign.sad.forward import PromptSet, check_offsets, forward_passes
@@ -56,20 +56,27 @@ def train_step(
     model: str,
     device: torch.device,
     progress_file: Any = None,
+    first_sampled: int | None = None,
 ) -> StepTables:
-    """Corpus windows → head inputs at ``layers`` → one SAE per layer: tables tokens, dictionary, quality."""
+    """Corpus windows → head inputs at ``layers`` → one SAE per layer: tables tokens, dictionary, quality.
+
+    ``first_sampled``: index of the first sampled-text document in ``texts`` (None: docstrings only); then
+    ``sae.sampled_text.share`` of the windows come from the sampled text.
+    """
     config = SAEConfig.from_mapping(options)
     check_sites(layers, weights.n_layers, model)
     n_windows, n_train = _windows(config, weights.d_model, bridge.cfg.n_ctx, model)
+    sampled = None if first_sampled is None else (first_sampled, float(config.sampled_text.get("share", 0.5)))
     tokens, starts, corpus_tokens = dictionary.corpus_windows(
-        bridge.tokenizer, texts, weights.causal, config.context_len, n_windows, config.seed
+        bridge.tokenizer, texts, weights.causal, config.context_len, n_windows, config.seed, sampled
     )
     hooks = {layer: weights.head_input_hook.format(layer=layer) for layer in sorted(layers)}
     activations = dictionary.collect_head_inputs(bridge, tokens, hooks, config.batch_sequences, progress_file)
     site_columns, quality_rows = [], []
     for layer, both in activations.items():
         keys = {"model": model, "layer": layer, "hook": hooks[layer]}
-        columns, row = _train_site(both, n_train * config.context_len, config, keys, device, progress_file)
+        columns, row, sae = _train_site(both, n_train * config.context_len, config, keys, device, progress_file)
+        row.update(_loss_columns(bridge, weights, tokens[n_train:], layer, sae, both[: n_train * config.context_len]))
         site_columns.append(columns)
         quality_rows.append(row)
     record = io.provenance(
@@ -147,16 +154,42 @@ def _train_site(
     keys: dict[str, Any],
     device: torch.device,
     progress_file: Any,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], Any]:
     """One site's SAE, trained on the first ``n_train`` rows of ``activations`` (the rest held out): its dictionary
-    columns and its quality row (training and held-out quality, second moment, positional subspace)."""
+    columns, its quality row (training and held-out quality, second moment, positional subspace) and the SAE."""
     x, heldout = activations[:n_train], activations[n_train:]
     site = dictionary.train_sae(x, config, f"{keys['model']} layer {keys['layer']}", device, progress_file)
     sae = site.sae.cpu()
     row = _quality_row(sae, x, keys, site.final_loss)
     row.update(_heldout_quality(sae, heldout))
     row["position_basis"] = align.position_basis(x, config.context_len, POSITION_RANK).float().numpy()
-    return dictionary.dictionary_columns(sae, keys["model"], keys["layer"], row.pop("frequency")), row
+    return dictionary.dictionary_columns(sae, keys["model"], keys["layer"], row.pop("frequency")), row, sae
+
+
+LOSS_COLUMNS = ("loss_clean", "loss_sae", "loss_ablated", "loss_recovered")
+""":func:`svalign.sae.dictionary.loss_recovered`'s numbers, stored as ``heldout_<name>`` in SAE_QUALITY."""
+
+
+def _loss_columns(
+    bridge: Any, weights: Any, heldout: torch.Tensor, layer: int, sae: Any, train: torch.Tensor
+) -> dict[str, float]:
+    """The held-out windows' loss recovered with the site's SAE spliced in (NaN for encoders, which have no
+    next-token loss, and for models whose head input is the residual itself, with no norm to invert)."""
+    if not weights.causal or not weights.head_input_hook.endswith(".ln1.hook_normalized"):
+        return {f"heldout_{name}": math.nan for name in LOSS_COLUMNS}
+    hooks = (f"blocks.{layer}.hook_in", weights.head_input_hook.format(layer=layer))
+    losses = dictionary.loss_recovered(bridge, heldout, hooks, sae, train.mean(0), BATCH_SEQUENCES_LOSS)
+    log.info(
+        "layer %d held out: next-token loss %.3f clean, %.3f SAE spliced in, %.3f mean-ablated: %.1f%% recovered",
+        layer,
+        *(losses[name] for name in ("loss_clean", "loss_sae", "loss_ablated")),
+        100 * losses["loss_recovered"],
+    )
+    return {f"heldout_{name}": value for name, value in losses.items()}
+
+
+BATCH_SEQUENCES_LOSS = 16
+"""Windows per forward pass of the loss-recovered test (three passes each, with the full vocabulary's logits)."""
 
 
 def _heldout_quality(sae: Any, heldout: torch.Tensor) -> dict[str, Any]:
@@ -230,10 +263,13 @@ def analyse_step(
         keys = {"model": model, "variant": variant, "layer": layer}
         alignment_parts.append(align.alignment_columns(result, keys, quality["frequency"], config.null_quantile))
         quality = {**quality, **prompt_quality[layer]}
-        usable = all(quality[name] >= config.min_explained_variance for name in USABILITY)
+        usable = is_usable(quality, config)
         heads = _head_rows(result, keys, pairs if variant == "trained" else None, config, usable)
         head_rows.extend(heads)
         site = {"n_active_latents": len(active[layer]), "interference_norm_active": active_norm[layer]}
+        trained = variant == "trained"  # only the trained heads' firing pairs are attributed
+        site.update(_pair_summary(pairs if trained else None, pairs["layer"] == layer if trained else None))
+        site.pop("n_pairs")
         site_rows.append(_site_row(result, keys, heads, quality, site, config.top_singular, usable))
     _correct_for_heads(head_rows)
     record = io.provenance(
@@ -279,7 +315,32 @@ def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 USABILITY = ("explained_variance", "heldout_explained_variance", "prompt_explained_variance")
 """An SAE is usable when each of these reaches ``sae.min_explained_variance``: on its training windows, on held-out
-windows and on the prompt set whose firing pairs it attributes."""
+windows and on the prompt set whose firing pairs it attributes (and :func:`is_usable`'s loss test)."""
+
+
+def is_usable(quality: Mapping[str, Any], config: SAEConfig) -> bool:
+    """Every :data:`USABILITY` explained variance reaches ``sae.min_explained_variance`` and, where the model has a
+    next-token loss, the held-out loss recovered reaches ``sae.min_loss_recovered``."""
+    recovered = float(quality["heldout_loss_recovered"])
+    loss_ok = math.isnan(recovered) or recovered >= config.min_loss_recovered
+    return loss_ok and all(quality[name] >= config.min_explained_variance for name in USABILITY)
+
+
+RANDOM_COLUMNS = ("match", "latent_share", "pair_share")
+"""Per-pair columns of the random-dictionary control, stored as ``random_<name>`` beside the SAE's."""
+
+
+def random_coders(sites: dict[int, tuple[Any, dict[str, Any]]], seed: int) -> dict[int, attribution.PursuitCoder]:
+    """The attribution's random-dictionary control per site: as many directions as the SAE has latents, drawn from
+    N(0, M) of the site's head inputs (one fake dictionary), coded with the SAE's k around its b_dec."""
+    generator = align.control_stream(seed, "attribution")
+    coders = {}
+    for layer, (sae, quality) in sorted(sites.items()):
+        root = moment_root(torch.from_numpy(np.asarray(quality["second_moment"], dtype=np.float64)))
+        atoms = next(align.fake_dictionaries(root, sae.num_latents, 1, generator))
+        atoms = atoms / atoms.norm(dim=1, keepdim=True)
+        coders[layer] = attribution.PursuitCoder(atoms, sae.b_dec.detach().clone(), int(sae.cfg.k))
+    return coders
 
 
 def _attribute(
@@ -291,7 +352,8 @@ def _attribute(
     sad_config: SADConfig,
     prompt_params: Mapping[str, Any],
 ) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray], dict[int, dict[str, float]]]:
-    """Latent-pair attribution of every firing pair at the sites on the prompt set ``sae.prompt_set``.
+    """Latent-pair attribution of every firing pair at the sites on the prompt set ``sae.prompt_set``, through the
+    SAE and through its random-dictionary control (:func:`random_coders`).
 
     Returns:
         (the pairs' columns, each site's latents active on the prompts, each site's SAE quality on the prompts'
@@ -300,25 +362,26 @@ def _attribute(
     prompts = PromptSet.build(bridge, weights, config.prompt_set, prompt_params)
     check_offsets(model_svd, prompts.batches)
     nulls = null_bases(model_svd, weights.n_layers, sad_config)  # the SAD stage's own draws
+    controls = random_coders(sites, config.null_seed)
     collected = attribution.AttributionCollector(active={layer: set() for layer in sites})
     inputs: dict[int, list[torch.Tensor]] = {layer: [] for layer in sites}
+    options = {
+        "causal": weights.causal,
+        "offsets_used": model_svd.uses_offsets,
+        "threshold": sad_config.threshold,
+        "skip_first_key": sad_config.skip_first_key,
+    }
     chunks = forward_passes(bridge, weights, prompts.batches, sad_config.chunk_prompts, model_svd.augmented)
     for chunk in chunks:
         for layer, (sae, _) in sites.items():
             inputs[layer].append(chunk.head_inputs(layer)[..., : weights.d_model].reshape(-1, weights.d_model))
-            result = attribution.attribute_pairs(
-                chunk.inputs(layer),
-                sae,
-                layer_svd(model_svd, layer),
-                nulls[layer],
-                causal=weights.causal,
-                offsets_used=model_svd.uses_offsets,
-                threshold=sad_config.threshold,
-                skip_first_key=sad_config.skip_first_key,
-            )
+            svd, layer_inputs = layer_svd(model_svd, layer), chunk.inputs(layer)
+            result = attribution.attribute_pairs(layer_inputs, sae, svd, nulls[layer], **options)
             collected.active[layer].update(result.pop("active_latents").tolist())
-            if not result:  # no pair of this layer fired in the chunk
+            if "head" not in result:  # no pair of this layer fired in the chunk
                 continue
+            control = attribution.attribute_pairs(layer_inputs, controls[layer], svd, [], **options)
+            result.update({f"random_{name}": control[name] for name in RANDOM_COLUMNS})
             result["prompt"] = chunk.batch.prompt.numpy()[result.pop("b")]
             result["layer"] = np.full(len(result["head"]), layer)
             collected.add(result)
@@ -389,16 +452,28 @@ def _head_rows(
             row[f"{null}_p_aligned"] = float(high[head]) if high is not None else math.nan
             row[f"{null}_p_below"] = float(low[head]) if low is not None else math.nan
         mine = (pairs["layer"] == keys["layer"]) & (pairs["head"] == head) if pairs is not None else None
-        n = int(mine.sum()) if mine is not None else 0
-        row.update(
-            n_pairs=n,
-            match_rate=float(pairs["match"][mine].mean()) if n else float("nan"),
-            null_match_rate=float(pairs["null_match"][mine].mean()) if n else float("nan"),
-            chance_rate=float(pairs["chance"][mine].mean()) if n else float("nan"),
-            latent_share=float(np.median(pairs["latent_share"][mine])) if n else float("nan"),
-        )
+        row.update(_pair_summary(pairs, mine))
         rows.append(row)
     return rows
+
+
+PAIR_RATES = {"match_rate": "match", "null_match_rate": "null_match", "chance_rate": "chance"}
+PAIR_RATES |= {"random_match_rate": "random_match"}
+"""Head and site columns that are means over firing pairs, and the per-pair column each averages."""
+PAIR_SHARES = {name: name for name in ("latent_share", "pair_share", "random_latent_share", "random_pair_share")}
+"""Head and site columns that are medians over firing pairs (same names per pair)."""
+
+
+def _pair_summary(pairs: dict[str, np.ndarray] | None, mine: np.ndarray | None) -> dict[str, Any]:
+    """``n_pairs``, the :data:`PAIR_RATES` means and :data:`PAIR_SHARES` medians over the pairs ``mine`` selects
+    (NaN when there are none)."""
+    n = int(mine.sum()) if mine is not None else 0
+    summary: dict[str, Any] = {"n_pairs": n}
+    for name, column in PAIR_RATES.items():
+        summary[name] = float(pairs[column][mine].mean()) if n else math.nan
+    for name, column in PAIR_SHARES.items():
+        summary[name] = float(np.median(pairs[column][mine])) if n else math.nan
+    return summary
 
 
 def _site_row(
@@ -406,17 +481,13 @@ def _site_row(
     keys: dict[str, Any],
     heads: list[dict[str, Any]],
     quality: dict[str, Any],
-    active: dict[str, Any],
+    measured: dict[str, Any],
     n_top: int,
     usable: bool,
 ) -> dict[str, Any]:
-    """The :data:`SAE_SITES` row of one site and variant (``active``: its two active-latent columns)."""
+    """The :data:`SAE_SITES` row of one site and variant (``measured``: its active-latent and firing-pair
+    columns)."""
     top = torch.cat([result.best["u"][:, :n_top], result.best["v"][:, :n_top]], -1)
-    counts = np.array([h["n_pairs"] for h in heads], dtype=float)
-    rates = {}
-    for name in ("match_rate", "null_match_rate", "chance_rate"):  # pooled over the site's pairs
-        values = np.array([h[name] for h in heads])
-        rates[name] = float(np.sum(values[counts > 0] * counts[counts > 0]) / counts.sum()) if counts.sum() else np.nan
     return {
         "model": keys["model"],
         "layer": keys["layer"],
@@ -425,9 +496,8 @@ def _site_row(
         "aligned_fraction": float(np.mean([h["aligned"] for h in heads])),
         "median_best_cos": float(top.double().median()),
         "null_median_best_cos": float(result.null_best.double().median()),
-        **rates,
-        **active,
-        **{name: float(quality[name]) for name in USABILITY},
+        **measured,
+        **{name: float(quality[name]) for name in (*USABILITY, "heldout_loss_recovered")},
         "prompt_l0": float(quality["prompt_l0"]),
         "sae_usable": usable,
         "n_fake_dictionaries": len(result.fake_aligned),

@@ -15,6 +15,7 @@ __all__ = [
     "SAE_HEADS",
     "SAE_QUALITY",
     "SAE_SITES",
+    "SAE_SWEEP",
     "SAE_TABLES",
     "SAE_TOKENS",
 ]
@@ -31,11 +32,12 @@ _SITE = (Column("model", _STR, "model name (key of config `models`)"), Column("l
 
 SAE_CORPUS = TableSchema(
     "sae_corpus",
-    "The offline corpus: docstrings of standard-library modules and their public members (svalign.sae.corpus).",
+    "The offline corpus: docstrings of standard-library modules and their public members, then any text sampled "
+    "from SmolLM2-135M (svalign.sae.corpus).",
     (
         Column("document", _I64, "document index"),
-        Column("source", _STR, "qualified name of the documented object"),
-        Column("text", _STR, "the docstring (inspect.getdoc)"),
+        Column("source", _STR, "qualified name of the documented object, or 'smollm2 sample <i>'"),
+        Column("text", _STR, "the docstring (inspect.getdoc) or the sampled text"),
     ),
 )
 SAE_TOKENS = TableSchema(
@@ -85,6 +87,19 @@ SAE_QUALITY = TableSchema(
         Column("heldout_explained_variance", _F64, "explained_variance on the held-out windows"),
         Column("heldout_l0", _F64, "l0 on the held-out windows"),
         Column("heldout_dead_fraction", _F64, "fraction of latents active on no held-out token"),
+        Column("heldout_loss_clean", _F64, "mean next-token cross-entropy on the held-out windows (NaN: encoders)"),
+        Column(
+            "heldout_loss_sae",
+            _F64,
+            "the same with the residual entering the site's layer replaced by the SAE's reconstruction of its "
+            "normalised form, mapped back through the token's own norm (a·x̂ + c)",
+        ),
+        Column(
+            "heldout_loss_ablated", _F64, "the same with x̂ replaced by the head input's training mean (mean ablation)"
+        ),
+        Column(
+            "heldout_loss_recovered", _F64, "(loss_ablated − loss_sae) / (loss_ablated − loss_clean) on those windows"
+        ),
         Column("b_dec", _F32, "decoder bias b_dec", ("d_model",)),
         Column(
             "second_moment",
@@ -100,7 +115,7 @@ SAE_QUALITY = TableSchema(
             ("d_model", "position_rank"),
         ),
     ),
-    version=2,
+    version=3,
 )
 SAE_ALIGNMENT = TableSchema(
     "sae_alignment",
@@ -133,7 +148,11 @@ SAE_HEADS = TableSchema(
         Column("match_rate", _F64, "share of pairs whose dominant latent pair is the dominant singular term's"),
         Column("null_match_rate", _F64, "the same with the rotation null's singular terms (draws pooled)"),
         Column("chance_rate", _F64, "mean 1/(n_active(t)·n_active(j)): a uniformly random latent pair"),
+        Column("random_match_rate", _F64, "match_rate through the random-dictionary control (sae_attribution)"),
         Column("latent_share", _F64, "median share of the logit carried by latent×latent terms (rest: b_dec, error)"),
+        Column("pair_share", _F64, "median share of a logit's total |M_ab| carried by its dominant latent pair"),
+        Column("random_latent_share", _F64, "latent_share through the random-dictionary control"),
+        Column("random_pair_share", _F64, "pair_share through the random-dictionary control"),
         Column(
             "positional_share",
             _F64,
@@ -171,7 +190,7 @@ SAE_HEADS = TableSchema(
             )
         ),
     ),
-    version=2,
+    version=3,
 )
 SAE_ATTRIBUTION = TableSchema(
     "sae_attribution",
@@ -194,7 +213,16 @@ SAE_ATTRIBUTION = TableSchema(
         Column("match", _BOOL, "(a*, b*) = (u_latent, v_latent)"),
         Column("null_match", _F64, "share of rotation-null draws whose dominant term's latents match (a*, b*)"),
         Column("chance", _F64, "1 / (n_active(t) · n_active(j))"),
+        Column(
+            "random_match",
+            _BOOL,
+            "match through the random-dictionary control (as many directions drawn from the inputs' second moment, "
+            "k atoms per token by non-negative matching pursuit around the SAE's b_dec)",
+        ),
+        Column("random_latent_share", _F32, "latent_share through the random-dictionary control"),
+        Column("random_pair_share", _F32, "pair_share through the random-dictionary control"),
     ),
+    version=2,
 )
 SAE_SITES = TableSchema(
     "sae_sites",
@@ -210,6 +238,11 @@ SAE_SITES = TableSchema(
         Column("match_rate", _F64, "pooled share of firing pairs whose dominant latent pair matches (trained only)"),
         Column("null_match_rate", _F64, "the same under the rotation null"),
         Column("chance_rate", _F64, "mean chance level of a match"),
+        Column("random_match_rate", _F64, "the same through the random-dictionary control"),
+        Column("latent_share", _F64, "median over firing pairs of the logit share carried by latent×latent terms"),
+        Column("pair_share", _F64, "median over firing pairs of the dominant latent pair's share of Σ|M_ab|"),
+        Column("random_latent_share", _F64, "latent_share through the random-dictionary control"),
+        Column("random_pair_share", _F64, "pair_share through the random-dictionary control"),
         Column("n_active_latents", _I64, "latents active on at least one token of the prompt set"),
         Column("interference_norm_active", _F64, "‖DᵀD − I‖₂ over those latents' unit decoder directions"),
         Column("explained_variance", _F64, "the site's SAE quality on its training windows (from sae_quality)"),
@@ -217,10 +250,16 @@ SAE_SITES = TableSchema(
         Column("prompt_explained_variance", _F64, "the same on the head inputs of the prompt set sae.prompt_set"),
         Column("prompt_l0", _F64, "mean active latents per token on that prompt set"),
         Column(
+            "heldout_loss_recovered",
+            _F64,
+            "next-token loss recovered with the SAE spliced in, on the held-out windows (from sae_quality; NaN: "
+            "encoders)",
+        ),
+        Column(
             "sae_usable",
             _BOOL,
             "explained variance ≥ sae.min_explained_variance on the training windows, the held-out windows and the "
-            "prompt set alike",
+            "prompt set alike, and (causal models) held-out loss recovered ≥ sae.min_loss_recovered",
         ),
         Column("n_fake_dictionaries", _I64, "fake dictionaries of the control (sae.fake_dictionaries; 0: not run)"),
         Column(
@@ -231,7 +270,53 @@ SAE_SITES = TableSchema(
         ),
         Column("fake_aligned_max", _F64, "the largest of those shares"),
     ),
-    version=2,
+    version=3,
 )
 
-SAE_TABLES = (SAE_CORPUS, SAE_TOKENS, SAE_DICTIONARY, SAE_QUALITY, SAE_ALIGNMENT, SAE_HEADS, SAE_ATTRIBUTION, SAE_SITES)
+_VERDICT = "pass, differs or inconclusive (the results table's rule, on this point's tables)"
+SAE_SWEEP = TableSchema(
+    "sae_sweep",
+    "One row per SAE sweep point (expansion_factor × k × seed, config sae.sweep) and site, trained variant: the "
+    "point's SAE quality, alignment counts, controls, attribution and verdicts, and their agreement across seeds.",
+    (
+        *_SITE,
+        Column("expansion_factor", _I64, "latents per input dimension"),
+        Column("k", _I64, "active latents per token (TopK)"),
+        Column("seed", _I64, "the SAE's seed (init and token order)"),
+        Column("n_heads", _I64, "heads at the site"),
+        Column("heldout_explained_variance", _F64, "explained variance on the held-out windows"),
+        Column("prompt_explained_variance", _F64, "explained variance on the prompt set"),
+        Column("heldout_loss_recovered", _F64, "next-token loss recovered with the SAE spliced in (NaN: encoders)"),
+        Column("sae_usable", _BOOL, "sae_sites.sae_usable"),
+        Column("aligned_fraction", _F64, "share of heads aligned beyond the Haar null's quantile"),
+        *(
+            Column(f"{null}_aligned_bh", _I64, f"heads significantly aligned under {name} (Benjamini–Hochberg)")
+            for null, name in _NULL_NAMES.items()
+        ),
+        Column("fake_aligned_mean", _F64, "the fake dictionaries' mean aligned share (the baseline)"),
+        Column("match_rate", _F64, "attribution match rate (pooled over the site's firing pairs)"),
+        Column("random_match_rate", _F64, "the same through the random-dictionary control"),
+        Column("latent_share", _F64, "median share of the logit carried by latent×latent terms"),
+        Column("alignment_verdict", _STR, f"the model's SAE alignment claim: {_VERDICT}"),
+        Column("attribution_verdict", _STR, f"the model's SAE attribution claim: {_VERDICT}"),
+        Column("n_seeds", _I64, "seeds at this (expansion_factor, k)"),
+        Column(
+            "head_agreement",
+            _F64,
+            "share of the site's heads whose aligned flag is the same under every seed of this (expansion_factor, k)",
+        ),
+        Column("verdicts_stable", _BOOL, "every seed of this (expansion_factor, k) gives the same two verdicts"),
+    ),
+)
+
+SAE_TABLES = (
+    SAE_CORPUS,
+    SAE_TOKENS,
+    SAE_DICTIONARY,
+    SAE_QUALITY,
+    SAE_ALIGNMENT,
+    SAE_HEADS,
+    SAE_ATTRIBUTION,
+    SAE_SITES,
+    SAE_SWEEP,
+)
