@@ -49,6 +49,7 @@ rule sae_train:
     input:
         unpack(model_inputs),
         corpus=rules.sae_corpus.output[0],
+        published=sae_published_inputs,
         weights=expand(
             rules.extract_weights.output[0], variant="trained", allow_missing=True
         )[0],

@@ -48,6 +48,11 @@ def sae_analysis_params():
     return {key: value for key, value in SAE.items() if key not in skip}
 
 
+def sae_published_inputs(wildcards):
+    """The directories of the model's published SAEs (sae.pretrained): editing one retrains nothing but reloads."""
+    return [e["path"] for e in SAE["pretrained"] if e["model"] == wildcards.model]
+
+
 def sae_sampling_params():
     """sae.sampled_text without `share` (which only sae_train reads), so editing the share resamples nothing."""
     return {k: v for k, v in SAE["sampled_text"].items() if k != "share"}

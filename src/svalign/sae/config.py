@@ -25,6 +25,7 @@ TRAINING_KEYS = (
     "dead_after_tokens",
     "seed",
     "sampled_text",
+    "pretrained",
 )
 """The ``sae`` keys the training job (rule ``sae_train``) reads; editing the others reruns only the analysis."""
 
@@ -68,6 +69,8 @@ class SAEConfig:
         null_quantile: a head aligns beyond the null when its statistic exceeds this quantile of the null's.
         min_explained_variance: an SAE explaining less of its input's variance is no proxy (flagged in tables).
         min_loss_recovered: nor is one recovering less of the next-token loss when spliced in (causal models).
+        pretrained: published SAEs that replace training at some sites: ``{model, layer, path, input}`` each
+            (:mod:`svalign.sae.pretrained`; ``input``: ``residual``, the default, or ``head_input``).
         sweep: ``{enabled, expansion_factor, k, seeds}``: the stage rerun at every point of their product
             (:mod:`svalign.sae.sweep`).
     """
@@ -96,6 +99,7 @@ class SAEConfig:
     null_quantile: float = 0.99
     min_explained_variance: float = 0.6
     min_loss_recovered: float = 0.8
+    pretrained: list[dict[str, Any]] = field(default_factory=list)
     sweep: dict[str, Any] = field(
         default_factory=lambda: {"enabled": False, "expansion_factor": [8, 16], "k": [16, 32], "seeds": [0, 1]}
     )

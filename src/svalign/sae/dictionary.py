@@ -25,6 +25,7 @@ from svalign.sae.config import SAEConfig
 
 __all__ = [
     "SiteSAE",
+    "affine_inverse",
     "collect_head_inputs",
     "corpus_windows",
     "dictionary_columns",
@@ -147,15 +148,21 @@ class _StopForwardError(Exception):
 
 
 def collect_head_inputs(
-    bridge: Any, tokens: torch.Tensor, hooks: dict[int, str], batch_sequences: int, progress_file: Any = None
-) -> dict[int, torch.Tensor]:
-    """The output of each layer's head-input hook over ``tokens`` ``[n, pos]``: layer → ``[n · pos, d_model]``.
+    bridge: Any,
+    tokens: torch.Tensor,
+    hooks: dict[Any, str],
+    batch_sequences: int,
+    progress_file: Any = None,
+    stop_after: str | None = None,
+) -> dict[Any, torch.Tensor]:
+    """The output of each hook over ``tokens`` ``[n, pos]``: key → ``[n · pos, d_model]`` (``hooks``: key → hook
+    name; by default layer → its head-input hook).
 
-    The forward pass stops after the highest layer's hook (raising out of the hook), so a mid-layer site of a deep
-    model costs half a forward pass.
+    The forward pass stops after ``stop_after`` (default: the hook of the largest key), raising out of the hook, so a
+    mid-layer site of a deep model costs half a forward pass.
     """
-    last = hooks[max(hooks)]
-    gathered: dict[int, list[torch.Tensor]] = {layer: [] for layer in hooks}
+    last = stop_after if stop_after is not None else hooks[max(hooks)]
+    gathered: dict[Any, list[torch.Tensor]] = {key: [] for key in hooks}
     layer_of = {name: layer for layer, name in hooks.items()}
 
     def grab(activation: torch.Tensor, hook: Any) -> None:
@@ -278,7 +285,7 @@ def _next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor
     return torch.nn.functional.cross_entropy(flat, tokens[:, 1:].flatten(), reduction="sum")
 
 
-def _affine_inverse(normalized: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def affine_inverse(normalized: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per token (a, c) with ``residual = a · normalized + c · 1``, both ``[..., 1]``: exact for the norms the head
     input is taken after (RMSNorm: c = 0, a = RMS; LayerNorm: a = std, c = mean), fitted by least squares."""
     n_centred = normalized - normalized.mean(-1, keepdim=True)
@@ -295,7 +302,7 @@ def loss_recovered(
 
     ``hooks``: (the residual stream entering the site's layer, the head input: that residual after the input norm,
     before its gain). The SAE reads the normalised residual, so the splice maps its reconstruction x̂ back through
-    the token's own normalisation: the residual r = a·x + c·1 (:func:`_affine_inverse`) is replaced by a·x̂ + c·1,
+    the token's own normalisation: the residual r = a·x + c·1 (:func:`affine_inverse`) is replaced by a·x̂ + c·1,
     and everything downstream (this layer's attention and MLP, every later layer) reads it. The ablation replaces it
     by a·μ + c·1, μ ``mean`` ``[d_model]`` the head input's mean over the training tokens: each token keeps its
     scale and loses its direction. With L the mean next-token cross-entropy of each pass, the recovered share is
@@ -317,7 +324,7 @@ def loss_recovered(
             logits = bridge.run_with_hooks(batch, fwd_hooks=[(residual_hook, grab), (input_hook, grab)])
             totals["clean"] += float(_next_token_loss(logits, batch))
             residual, normalized = seen[residual_hook], seen[input_hook].float()
-            scale, shift = _affine_inverse(normalized.double(), residual.double())
+            scale, shift = affine_inverse(normalized.double(), residual.double())
             acts, indices = encode(sae, normalized.reshape(-1, normalized.shape[-1]))
             replacements = {
                 "sae": sae.decode(acts, indices).reshape(normalized.shape).double(),

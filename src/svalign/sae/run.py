@@ -20,7 +20,7 @@ from svalign.sad.config import SADConfig
 from svalign.sad.decompose import layer_svd
 from svalign.sad.forward import PromptSet, check_offsets, forward_passes
 from svalign.sad.run import null_bases
-from svalign.sae import align, attribution, dictionary
+from svalign.sae import align, attribution, dictionary, pretrained
 from svalign.sae.config import SAEConfig
 from svalign.sae.corpus import corpus_digest
 from svalign.stats import benjamini_hochberg
@@ -70,23 +70,22 @@ def train_step(
     tokens, starts, corpus_tokens = dictionary.corpus_windows(
         bridge.tokenizer, texts, weights.causal, config.context_len, n_windows, config.seed, sampled
     )
-    hooks = {layer: weights.head_input_hook.format(layer=layer) for layer in sorted(layers)}
-    activations = dictionary.collect_head_inputs(bridge, tokens, hooks, config.batch_sequences, progress_file)
+    published = pretrained.published_sites(config.pretrained, model, layers)
+    hooks, activations, residuals = _collect(bridge, weights, tokens, layers, published, config, progress_file)
     site_columns, quality_rows = [], []
+    n_train_tokens = n_train * config.context_len
     for layer, both in activations.items():
         keys = {"model": model, "layer": layer, "hook": hooks[layer]}
-        columns, row, sae = _train_site(both, n_train * config.context_len, config, keys, device, progress_file)
-        row.update(_loss_columns(bridge, weights, tokens[n_train:], layer, sae, both[: n_train * config.context_len]))
+        source = (published.get(layer), residuals.get(layer))
+        columns, row, sae = _train_site(both, n_train_tokens, config, keys, device, progress_file, source)
+        row.update(_loss_columns(bridge, weights, tokens[n_train:], layer, sae, both[:n_train_tokens]))
         site_columns.append(columns)
         quality_rows.append(row)
+    corpus = {**corpus_digest(texts), "tokens": corpus_tokens}
+    digests = [{**entry, "sha256": pretrained.weights_digest(entry["path"])} for entry in published.values()]
     record = io.provenance(
         "sae_train",
-        {
-            "model": model,
-            "layers": list(layers),
-            **config.training(),
-            "corpus": {**corpus_digest(texts), "tokens": corpus_tokens},
-        },
+        {"model": model, "layers": list(layers), **config.training(), "corpus": corpus, "published": digests},
         seed=config.seed,
     )
     token_columns = {
@@ -104,6 +103,27 @@ def train_step(
         "quality": (SAE_QUALITY, quality_columns),
     }
     return StepTables(made, record, row_groups_by={"dictionary": "layer"})
+
+
+def _collect(
+    bridge: Any,
+    weights: Any,
+    tokens: torch.Tensor,
+    layers: Sequence[int],
+    published: dict[int, dict[str, Any]],
+    config: SAEConfig,
+    progress_file: Any,
+) -> tuple[dict[int, str], dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """(layer → head-input hook, layer → head inputs, layer → the residual entering it, for published SAEs that
+    read the residual), all ``[tokens, d_model]``, in one forward pass per batch."""
+    hooks = {layer: weights.head_input_hook.format(layer=layer) for layer in sorted(layers)}
+    residual = {
+        ("residual", layer): f"blocks.{layer}.hook_in" for layer, e in published.items() if e["input"] == "residual"
+    }
+    got = dictionary.collect_head_inputs(
+        bridge, tokens, {**hooks, **residual}, config.batch_sequences, progress_file, stop_after=hooks[max(hooks)]
+    )
+    return hooks, {layer: got[layer] for layer in hooks}, {key[1]: got[key] for key in residual}
 
 
 def _quality_row(sae: Any, x: torch.Tensor, keys: dict[str, Any], final_loss: float) -> dict[str, Any]:
@@ -154,13 +174,19 @@ def _train_site(
     keys: dict[str, Any],
     device: torch.device,
     progress_file: Any,
+    source: tuple[dict[str, Any] | None, torch.Tensor | None] = (None, None),
 ) -> tuple[dict[str, Any], dict[str, Any], Any]:
     """One site's SAE, trained on the first ``n_train`` rows of ``activations`` (the rest held out): its dictionary
     columns, its quality row (training and held-out quality, second moment, positional subspace) and the SAE."""
     x, heldout = activations[:n_train], activations[n_train:]
-    site = dictionary.train_sae(x, config, f"{keys['model']} layer {keys['layer']}", device, progress_file)
-    sae = site.sae.cpu()
-    row = _quality_row(sae, x, keys, site.final_loss)
+    entry, residual = source
+    if entry is None:
+        site = dictionary.train_sae(x, config, f"{keys['model']} layer {keys['layer']}", device, progress_file)
+        sae, final_loss = site.sae.cpu(), site.final_loss
+    else:  # a published SAE: nothing to train
+        sae = pretrained.load_site(entry, x, None if residual is None else residual[:n_train], config.k, keys)
+        final_loss = math.nan
+    row = _quality_row(sae, x, keys, final_loss)
     row.update(_heldout_quality(sae, heldout))
     row["position_basis"] = align.position_basis(x, config.context_len, POSITION_RANK).float().numpy()
     return dictionary.dictionary_columns(sae, keys["model"], keys["layer"], row.pop("frequency")), row, sae
