@@ -69,6 +69,16 @@ _NULL_NAMES = {
     "subspace": "random frames inside the head's own row/column spaces",
     "covariance": "frames of directions drawn from the inputs' second moment",
 }
+
+
+def _random_shares(dtype: pa.DataType) -> tuple[Column, Column]:
+    """The random-dictionary control's latent and pair shares (per pair, or their medians per head and site)."""
+    return (
+        Column("random_latent_share", dtype, "latent_share through the random-dictionary control"),
+        Column("random_pair_share", dtype, "pair_share through the random-dictionary control"),
+    )
+
+
 SAE_QUALITY = TableSchema(
     "sae_quality",
     "One row per site: the SAE's reconstruction quality on its corpus activations and its dictionary's interference.",
@@ -151,8 +161,7 @@ SAE_HEADS = TableSchema(
         Column("random_match_rate", _F64, "match_rate through the random-dictionary control (sae_attribution)"),
         Column("latent_share", _F64, "median share of the logit carried by latent×latent terms (rest: b_dec, error)"),
         Column("pair_share", _F64, "median share of a logit's total |M_ab| carried by its dominant latent pair"),
-        Column("random_latent_share", _F64, "latent_share through the random-dictionary control"),
-        Column("random_pair_share", _F64, "pair_share through the random-dictionary control"),
+        *_random_shares(_F64),
         Column(
             "positional_share",
             _F64,
@@ -219,8 +228,7 @@ SAE_ATTRIBUTION = TableSchema(
             "match through the random-dictionary control (as many directions drawn from the inputs' second moment, "
             "k atoms per token by non-negative matching pursuit around the SAE's b_dec)",
         ),
-        Column("random_latent_share", _F32, "latent_share through the random-dictionary control"),
-        Column("random_pair_share", _F32, "pair_share through the random-dictionary control"),
+        *_random_shares(_F32),
     ),
     version=2,
 )
@@ -241,8 +249,7 @@ SAE_SITES = TableSchema(
         Column("random_match_rate", _F64, "the same through the random-dictionary control"),
         Column("latent_share", _F64, "median over firing pairs of the logit share carried by latent×latent terms"),
         Column("pair_share", _F64, "median over firing pairs of the dominant latent pair's share of Σ|M_ab|"),
-        Column("random_latent_share", _F64, "latent_share through the random-dictionary control"),
-        Column("random_pair_share", _F64, "pair_share through the random-dictionary control"),
+        *_random_shares(_F64),
         Column("n_active_latents", _I64, "latents active on at least one token of the prompt set"),
         Column("interference_norm_active", _F64, "‖DᵀD − I‖₂ over those latents' unit decoder directions"),
         Column("explained_variance", _F64, "the site's SAE quality on its training windows (from sae_quality)"),
