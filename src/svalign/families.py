@@ -23,6 +23,7 @@ from typing import Any
 __all__ = [
     "BRIDGE_FAMILIES",
     "ENCODER_ARCHITECTURES",
+    "LENGTH_DEPENDENT_ROPE",
     "TRANSFORMERS_FAMILIES",
     "Layout",
     "ModelFamily",
@@ -93,7 +94,9 @@ _KNOWN_REFUSALS = {
     "mpt": _ALIBI,
     "gemma3": "multimodal Gemma 3 checkpoints are not supported; use a text-only one (model_type gemma3_text)",
 }
-_SUPPORTED_ROPE_TYPES = ("default",)
+_SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn", "dynamic", "longrope")
+LENGTH_DEPENDENT_ROPE = ("dynamic", "longrope")
+"""Rope types whose frequencies change with the sequence length: exact within their original context only."""
 
 
 @dataclass(frozen=True)
@@ -200,8 +203,8 @@ def _rope_refusal(config: Any) -> str | None:
         rope_type = layer_rope(config, layer).get("rope_type", "default")
         if rope_type not in _SUPPORTED_ROPE_TYPES:
             return (
-                f"rope_type {rope_type!r} (layer {layer}) rescales the rotary frequencies; only "
-                f"{', '.join(_SUPPORTED_ROPE_TYPES)} RoPE is supported"
+                f"rope_type {rope_type!r} (layer {layer}) is not one whose frequencies are verified; supported: "
+                f"{', '.join(_SUPPORTED_ROPE_TYPES)}"
             )
     return None
 

@@ -36,16 +36,45 @@ class RotarySpec:
         style: ``rotate_half`` (GPT-NeoX / Llama / Pythia: dimension i pairs with i + dim/2) or ``interleaved``
             (GPT-J: dimension 2i pairs with 2i + 1).
         layer_bases: θ base of every layer when the layers differ (Gemma 3: local 10⁴, global 10⁶), else empty.
+        frequencies: every layer's ``[dim / 2]`` inverse frequencies as the model's own rotary embedding computes
+            them, for rescaled RoPE (``rope_type`` llama3, linear, yarn, dynamic, longrope); empty: θ_i =
+            base^(−2i/dim).
+        attention_factors: every layer's factor on cos and sin (YaRN, LongRoPE: q·k of the rotated dimensions
+            gains its square); empty: 1.
+        max_length: longest sequence the frequencies hold for (a length-dependent RoPE, dynamic or longrope, is
+            exact only within its original context); 0: any.
     """
 
     dim: int
     base: float
     style: str = "rotate_half"
     layer_bases: tuple[float, ...] = ()
+    frequencies: tuple[tuple[float, ...], ...] = ()
+    attention_factors: tuple[float, ...] = ()
+    max_length: int = 0
 
     def base_of(self, layer: int) -> float:
         """The θ base of one layer."""
         return self.layer_bases[layer] if self.layer_bases else self.base
+
+    def frequencies_of(self, layer: int) -> torch.Tensor:
+        """The inverse frequencies θ_i of one layer ``[dim / 2]`` (float64)."""
+        if self.frequencies:
+            return torch.tensor(self.frequencies[layer], dtype=torch.float64)
+        return self.base_of(layer) ** (-torch.arange(self.dim // 2, dtype=torch.float64) * 2 / self.dim)
+
+    def factor_of(self, layer: int) -> float:
+        """The factor on cos and sin of one layer (1 unless YaRN or LongRoPE)."""
+        return self.attention_factors[layer] if self.attention_factors else 1.0
+
+    @property
+    def per_layer(self) -> bool:
+        """The layers' rotations differ (θ bases, frequencies or factors)."""
+        distinct = {(tuple(self.frequencies_of(layer).tolist()), self.factor_of(layer)) for layer in self._layers()}
+        return len(distinct) > 1
+
+    def _layers(self) -> range:
+        return range(max(len(self.layer_bases), len(self.frequencies), len(self.attention_factors), 1))
 
 
 @dataclass
@@ -133,6 +162,12 @@ def head_weights_table(weights: HeadWeights, model: str, variant: str) -> dict[s
         "rotary_dim": [rotary.dim if rotary else 0] * rows,
         "rotary_base": [rotary.base_of(int(layer)) if rotary else 0.0 for layer in per_layer],
         "rotary_style": [rotary.style if rotary else ""] * rows,
+        "rotary_frequencies": [
+            np.array(rotary.frequencies[int(layer)] if rotary and rotary.frequencies else [], dtype=np.float64)
+            for layer in per_layer
+        ],
+        "rotary_attention_factor": [rotary.factor_of(int(layer)) if rotary else 1.0 for layer in per_layer],
+        "rotary_max_length": [rotary.max_length if rotary else 0] * rows,
         "attn_scale": [weights.attn_scale] * rows,
         "causal": [weights.causal] * rows,
         "architecture": [weights.architecture] * rows,
@@ -144,12 +179,22 @@ def head_weights_table(weights: HeadWeights, model: str, variant: str) -> dict[s
     }
 
 
-def _rotary_of(first: dict[str, Any], bases: np.ndarray) -> RotarySpec | None:
-    """The :class:`RotarySpec` of a table: ``bases`` is the θ base of each layer."""
+def _rotary_of(first: dict[str, Any], bases: np.ndarray, frequencies: list, factors: np.ndarray) -> RotarySpec | None:
+    """The :class:`RotarySpec` of a table: per layer its θ base, its frequencies (empty lists: from θ) and its
+    factor on cos and sin."""
     if not first["rotary_dim"]:
         return None
     layer_bases = tuple(float(b) for b in bases) if len(set(bases.tolist())) > 1 else ()
-    return RotarySpec(first["rotary_dim"], first["rotary_base"], first["rotary_style"], layer_bases)
+    scaled = tuple(tuple(float(f) for f in layer) for layer in frequencies) if any(len(f) for f in frequencies) else ()
+    return RotarySpec(
+        first["rotary_dim"],
+        first["rotary_base"],
+        first["rotary_style"],
+        layer_bases,
+        scaled,
+        tuple(float(f) for f in factors) if (factors != 1.0).any() else (),
+        int(first["rotary_max_length"]),
+    )
 
 
 def read_head_weights(table: pa.Table) -> HeadWeights:
@@ -177,7 +222,12 @@ def read_head_weights(table: pa.Table) -> HeadWeights:
         b_Q=grid("b_Q") if first["has_bias"] else None,
         b_K=grid("b_K") if first["has_bias"] else None,
         kv_head=torch.from_numpy(table.column("kv_head").to_numpy()[:H].copy()),
-        rotary=_rotary_of(first, per_layer("rotary_base")),
+        rotary=_rotary_of(
+            first,
+            per_layer("rotary_base"),
+            table.column("rotary_frequencies").to_pylist()[::H],
+            per_layer("rotary_attention_factor"),
+        ),
         attn_scale=first["attn_scale"],
         causal=first["causal"],
         architecture=first["architecture"],

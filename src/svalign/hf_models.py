@@ -28,10 +28,17 @@ from typing import Any
 
 import torch
 
-from svalign.families import ModelFamily, check_supported, layer_rope, sliding_windows
+from svalign.families import LENGTH_DEPENDENT_ROPE, ModelFamily, check_supported, layer_rope, sliding_windows
 from svalign.heads import HeadWeights, RotarySpec
 
-__all__ = ["CAPTURE", "TransformersModel", "check_float32", "extract_head_weights", "load_transformers_model"]
+__all__ = [
+    "CAPTURE",
+    "TransformersModel",
+    "check_float32",
+    "extract_head_weights",
+    "load_transformers_model",
+    "scaled_rope",
+]
 
 CAPTURE = "svalign_capture"
 """The attention implementation registered with ``transformers``: the family's eager attention, recorded."""
@@ -288,6 +295,44 @@ def _layer_factors(model: TransformersModel, layer: Any, kv_head: torch.Tensor, 
     return W_q, b_q, W_k[kv_head], None if b_k is None else b_k[kv_head]
 
 
+def scaled_rope(module: torch.nn.Module, config: Any, dim: int) -> dict[str, Any]:
+    """:class:`RotarySpec` fields of a rescaled RoPE, read from the model's own rotary embedding (``{}`` when every
+    layer's ``rope_type`` is ``default``, whose frequencies follow from θ).
+
+    ``transformers`` computes each rope type's inverse frequencies and its factor on cos and sin when it builds the
+    rotary embedding (``inv_freq``, ``attention_scaling``; Gemma 3 per layer type), so every type it implements is
+    read the same way. Length-dependent types (``dynamic``, ``longrope``) recompute them beyond their original
+    context: the frequencies read here (``original_inv_freq``) hold up to it, and ``max_length`` records it.
+    """
+    n_layers = config.num_hidden_layers
+    types = [layer_rope(config, layer).get("rope_type", "default") for layer in range(n_layers)]
+    if all(kind == "default" for kind in types):
+        return {}
+    embedding = next(m for name, m in module.named_modules() if name.endswith("rotary_emb"))
+    layer_types = getattr(config, "layer_types", None)
+    frequencies, factors = [], []
+    for layer in range(n_layers):
+        prefix = ""
+        if layer_types is not None and hasattr(embedding, f"{layer_types[layer]}_original_inv_freq"):
+            prefix = f"{layer_types[layer]}_"
+        inverse = getattr(embedding, f"{prefix}original_inv_freq", None)
+        inverse = getattr(embedding, f"{prefix}inv_freq") if inverse is None else inverse
+        if inverse.numel() != dim // 2:
+            raise ValueError(f"layer {layer}: the rotary embedding has {inverse.numel()} frequencies, not {dim // 2}")
+        frequencies.append(tuple(inverse.double().tolist()))
+        factors.append(float(getattr(embedding, f"{prefix}attention_scaling", 1.0)))
+    limits = [
+        int(layer_rope(config, layer).get("original_max_position_embeddings") or config.max_position_embeddings)
+        for layer, kind in enumerate(types)
+        if kind in LENGTH_DEPENDENT_ROPE
+    ]
+    return {
+        "frequencies": tuple(frequencies),
+        "attention_factors": tuple(factors) if any(factor != 1.0 for factor in factors) else (),
+        "max_length": min(limits) if limits else 0,
+    }
+
+
 def _rotary(model: TransformersModel, d_head: int) -> RotarySpec | None:
     """Rotary parameters from the HF config (per layer type for Gemma 3), in the family's convention."""
     layout, config = model.family.layout, model.model.config
@@ -299,7 +344,8 @@ def _rotary(model: TransformersModel, d_head: int) -> RotarySpec | None:
     else:
         fraction = parameters[0].get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0)) or 1.0
         dim, bases = int(d_head * fraction), [float(p["rope_theta"]) for p in parameters]
-    return RotarySpec(dim, bases[0], layout.rotary, tuple(bases) if len(set(bases)) > 1 else ())
+    layer_bases = tuple(bases) if len(set(bases)) > 1 else ()
+    return RotarySpec(dim, bases[0], layout.rotary, layer_bases, **scaled_rope(model.model, config, dim))
 
 
 def _processing(model: TransformersModel) -> str:

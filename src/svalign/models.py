@@ -321,7 +321,8 @@ def _rotary_spec(bridge: Any, d_head: int) -> RotarySpec | None:
     rotary_dim = getattr(config, "rotary_dim", None) or int(d_head * fraction)
     if getattr(bridge.cfg, "rotary_adjacent_pairs", False):
         raise NotImplementedError("interleaved (GPT-J style) rotary is not supported")
-    return RotarySpec(dim=int(rotary_dim), base=float(base))
+    scaled = hf_models.scaled_rope(bridge.original_model, config, int(rotary_dim))
+    return RotarySpec(dim=int(rotary_dim), base=float(base), **scaled)
 
 
 def _bias(bridge: Any, name: str) -> torch.Tensor | None:

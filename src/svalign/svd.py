@@ -71,7 +71,13 @@ def _augment_with_bias(W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
 
 
 def rotary_matrices(
-    offsets: torch.Tensor, d_head: int, rotary_dim: int, base: float, style: str = "rotate_half"
+    offsets: torch.Tensor,
+    d_head: int,
+    rotary_dim: int,
+    base: float,
+    style: str = "rotate_half",
+    frequencies: torch.Tensor | None = None,
+    factor: float = 1.0,
 ) -> torch.Tensor:
     """RoPE rotations ``R_δ`` in head space, row convention, so that ``q_t · k_j = q R_{t−j} kᵀ``.
 
@@ -85,6 +91,9 @@ def rotary_matrices(
     Args:
         offsets: query − key position offsets δ ``[n_offsets]``.
         style: ``rotate_half`` or ``interleaved``.
+        frequencies: the θ_i ``[rotary_dim / 2]`` as the model computes them (rescaled RoPE), instead of ``base``'s.
+        factor: the model's factor on cos and sin (YaRN, LongRoPE): q and k each carry it on the rotated
+            dimensions, so ``R_δ``'s rotated block carries its square.
 
     Returns:
         ``[n_offsets, d_head, d_head]`` in the dtype of ``offsets`` (use float64 for accuracy).
@@ -95,9 +104,13 @@ def rotary_matrices(
         raise ValueError(f"rotary_dim must be even and in (0, d_head={d_head}], got {rotary_dim}")
     half = rotary_dim // 2
     dtype = offsets.dtype if offsets.is_floating_point() else torch.float64
-    frequencies = base ** (-torch.arange(half, dtype=torch.float64, device=offsets.device) * 2 / rotary_dim)
-    angles = offsets.to(torch.float64)[:, None] * frequencies  # [n_offsets, half]
-    cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
+    if frequencies is None:
+        frequencies = base ** (-torch.arange(half, dtype=torch.float64, device=offsets.device) * 2 / rotary_dim)
+    angles = offsets.to(torch.float64)[:, None] * frequencies.to(device=offsets.device, dtype=torch.float64)
+    cos, sin = angles.cos(), angles.sin()  # [n_offsets, half]
+    if factor != 1.0:
+        cos, sin = cos * factor**2, sin * factor**2
+    cos, sin = cos.to(dtype), sin.to(dtype)
     R = torch.eye(d_head, dtype=dtype, device=offsets.device).repeat(len(offsets), 1, 1)
     index = torch.arange(half, device=offsets.device)
     first, second = (index, index + half) if style == "rotate_half" else (2 * index, 2 * index + 1)
@@ -112,18 +125,27 @@ def model_rotations(
     weights: HeadWeights, offsets: torch.Tensor, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor | None:
     """The model's ``R_δ``: ``[n_offsets, d_head, d_head]`` shared by every layer, ``[L, 1, n_offsets, d_head, d_head]``
-    when the layers' θ bases differ (Gemma 3), or None without RoPE."""
+    when the layers' rotations differ (Gemma 3's θ bases, per-layer rescaled frequencies), or None without RoPE."""
     rotary = weights.rotary
     if rotary is None:
         return None
     offsets = offsets.to(device=device, dtype=torch.float64)
 
-    def of(base: float) -> torch.Tensor:
-        return rotary_matrices(offsets, weights.d_head, rotary.dim, base, rotary.style).to(dtype)
+    def of(layer: int) -> torch.Tensor:
+        frequencies = rotary.frequencies_of(layer) if rotary.frequencies else None
+        return rotary_matrices(
+            offsets,
+            weights.d_head,
+            rotary.dim,
+            rotary.base_of(layer),
+            rotary.style,
+            frequencies,
+            rotary.factor_of(layer),
+        ).to(dtype)
 
-    if not rotary.layer_bases:
-        return of(rotary.base)
-    return torch.stack([of(base) for base in rotary.layer_bases]).unsqueeze(1)
+    if not rotary.per_layer:
+        return of(0)
+    return torch.stack([of(layer) for layer in range(weights.n_layers)]).unsqueeze(1)
 
 
 class HeadSVD(NamedTuple):

@@ -59,6 +59,24 @@ GEMMA3_ROPE = {
     "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
 }
 ALTERNATING = {"sliding_window": 4, "layer_types": ["sliding_attention", "full_attention"]}
+# Rescaled RoPE with an original context (16) shorter than max_position_embeddings, so every rope type's rescaling
+# moves the frequencies the 12-token prompts use (with the default 8192 the smallest widths would hide it).
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 16,
+    "rope_theta": 500000.0,
+}
+YARN_ROPE = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "rope_theta": 10000.0}
+LONGROPE = {
+    "rope_type": "longrope",
+    "short_factor": [1.0, 1.5, 2.0, 3.0],
+    "long_factor": [1.0, 4.0, 8.0, 16.0],
+    "original_max_position_embeddings": 16,
+    "rope_theta": 10000.0,
+}
 HEAD_NORMALIZED, HEAD_RESIDUAL = "blocks.{layer}.ln1.hook_normalized", "blocks.{layer}.attn.hook_in"
 
 GPT2_LIKE = {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "initializer_range": 0.2, **TOKEN_IDS}
@@ -93,6 +111,36 @@ FAMILIES = {
         {"rotary": RotarySpec(4, 10000.0)},
     ),
     "llama": Family("LlamaConfig", "LlamaForCausalLM", {**DECODER, "num_key_value_heads": 2}, {"b_Q": None}),
+    "llama3": Family(  # Llama 3.x: rope_type llama3 rescales the low frequencies (through the bridge)
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        {**DECODER, "num_key_value_heads": 2, "rope_parameters": LLAMA3_ROPE},
+        {"architecture": "llama", "b_Q": None},
+    ),
+    "llama_linear": Family(
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        {**DECODER, "rope_parameters": {"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}},
+        {"architecture": "llama"},
+    ),
+    "llama_dynamic": Family(  # length-dependent: exact within max_position_embeddings, which is recorded
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        {**DECODER, "rope_parameters": {"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0}},
+        {"architecture": "llama"},
+    ),
+    "qwen2_yarn": Family(  # YaRN: rescaled frequencies and a factor on cos and sin
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        {**DECODER, "num_key_value_heads": 2, "rope_parameters": YARN_ROPE},
+        {"architecture": "qwen2"},
+    ),
+    "phi3_longrope": Family(  # LongRoPE: short factors within the original context, a factor on cos and sin
+        "Phi3Config",
+        "Phi3ForCausalLM",
+        {**DECODER, "num_key_value_heads": 2, "rope_parameters": LONGROPE, "original_max_position_embeddings": 16},
+        {"architecture": "phi3"},
+    ),
     "qwen2": Family(  # q/k biases with RoPE and GQA
         "Qwen2Config", "Qwen2ForCausalLM", {**DECODER, "num_key_value_heads": 2}, {"sliding_window": ()}
     ),
@@ -315,20 +363,58 @@ REFUSED = {
         Family("PhiConfig", "PhiForCausalLM", {**DECODER, "qk_layernorm": True}, {}),
         r"model family 'phi' is not supported: qk_layernorm applies a LayerNorm with a bias to q and k",
     ),
-    "llama_scaled_rope": (
-        Family(
-            "LlamaConfig",
-            "LlamaForCausalLM",
-            {**DECODER, "rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}},
-            {},
-        ),
-        r"model family 'llama' is not supported: rope_type 'linear' \(layer 0\) rescales the rotary frequencies",
-    ),
     "unverified_family": (
         Family("GPTBigCodeConfig", "GPTBigCodeForCausalLM", {"n_embd": 32, "n_layer": 2, "n_head": 4, **TOKEN_IDS}, {}),
         r"model family 'gpt_bigcode' is not supported: not a verified family \(verified: bert, gemma, ",
     ),
 }
+
+
+@pytest.mark.parametrize("family", ["llama3", "qwen2_yarn", "phi3_longrope"])
+def test_rescaled_rope_needs_the_models_own_frequencies(family, repo, tmp_path, record_property):
+    """The frequencies (and YaRN/LongRoPE's factor on cos and sin) come from the model's rotary embedding: with the
+    θ-only frequencies the same SAD terms miss the oracle's logits by far more than the tolerance."""
+    import dataclasses
+
+    from svalign.svd import model_svd as build_svd
+
+    spec = FAMILIES[family]
+    model_dir = save_tiny_model(tmp_path / family, spec.config_class, spec.model_class, spec.options)
+    model, weights, ours, _ = _through_the_pipeline(
+        {"name": family, "source": str(model_dir)}, repo, tmp_path, _prompts()
+    )
+    rotary = weights.rotary
+    theta_only = RotarySpec(rotary.dim, rotary.base, rotary.style)
+    gap = max(float((rotary.frequencies_of(i) - theta_only.frequencies_of(i)).abs().max()) for i in range(2))
+    plain = dataclasses.replace(weights, rotary=theta_only)
+    wrong = max(_relative_errors(model, plain, build_svd(plain, N_POS - 1), model_dir))
+    right = max(_relative_errors(model, weights, ours, model_dir))
+    record_property("frequency_gap", gap)
+    record_property("theta_only_error", wrong)
+    assert gap > 1e-2 or rotary.attention_factors  # the rescaling moves the frequencies or scales cos and sin
+    assert right < TOLERANCE < 1e-2 < wrong, (right, wrong)
+    if family == "qwen2_yarn":
+        assert rotary.attention_factors == (pytest.approx(0.1 * np.log(4.0) + 1),) * 2
+    if family == "phi3_longrope":  # exact within the original context only: longer prompts are refused
+        assert (
+            rotary.max_length == 16
+            and rotary.attention_factors == (pytest.approx((1 + np.log(4) / np.log(16)) ** 0.5),) * 2
+        )
+        tokens = torch.zeros(1, 17, dtype=torch.long)
+        with pytest.raises(ValueError, match=r"17 tokens exceeds 16, the original context of this model's"):
+            forward.layer_activations(model, tokens, weights)
+
+
+def test_unknown_rope_types_are_refused_naming_the_type():
+    from types import SimpleNamespace
+
+    from svalign.families import check_supported
+
+    config = SimpleNamespace(
+        model_type="llama", num_hidden_layers=2, rope_parameters={"rope_type": "su_scaled", "rope_theta": 1e4}
+    )
+    with pytest.raises(UnsupportedFamilyError, match=r"rope_type 'su_scaled' \(layer 0\) is not one whose"):
+        check_supported(config)
 
 
 @pytest.mark.parametrize("case", list(REFUSED))

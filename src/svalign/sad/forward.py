@@ -196,6 +196,13 @@ def layer_activations(model: Any, tokens: torch.Tensor, weights: HeadWeights) ->
     Returns:
         (the cache, last-position logits ``[n, vocab]``).
     """
+    rotary = weights.rotary
+    if rotary is not None and rotary.max_length and tokens.shape[1] > rotary.max_length:
+        raise ValueError(
+            f"a prompt of {tokens.shape[1]} tokens exceeds {rotary.max_length}, the original context of this model's "
+            "length-dependent RoPE (rope_type dynamic or longrope): beyond it the model changes its rotary frequencies "
+            "with the length, and the decomposition is exact only within it; shorten the prompts"
+        )
     names = set()
     for layer in range(weights.n_layers):
         names.add(weights.head_input_hook.format(layer=layer))

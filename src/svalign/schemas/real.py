@@ -35,6 +35,20 @@ HEAD_WEIGHTS = TableSchema(
         Column("rotary_dim", _I64, "rotated dimensions per head (0: no RoPE)"),
         Column("rotary_base", _F64, "RoPE θ base of the row's layer (0: no RoPE)"),
         Column("rotary_style", _STR, "RoPE convention: rotate_half, interleaved (GPT-J), or empty"),
+        Column(
+            "rotary_frequencies",
+            _F64,
+            "the layer's RoPE inverse frequencies [rotary_dim / 2] as the model computes them for a rescaled RoPE "
+            "(llama3, linear, yarn, dynamic, longrope); empty: θ_i = rotary_base^(−2i/rotary_dim)",
+            ("rotary_dim / 2",),
+            ragged=True,
+        ),
+        Column("rotary_attention_factor", _F64, "the layer's factor on cos and sin (YaRN, LongRoPE; else 1)"),
+        Column(
+            "rotary_max_length",
+            _I64,
+            "longest sequence the frequencies hold for (length-dependent RoPE: its original context); 0: any",
+        ),
         Column("attn_scale", _F64, "divisor of q·k before the softmax"),
         Column("causal", _BOOL, "causal (decoder) attention"),
         Column("architecture", _STR, "Hugging Face model_type"),
@@ -44,7 +58,7 @@ HEAD_WEIGHTS = TableSchema(
         Column("attn_softcap", _F64, "attention-logit soft-cap c, ℓ → c·tanh(ℓ/c) (0: none); SAD decomposes pre-cap ℓ"),
         Column("qk_norm", _STR, "RMSNorm of q and k: per_head, all_heads or empty; SAD carries per-token 1/ρ"),
     ),
-    version=2,
+    version=3,
 )
 
 
