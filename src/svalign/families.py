@@ -7,7 +7,7 @@ A family is a Hugging Face ``model_type``. Each verified family is read one of t
 * directly from the ``transformers`` modules (:data:`TRANSFORMERS_FAMILIES`: :class:`Layout` says where each
   family keeps its attention, input norm and q/k norms), for the families added after those four: several carry
   what the bridge does not reproduce (soft-capping, q/k norms, ``query_pre_attn_scalar``, interleaved rotary,
-  per-layer RoPE bases, OPT's pre-scaled q), and one path serves them all.
+  per-layer RoPE bases, OPT's pre-scaled q, multi-query fused projections), and one path serves them all.
 
 Both are verified against an independent oracle over plain ``transformers`` (``tests/unit/test_families.py``).
 Anything else — an unverified architecture, or a verified one with an option whose logits are not a bilinear form
@@ -56,7 +56,8 @@ class Layout:
             the residual stream itself (OLMo 2; OPT with ``do_layer_norm_before: false``).
         norm_kind: ``layernorm`` ((x − μ)/σ · γ + β), ``rmsnorm`` (x/ρ · γ) or ``rmsnorm_plus_one`` (x/ρ · (1 + w),
             Gemma).
-        qkv: ``separate`` (``q_proj``, ``k_proj``) or ``fused`` (``qkv_proj``: rows q, then k, then v; Phi-3).
+        qkv: ``separate`` (``q_proj``, ``k_proj``) or the fused projection's attribute (rows q, then k, then v:
+            ``qkv_proj`` of Phi-3; ``c_attn`` of GPT-BigCode, whose rows are q, k, v per head unless multi-query).
         qk_norm: ``""`` (none), ``per_head`` (RMSNorm over each head's d_head: Qwen3, Gemma 3) or ``all_heads``
             (RMSNorm over the concatenated heads: OLMo 2), applied to q and k before the rotary embedding.
         qk_norm_plus_one: the q/k norm gain is ``1 + w`` (Gemma 3).
@@ -79,12 +80,22 @@ TRANSFORMERS_FAMILIES: dict[str, Layout] = {
     "gemma": Layout("model.layers", norm_kind="rmsnorm_plus_one"),
     "gemma2": Layout("model.layers", norm_kind="rmsnorm_plus_one"),
     "gemma3_text": Layout("model.layers", norm_kind="rmsnorm_plus_one", qk_norm="per_head", qk_norm_plus_one=True),
-    "phi3": Layout("model.layers", qkv="fused"),
+    "phi3": Layout("model.layers", qkv="qkv_proj"),
     "phi": Layout("model.layers", norm_kind="layernorm"),
     "opt": Layout("model.decoder.layers", norm="self_attn_layer_norm", norm_kind="layernorm", rotary=""),
     "gptj": Layout("transformer.h", attention="attn", norm="ln_1", norm_kind="layernorm", rotary="interleaved"),
     "qwen3": Layout("model.layers", qk_norm="per_head"),
     "olmo2": Layout("model.layers", norm=None, qk_norm="all_heads"),
+    # mixture-of-experts MLPs beside standard attention
+    "mixtral": Layout("model.layers"),
+    "qwen2_moe": Layout("model.layers"),
+    "qwen3_moe": Layout("model.layers", qk_norm="per_head"),
+    "olmoe": Layout("model.layers", qk_norm="all_heads"),
+    "granite": Layout("model.layers"),  # attention_multiplier is the module's own scaling (read as attn_scale)
+    "stablelm": Layout("model.layers", norm_kind="layernorm"),
+    "cohere": Layout("model.layers", norm_kind="layernorm", rotary="interleaved"),
+    "smollm3": Layout("model.layers"),  # NoPE layers (no_rope_layers): zero rotary frequencies there
+    "gpt_bigcode": Layout("transformer.h", "attn", "ln_1", "layernorm", qkv="c_attn", rotary=""),
 }
 """Families read directly from their ``transformers`` modules, by ``model_type``."""
 
@@ -222,6 +233,10 @@ def _option_refusal(model_type: str, config: Any) -> str | None:
         )
     if model_type == "gptj" and not getattr(config, "rotary_dim", None):
         return "rotary_dim is not set (GPT-J's rotary embedding then does not match the head size)"
+    if model_type == "stablelm" and getattr(config, "qk_layernorm", False):
+        return "qk_layernorm applies per-head LayerNorms with biases to q and k, which are not folded here"
+    if model_type == "cohere" and getattr(config, "use_qk_norm", False):
+        return "use_qk_norm applies per-head LayerNorms (centred) to q and k, which are not folded here"
     if model_type == "gemma3_text" and getattr(config, "use_bidirectional_attention", False):
         return "use_bidirectional_attention (EmbeddingGemma) is not a causal decoder"
     return None

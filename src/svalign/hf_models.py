@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -227,7 +227,7 @@ def load_transformers_model(
 def _kv_head(config: Any) -> torch.Tensor:
     """``[n_heads]``: the key/value head each query head reads (HF ``repeat_kv``: h // group)."""
     n_heads = config.num_attention_heads
-    n_kv = getattr(config, "num_key_value_heads", None) or n_heads
+    n_kv = 1 if getattr(config, "multi_query", False) else getattr(config, "num_key_value_heads", None) or n_heads
     if n_heads % n_kv:
         raise ValueError(f"{n_heads} query heads cannot share {n_kv} key heads evenly")
     return torch.arange(n_heads) // (n_heads // n_kv)
@@ -239,11 +239,16 @@ def _projections(attention: Any, qkv: str, q_size: int, k_size: int) -> list[tup
     def linear(weight: torch.Tensor, bias: torch.Tensor | None) -> tuple:
         return weight.detach().double().T, None if bias is None else bias.detach().double()
 
-    if qkv == "fused":  # Phi-3: the rows of one Linear are q, then k, then v
-        weight, bias = attention.qkv_proj.weight, attention.qkv_proj.bias
-        rows = (slice(0, q_size), slice(q_size, q_size + k_size))
-        return [linear(weight[r], None if bias is None else bias[r]) for r in rows]
-    return [linear(p.weight, p.bias) for p in (attention.q_proj, attention.k_proj)]
+    if qkv == "separate":
+        return [linear(p.weight, p.bias) for p in (attention.q_proj, attention.k_proj)]
+    fused = getattr(attention, qkv)  # one Linear: rows q, then k, then v (Phi-3, multi-query GPT-BigCode)
+    weight, bias = fused.weight, fused.bias
+    rows = [torch.arange(q_size), torch.arange(q_size, q_size + k_size)]
+    if getattr(attention, "multi_query", True) is False:  # GPT-BigCode with a k, v per head: q, k, v per head
+        d_head = attention.head_dim
+        per_head = torch.arange(q_size).view(-1, d_head) // d_head * 3 * d_head + torch.arange(d_head)
+        rows = [per_head.flatten(), per_head.flatten() + d_head]
+    return [linear(weight[r], None if bias is None else bias[r]) for r in rows]
 
 
 def _norm_affine(norm: Any, kind: str, d_model: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -339,13 +344,21 @@ def _rotary(model: TransformersModel, d_head: int) -> RotarySpec | None:
     if not layout.rotary:
         return None
     parameters = [layer_rope(config, layer) for layer in range(config.num_hidden_layers)]
-    if layout.rotary == "interleaved":  # GPT-J: rotary_dim in the config, base fixed in the modelling code
+    if model.family.architecture == "gptj":  # rotary_dim in the config, base fixed in the modelling code
         dim, bases = int(config.rotary_dim), [GPTJ_ROPE_THETA] * len(parameters)
     else:
         fraction = parameters[0].get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0)) or 1.0
         dim, bases = int(d_head * fraction), [float(p["rope_theta"]) for p in parameters]
     layer_bases = tuple(bases) if len(set(bases)) > 1 else ()
-    return RotarySpec(dim, bases[0], layout.rotary, layer_bases, **scaled_rope(model.model, config, dim))
+    spec = RotarySpec(dim, bases[0], layout.rotary, layer_bases, **scaled_rope(model.model, config, dim))
+    uses_rope = getattr(config, "no_rope_layers", None)  # SmolLM3: 1 where a layer rotates, 0 where it does not
+    if uses_rope is not None and not all(uses_rope[: config.num_hidden_layers]):
+        frequencies = tuple(
+            tuple(spec.frequencies_of(layer).tolist()) if uses_rope[layer] else (0.0,) * (dim // 2)
+            for layer in range(config.num_hidden_layers)
+        )  # a NoPE layer: zero frequencies, R_δ = I, one form for every offset
+        spec = replace(spec, frequencies=frequencies)
+    return spec
 
 
 def _processing(model: TransformersModel) -> str:

@@ -228,6 +228,83 @@ FAMILIES = {
             "rotary": RotarySpec(16, 10000.0, "rotate_half", (10000.0, 1000000.0)),
         },
     ),
+    "smollm3": Family(  # every other layer without RoPE (NoPE): its R_δ is the identity
+        "SmolLM3Config",
+        "SmolLM3ForCausalLM",
+        {**DECODER, "num_key_value_heads": 2, "no_rope_layers": [1, 0]},
+        {},
+    ),
+    "mixtral": Family(  # mixture-of-experts MLP, GQA, sliding window
+        "MixtralConfig",
+        "MixtralForCausalLM",
+        {**DECODER, "num_key_value_heads": 2, "num_local_experts": 2, "num_experts_per_tok": 1, "sliding_window": 5},
+        {"sliding_window": (5, 5)},
+    ),
+    "qwen2_moe": Family(  # q/k biases, experts and a shared expert
+        "Qwen2MoeConfig",
+        "Qwen2MoeForCausalLM",
+        {
+            **DECODER,
+            "num_key_value_heads": 2,
+            "num_experts": 2,
+            "num_experts_per_tok": 1,
+            "moe_intermediate_size": 32,
+            "shared_expert_intermediate_size": 32,
+        },
+        {},
+    ),
+    "qwen3_moe": Family(  # per-head q/k RMSNorm with experts
+        "Qwen3MoeConfig",
+        "Qwen3MoeForCausalLM",
+        {
+            **DECODER,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "num_experts": 2,
+            "num_experts_per_tok": 1,
+            "moe_intermediate_size": 32,
+        },
+        {"qk_norm": "per_head"},
+    ),
+    "olmoe": Family(  # q/k RMSNorm over all heads, experts
+        "OlmoeConfig",
+        "OlmoeForCausalLM",
+        {**DECODER, "num_key_value_heads": 2, "num_experts": 2, "num_experts_per_tok": 1},
+        {"qk_norm": "all_heads"},
+    ),
+    "granite": Family(  # attention_multiplier replaces 1/√d_head
+        "GraniteConfig",
+        "GraniteForCausalLM",
+        {**DECODER, "num_key_value_heads": 2, "attention_multiplier": 0.3, "residual_multiplier": 0.5},
+        {"attn_scale": 1 / 0.3},
+    ),
+    "stablelm": Family(  # LayerNorm γ, β; partial rotary; q/k/v biases; parallel residual
+        "StableLmConfig",
+        "StableLmForCausalLM",
+        {
+            **DECODER,
+            "num_key_value_heads": 2,
+            "partial_rotary_factor": 0.5,
+            "use_qkv_bias": True,
+            "use_parallel_residual": True,
+        },
+        {"rotary": RotarySpec(4, 10000.0)},
+    ),
+    "cohere": Family(  # LayerNorm without bias, interleaved rotary with θ from the config, parallel block
+        "CohereConfig",
+        "CohereForCausalLM",
+        {**DECODER, "num_key_value_heads": 2, "rope_parameters": {"rope_type": "default", "rope_theta": 5000.0}},
+        {"rotary": RotarySpec(8, 5000.0, "interleaved")},
+    ),
+    "gpt_bigcode": Family(  # StarCoder: multi-query (one key head), fused c_attn, learned positions
+        "GPTBigCodeConfig", "GPTBigCodeForCausalLM", GPT2_LIKE, {"rotary": None}
+    ),
+    "gpt_bigcode_mha": Family(  # a k and v per head: c_attn's rows are q, k, v per head
+        "GPTBigCodeConfig",
+        "GPTBigCodeForCausalLM",
+        {**GPT2_LIKE, "multi_query": False},
+        {"architecture": "gpt_bigcode"},
+    ),
     "bert": Family(
         "BertConfig",
         "BertModel",
@@ -329,6 +406,8 @@ def test_sad_terms_sum_to_the_oracle_logits_and_keys_are_the_models_mask(family,
     record_property(ORACLE_ERROR, max(errors))
     expected = {"architecture": family, **spec.facts}
     assert {name: getattr(weights, name) for name in expected} == expected
+    if family == "gpt_bigcode":  # multi-query: every query head reads the one key head
+        assert weights.kv_head.tolist() == [0, 0, 0, 0]
     assert sad.record["config"]["max_score_error"] < TOLERANCE  # the run's own check against the model's scores
     assert max(errors) < TOLERANCE, errors
 
@@ -364,16 +443,29 @@ REFUSED = {
         r"model family 'phi' is not supported: qk_layernorm applies a LayerNorm with a bias to q and k",
     ),
     "unverified_family": (
-        Family("GPTBigCodeConfig", "GPTBigCodeForCausalLM", {"n_embd": 32, "n_layer": 2, "n_head": 4, **TOKEN_IDS}, {}),
-        r"model family 'gpt_bigcode' is not supported: not a verified family \(verified: bert, gemma, ",
+        Family(  # Falcon computes its attention itself (no eager function to record)
+            "FalconConfig",
+            "FalconForCausalLM",
+            {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, **TOKEN_IDS},
+            {},
+        ),
+        r"model family 'falcon' is not supported: not a verified family \(verified: bert, cohere, ",
+    ),
+    "stablelm_qk_layernorm": (
+        Family("StableLmConfig", "StableLmForCausalLM", {**DECODER, "qk_layernorm": True}, {}),
+        r"model family 'stablelm' is not supported: qk_layernorm applies per-head LayerNorms with biases",
+    ),
+    "cohere_qk_norm": (
+        Family("CohereConfig", "CohereForCausalLM", {**DECODER, "use_qk_norm": True}, {}),
+        r"model family 'cohere' is not supported: use_qk_norm applies per-head LayerNorms \(centred\)",
     ),
 }
 
 
-@pytest.mark.parametrize("family", ["llama3", "qwen2_yarn", "phi3_longrope"])
+@pytest.mark.parametrize("family", ["llama3", "qwen2_yarn", "phi3_longrope", "smollm3"])
 def test_rescaled_rope_needs_the_models_own_frequencies(family, repo, tmp_path, record_property):
-    """The frequencies (and YaRN/LongRoPE's factor on cos and sin) come from the model's rotary embedding: with the
-    θ-only frequencies the same SAD terms miss the oracle's logits by far more than the tolerance."""
+    """The frequencies (and YaRN/LongRoPE's factor on cos and sin; SmolLM3's NoPE layers) come from the model: with
+    the θ-only frequencies the same SAD terms miss the oracle's logits by far more than the tolerance."""
     import dataclasses
 
     from svalign.svd import model_svd as build_svd
@@ -393,6 +485,8 @@ def test_rescaled_rope_needs_the_models_own_frequencies(family, repo, tmp_path, 
     record_property("theta_only_error", wrong)
     assert gap > 1e-2 or rotary.attention_factors  # the rescaling moves the frequencies or scales cos and sin
     assert right < TOLERANCE < 1e-2 < wrong, (right, wrong)
+    if family == "smollm3":  # the NoPE layer rotates nothing
+        assert rotary.frequencies_of(1).abs().max() == 0 and rotary.frequencies_of(0).abs().min() > 0
     if family == "qwen2_yarn":
         assert rotary.attention_factors == (pytest.approx(0.1 * np.log(4.0) + 1),) * 2
     if family == "phi3_longrope":  # exact within the original context only: longer prompts are refused
