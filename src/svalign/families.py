@@ -62,6 +62,12 @@ class Layout:
             (RMSNorm over the concatenated heads: OLMo 2), applied to q and k before the rotary embedding.
         qk_norm_plus_one: the q/k norm gain is ``1 + w`` (Gemma 3).
         rotary: ``rotate_half``, ``interleaved`` (GPT-J: pairs 2i, 2i + 1) or ``""`` (learned absolute positions).
+        attention_norm: a layer's own attention norm, read instead of ``norm`` where a layer has it (Falcon's
+            ``ln_attn`` of the new decoder architecture with two parallel norms).
+        capture: how the forward pass records q, k and the pattern: ``attention_function`` (the family's eager
+            attention function, through ``transformers``' attention interface) or ``rotary`` (the family computes
+            its attention itself: q and k recorded as its rotary function returns them, the pattern from
+            ``output_attentions``; Falcon).
     """
 
     layers: str
@@ -72,6 +78,8 @@ class Layout:
     qk_norm: str = ""
     qk_norm_plus_one: bool = False
     rotary: str = "rotate_half"
+    attention_norm: str | None = None
+    capture: str = "attention_function"
 
 
 TRANSFORMERS_FAMILIES: dict[str, Layout] = {
@@ -95,6 +103,15 @@ TRANSFORMERS_FAMILIES: dict[str, Layout] = {
     "stablelm": Layout("model.layers", norm_kind="layernorm"),
     "cohere": Layout("model.layers", norm_kind="layernorm", rotary="interleaved"),
     "smollm3": Layout("model.layers"),  # NoPE layers (no_rope_layers): zero rotary frequencies there
+    "falcon": Layout(
+        "transformer.h",
+        "self_attention",
+        "input_layernorm",
+        "layernorm",
+        qkv="query_key_value",
+        attention_norm="ln_attn",
+        capture="rotary",
+    ),
     "gpt_bigcode": Layout("transformer.h", "attn", "ln_1", "layernorm", qkv="c_attn", rotary=""),
 }
 """Families read directly from their ``transformers`` modules, by ``model_type``."""
@@ -233,6 +250,8 @@ def _option_refusal(model_type: str, config: Any) -> str | None:
         )
     if model_type == "gptj" and not getattr(config, "rotary_dim", None):
         return "rotary_dim is not set (GPT-J's rotary embedding then does not match the head size)"
+    if model_type == "falcon" and getattr(config, "alibi", False):
+        return _ALIBI
     if model_type == "stablelm" and getattr(config, "qk_layernorm", False):
         return "qk_layernorm applies per-head LayerNorms with biases to q and k, which are not folded here"
     if model_type == "cohere" and getattr(config, "use_qk_norm", False):

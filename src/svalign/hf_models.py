@@ -65,6 +65,13 @@ def _register_capture() -> None:
     AttentionMaskInterface.register(CAPTURE, eager_mask)
 
 
+def _input_norm(layer: Any, layout: Any) -> Any:
+    """The norm whose output the layer's attention reads (Falcon's ``ln_attn`` where the layer has one)."""
+    if layout.attention_norm and hasattr(layer, layout.attention_norm):
+        return getattr(layer, layout.attention_norm)
+    return getattr(layer, layout.norm)
+
+
 def _eps(norm: Any) -> float:
     eps = getattr(norm, "variance_epsilon", None)
     return float(norm.eps if eps is None else eps)
@@ -127,7 +134,7 @@ class TransformersModel:
         for index, layer in enumerate(self.layers()):
             attention = getattr(layer, layout.attention)
             if self.pre_norm:
-                norm, name = getattr(layer, layout.norm), f"blocks.{index}.ln1.hook_normalized"
+                norm, name = _input_norm(layer, layout), f"blocks.{index}.ln1.hook_normalized"
 
                 def store_norm(module, args, output, name=name):
                     cache[name] = _normalized(args[0], layout.norm_kind, _eps(module))
@@ -161,6 +168,28 @@ class TransformersModel:
 
         return [attention.q_proj.register_forward_hook(store_query), attention.k_proj.register_forward_hook(store_key)]
 
+    def _forward_recording_rotary(self, tokens: torch.Tensor, calls: list) -> torch.Tensor:
+        """A forward pass of a family that computes its attention itself (Falcon): q and k as its rotary function
+        returns them, each layer's scaling, and the patterns ``output_attentions`` returns, into ``calls``."""
+        module = sys.modules[type(self.model).__module__]
+        rotary = module.apply_rotary_pos_emb
+        recorded: list = []
+
+        def recording(query, key, *args, **kwargs):
+            query, key = rotary(query, key, *args, **kwargs)
+            recorded.append((query, key))
+            return query, key
+
+        module.apply_rotary_pos_emb = recording
+        try:
+            out = self.model(input_ids=tokens, output_attentions=True)
+        finally:
+            module.apply_rotary_pos_emb = rotary
+        attentions = [getattr(layer, self.family.layout.attention) for layer in self.layers()]
+        for (query, key), attention, weights in zip(recorded, attentions, out.attentions, strict=True):
+            calls.append((query, key, float(attention.inv_norm_factor), weights))
+        return out.logits
+
     def run_with_cache(self, tokens: torch.Tensor, names_filter: Any = None) -> tuple[torch.Tensor, dict]:
         """Logits ``[batch, pos, vocab]`` and the cache described in the module docstring (filtered by name)."""
         cache: dict[str, torch.Tensor] = {}
@@ -169,7 +198,10 @@ class TransformersModel:
         token = _CALLS.set(calls)
         try:
             with torch.no_grad():
-                logits = self.model(input_ids=tokens).logits
+                if self.family.layout.capture == "rotary":
+                    logits = self._forward_recording_rotary(tokens, calls)
+                else:
+                    logits = self.model(input_ids=tokens).logits
         finally:
             _CALLS.reset(token)
             for handle in handles:
@@ -207,7 +239,8 @@ def load_transformers_model(
     family = check_supported(config)
     if family.loader != "transformers":
         raise ValueError(f"{family.architecture} is read through TransformerBridge, not from transformers directly")
-    options = {"attn_implementation": CAPTURE, "dtype": torch.float32}
+    implementation = "eager" if family.layout.capture == "rotary" else CAPTURE  # Falcon: its own attention code
+    options = {"attn_implementation": implementation, "dtype": torch.float32}
     if variant == "trained":
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), **options)
     else:
@@ -227,7 +260,12 @@ def load_transformers_model(
 def _kv_head(config: Any) -> torch.Tensor:
     """``[n_heads]``: the key/value head each query head reads (HF ``repeat_kv``: h // group)."""
     n_heads = config.num_attention_heads
-    n_kv = 1 if getattr(config, "multi_query", False) else getattr(config, "num_key_value_heads", None) or n_heads
+    if getattr(config, "new_decoder_architecture", False):  # Falcon 40B/180B: grouped key heads
+        n_kv = config.num_kv_heads
+    elif getattr(config, "multi_query", False):  # GPT-BigCode, Falcon 7B: one key head
+        n_kv = 1
+    else:
+        n_kv = getattr(config, "num_key_value_heads", None) or n_heads
     if n_heads % n_kv:
         raise ValueError(f"{n_heads} query heads cannot share {n_kv} key heads evenly")
     return torch.arange(n_heads) // (n_heads // n_kv)
@@ -241,14 +279,33 @@ def _projections(attention: Any, qkv: str, q_size: int, k_size: int) -> list[tup
 
     if qkv == "separate":
         return [linear(p.weight, p.bias) for p in (attention.q_proj, attention.k_proj)]
-    fused = getattr(attention, qkv)  # one Linear: rows q, then k, then v (Phi-3, multi-query GPT-BigCode)
-    weight, bias = fused.weight, fused.bias
-    rows = [torch.arange(q_size), torch.arange(q_size, q_size + k_size)]
-    if getattr(attention, "multi_query", True) is False:  # GPT-BigCode with a k, v per head: q, k, v per head
-        d_head = attention.head_dim
-        per_head = torch.arange(q_size).view(-1, d_head) // d_head * 3 * d_head + torch.arange(d_head)
-        rows = [per_head.flatten(), per_head.flatten() + d_head]
-    return [linear(weight[r], None if bias is None else bias[r]) for r in rows]
+    fused = getattr(attention, qkv)
+    return [
+        linear(fused.weight[r], None if fused.bias is None else fused.bias[r])
+        for r in _fused_rows(attention, q_size, k_size)
+    ]
+
+
+def _fused_rows(attention: Any, q_size: int, k_size: int) -> list[torch.Tensor]:
+    """The rows of a fused qkv projection that give q ``[q_size]`` and k ``[k_size]``, in head order.
+
+    Blocks q, then k, then v (Phi-3, multi-query GPT-BigCode and Falcon); q, k, v per head (GPT-BigCode and Falcon
+    with a key head per query head); per key group its query heads, then k, then v (Falcon's new decoder
+    architecture).
+    """
+    d_head = attention.head_dim
+    offsets = torch.arange(d_head)
+    if getattr(attention, "new_decoder_architecture", False):
+        n_kv = k_size // d_head
+        group = q_size // k_size
+        starts = torch.arange(n_kv) * (group + 2) * d_head  # [kv]
+        query = starts[:, None, None] + torch.arange(group)[None, :, None] * d_head + offsets  # [kv, group, d]
+        key = starts[:, None] + group * d_head + offsets  # [kv, d]
+        return [query.flatten(), key.flatten()]
+    if getattr(attention, "multi_query", True) is False:
+        per_head = torch.arange(q_size // d_head)[:, None] * 3 * d_head + offsets
+        return [per_head.flatten(), per_head.flatten() + d_head]
+    return [torch.arange(q_size), torch.arange(q_size, q_size + k_size)]
 
 
 def _norm_affine(norm: Any, kind: str, d_model: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -285,7 +342,7 @@ def _layer_factors(model: TransformersModel, layer: Any, kv_head: torch.Tensor, 
     (W_q, b_q), (W_k, b_k) = _projections(attention, layout.qkv, n_heads * d_head, n_kv * d_head)
     gain = shift = None
     if model.pre_norm:
-        gain, shift = _norm_affine(getattr(layer, layout.norm), layout.norm_kind, W_q.shape[0])
+        gain, shift = _norm_affine(_input_norm(layer, layout), layout.norm_kind, W_q.shape[0])
     g_q = g_k = None
     if layout.qk_norm:
         g_q = _qk_gain(attention.q_norm, n_heads * d_head, layout.qk_norm_plus_one)
@@ -380,7 +437,7 @@ def extract_head_weights(model: TransformersModel) -> HeadWeights:
     kv_head = _kv_head(config)
     attentions = [getattr(layer, model.family.layout.attention) for layer in layers]
     d_head = int(attentions[0].head_dim)
-    scales = {1.0 / float(attention.scaling) for attention in attentions}
+    scales = {1.0 / float(getattr(attention, "scaling", None) or attention.inv_norm_factor) for attention in attentions}
     if len(scales) != 1:
         raise ValueError(f"{model.family.architecture}: the layers scale their logits differently: {sorted(scales)}")
     with torch.no_grad():

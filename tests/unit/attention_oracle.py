@@ -90,11 +90,50 @@ def _layer(record: dict) -> OracleLayer:
     return OracleLayer(logits, allowed, record["scaling"], record["softcap"], weights)
 
 
+def _falcon_records(model_dir: str | Path, tokens: torch.Tensor) -> list[dict]:
+    """Falcon computes its attention inside its module (no attention function to register): a pre-hook takes the
+    module's inputs (hidden states, cos/sin, eager mask), q and k are rebuilt with the module's own
+    ``query_key_value``, ``_split_heads`` and the file's ``apply_rotary_pos_emb``, and the weights come from
+    ``output_attentions`` (so the self-check compares with what the model softmaxed)."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager", dtype=torch.float32).eval()
+    module = sys.modules[type(model).__module__]
+    records: list[dict] = []
+
+    def record(attention, args, kwargs):
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        query, key, _ = attention._split_heads(attention.query_key_value(hidden))
+        b, t = query.shape[:2]
+        n_kv = attention.num_heads if attention.new_decoder_architecture else attention.num_kv_heads
+        query = query.transpose(1, 2).reshape(b, attention.num_heads, t, attention.head_dim)
+        key = key.transpose(1, 2).reshape(b, n_kv, t, attention.head_dim)
+        cos, sin = kwargs["position_embeddings"]
+        query, key = module.apply_rotary_pos_emb(query, key, cos, sin)
+        mask = kwargs.get("attention_mask")
+        scaling = 1 / attention.head_dim**0.5
+        records.append({"query": query, "key": key, "mask": mask, "scaling": scaling, "softcap": None})
+
+    layers = model.h
+    handles = [layer.self_attention.register_forward_pre_hook(record, with_kwargs=True) for layer in layers]
+    try:
+        with torch.no_grad():
+            out = model(input_ids=tokens, output_attentions=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for entry, weights in zip(records, out.attentions, strict=True):
+        entry["weights"] = weights.detach()
+    return records
+
+
 def oracle_logits(model_dir: str | Path, tokens: torch.Tensor) -> list[OracleLayer]:
     """Per-layer pre-softmax logits of a local Hugging Face model directory on ``tokens`` ``[batch, pos]``."""
-    from transformers import AttentionInterface, AutoModel
+    from transformers import AttentionInterface, AutoConfig, AutoModel
     from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
+    if AutoConfig.from_pretrained(str(model_dir)).model_type == "falcon":
+        return [_layer(record) for record in _falcon_records(model_dir, tokens)]
     records: list[dict] = []
     AttentionInterface.register(ORACLE, _recording_attention(records))
     AttentionMaskInterface.register(ORACLE, eager_mask)

@@ -90,6 +90,8 @@ OPT = {
     "init_std": 0.2,
     **TOKEN_IDS,
 }
+FALCON = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 64}
+FALCON |= {"initializer_range": 0.2, "alibi": False, **TOKEN_IDS}
 SCALE_24 = 24**0.5  # √query_pre_attn_scalar, not √head_dim = 4
 
 
@@ -296,6 +298,18 @@ FAMILIES = {
         {**DECODER, "num_key_value_heads": 2, "rope_parameters": {"rope_type": "default", "rope_theta": 5000.0}},
         {"rotary": RotarySpec(8, 5000.0, "interleaved")},
     ),
+    "falcon": Family(  # Falcon 7B: multi-query, parallel attention and MLP on one LayerNorm, rotary, own attention code
+        "FalconConfig",
+        "FalconForCausalLM",
+        {**FALCON, "multi_query": True, "parallel_attn": True, "bias": True},
+        {},
+    ),
+    "falcon_new_architecture": Family(  # Falcon 40B/180B: grouped key heads in per-group qkv rows, ln_attn
+        "FalconConfig",
+        "FalconForCausalLM",
+        {**FALCON, "new_decoder_architecture": True, "num_kv_heads": 2, "num_ln_in_parallel_attn": 2},
+        {"architecture": "falcon"},
+    ),
     "gpt_bigcode": Family(  # StarCoder: multi-query (one key head), fused c_attn, learned positions
         "GPTBigCodeConfig", "GPTBigCodeForCausalLM", GPT2_LIKE, {"rotary": None}
     ),
@@ -406,8 +420,10 @@ def test_sad_terms_sum_to_the_oracle_logits_and_keys_are_the_models_mask(family,
     record_property(ORACLE_ERROR, max(errors))
     expected = {"architecture": family, **spec.facts}
     assert {name: getattr(weights, name) for name in expected} == expected
-    if family == "gpt_bigcode":  # multi-query: every query head reads the one key head
+    if family in ("gpt_bigcode", "falcon"):  # multi-query: every query head reads the one key head
         assert weights.kv_head.tolist() == [0, 0, 0, 0]
+    if family == "falcon_new_architecture":  # two key groups of two query heads
+        assert weights.kv_head.tolist() == [0, 0, 1, 1]
     assert sad.record["config"]["max_score_error"] < TOLERANCE  # the run's own check against the model's scores
     assert max(errors) < TOLERANCE, errors
 
@@ -442,14 +458,13 @@ REFUSED = {
         Family("PhiConfig", "PhiForCausalLM", {**DECODER, "qk_layernorm": True}, {}),
         r"model family 'phi' is not supported: qk_layernorm applies a LayerNorm with a bias to q and k",
     ),
+    "falcon_alibi": (
+        Family("FalconConfig", "FalconForCausalLM", {**FALCON, "alibi": True}, {}),
+        r"model family 'falcon' is not supported: ALiBi adds a per-head linear position bias",
+    ),
     "unverified_family": (
-        Family(  # Falcon computes its attention itself (no eager function to record)
-            "FalconConfig",
-            "FalconForCausalLM",
-            {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, **TOKEN_IDS},
-            {},
-        ),
-        r"model family 'falcon' is not supported: not a verified family \(verified: bert, cohere, ",
+        Family("CodeGenConfig", "CodeGenForCausalLM", {**GPT2_LIKE, "rotary_dim": 4}, {}),
+        r"model family 'codegen' is not supported: not a verified family \(verified: bert, cohere, ",
     ),
     "stablelm_qk_layernorm": (
         Family("StableLmConfig", "StableLmForCausalLM", {**DECODER, "qk_layernorm": True}, {}),
