@@ -19,10 +19,15 @@ import torch
 from svalign.families import ModelFamily, family_of
 from svalign.io import tensor
 
-__all__ = ["QK_NORMS", "HeadWeights", "RotarySpec", "head_weights_table", "read_head_weights"]
+__all__ = ["QK_NORMS", "HeadWeights", "RotarySpec", "head_weights_table", "read_head_weights", "theta_frequencies"]
 
 QK_NORMS = ("", "per_head", "all_heads")
 """``HeadWeights.qk_norm``: none, RMSNorm over each head's q/k (Qwen3, Gemma 3), over all heads at once (OLMo 2)."""
+
+
+def theta_frequencies(base: float, dim: int, device: torch.device | None = None) -> torch.Tensor:
+    """RoPE's default inverse frequencies θ_i = base^(−2i/dim), i < dim/2 ``[dim / 2]`` (float64)."""
+    return base ** (-torch.arange(dim // 2, dtype=torch.float64, device=device) * 2 / dim)
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ class RotarySpec:
         """The inverse frequencies θ_i of one layer ``[dim / 2]`` (float64)."""
         if self.frequencies:
             return torch.tensor(self.frequencies[layer], dtype=torch.float64)
-        return self.base_of(layer) ** (-torch.arange(self.dim // 2, dtype=torch.float64) * 2 / self.dim)
+        return theta_frequencies(self.base_of(layer), self.dim)
 
     def factor_of(self, layer: int) -> float:
         """The factor on cos and sin of one layer (1 unless YaRN or LongRoPE)."""

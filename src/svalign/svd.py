@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from svalign.heads import theta_frequencies
 from svalign.io import tensor
 from svalign.linalg import (
     DEFAULT_METHOD,
@@ -105,7 +106,7 @@ def rotary_matrices(
     half = rotary_dim // 2
     dtype = offsets.dtype if offsets.is_floating_point() else torch.float64
     if frequencies is None:
-        frequencies = base ** (-torch.arange(half, dtype=torch.float64, device=offsets.device) * 2 / rotary_dim)
+        frequencies = theta_frequencies(base, rotary_dim, offsets.device)
     angles = offsets.to(torch.float64)[:, None] * frequencies.to(device=offsets.device, dtype=torch.float64)
     cos, sin = angles.cos(), angles.sin()  # [n_offsets, half]
     if factor != 1.0:

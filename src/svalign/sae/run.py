@@ -364,7 +364,7 @@ def random_coders(sites: dict[int, tuple[Any, dict[str, Any]]], seed: int) -> di
     for layer, (sae, quality) in sorted(sites.items()):
         root = moment_root(torch.from_numpy(np.asarray(quality["second_moment"], dtype=np.float64)))
         atoms = next(align.fake_dictionaries(root, sae.num_latents, 1, generator))
-        atoms = atoms / atoms.norm(dim=1, keepdim=True)
+        atoms = align.unit_directions(atoms, atoms.shape[1])
         coders[layer] = attribution.PursuitCoder(atoms, sae.b_dec.detach().clone(), int(sae.cfg.k))
     return coders
 
