@@ -1,6 +1,8 @@
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -141,6 +143,20 @@ def test_rule_log_ends_with_the_jobs_cpu_wall_and_peak_memory(tmp_path):
     with pytest.raises(RuntimeError), rule_logging(failing):
         raise RuntimeError("boom")
     assert "usage:" not in failing.read_text() and "rule failed" in failing.read_text()
+
+
+def test_configure_torch_makes_kernels_deterministic_without_loading_the_compiler():
+    """A fresh process: deterministic kernels (warn-only), the rule's threads, and no torch._inductor import (the public
+    switch loads it for 1.2 s of CPU per job)."""
+    code = (
+        "import sys, torch\n"
+        "from svalign.runtime import configure_torch\n"
+        "configure_torch(1)\n"
+        "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
+        " torch.get_num_threads(), 'torch._inductor' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "True", "1", "False"]
 
 
 @pytest.mark.parametrize(

@@ -141,8 +141,19 @@ def decompose(
     else:
         terms = _offset_terms(p, q, svd)
     if causal:  # masked pairs hold other (finite) entries until here
-        terms.masked_fill_(~allowed_keys(n_pos, causal, x.device, window)[None, None, :, :, None], 0.0)
+        _zero_masked(terms, allowed_keys(n_pos, causal, x.device, window))
     return terms
+
+
+def _zero_masked(terms: torch.Tensor, allowed: torch.Tensor) -> None:
+    """Zero ``terms [b, h, t, j, r]`` (contiguous) in place where ``allowed [t, j]`` is False: one index_fill_ over
+    the flattened (t, j) axis, ~5× faster than a masked_fill_ whose mask broadcasts over b, h and r."""
+    if not terms.is_contiguous():
+        terms.masked_fill_(~allowed[None, None, :, :, None], 0.0)
+        return
+    batch, heads, n_pos, _, rank = terms.shape
+    masked = (~allowed).flatten().nonzero().flatten()
+    terms.view(batch * heads, n_pos * n_pos, rank).index_fill_(1, masked, 0.0)
 
 
 def _check_offsets(svd: HeadSVD, n_pos: int) -> None:
@@ -191,7 +202,8 @@ def _causal_offset_terms(p: torch.Tensor, q: torch.Tensor, svd: HeadSVD, n_pos: 
     alpha = _by_offset(p, reversed_core_u)  # [b, h, t, pos − 1 − δ, r]
     alpha.mul_(svd.S[:, :n_pos].flip(1)[None, :, None])  # σ_k(δ) folded into the query side
     beta = _by_offset(q, svd.core_v[:, :n_pos])  # [b, h, j, δ, r]
-    return _sheared(alpha, query_side=True) * _sheared(beta, query_side=False)
+    query, key = _sheared(alpha, query_side=True), _sheared(beta, query_side=False)
+    return torch.mul(query, key, out=torch.empty(query.shape, dtype=query.dtype, device=query.device))  # contiguous
 
 
 def _offset_terms(p: torch.Tensor, q: torch.Tensor, svd: HeadSVD) -> torch.Tensor:
@@ -358,10 +370,12 @@ def _relative_at(
 ) -> torch.Tensor:
     """:func:`relative` of ``terms [b, h, t, j, r]`` at the pairs ``index`` only (``[pairs, r]``, the same
     arithmetic): the key sums are one reduction, and no full-size relative tensor is built."""
-    n_pos = terms.shape[3]
+    _, heads, n_pos, _, rank = terms.shape
     n_keys = key_counts(allowed_keys(n_pos, causal, terms.device, window), terms.dtype)[index[2]].unsqueeze(-1)
-    values = terms[index]
-    total = terms.sum(dim=3)[index[:3]]
+    # index_select on flat row numbers: ~7× faster than indexing with four index tensors
+    query_row = (index[0] * heads + index[1]) * n_pos + index[2]  # row of [b·h·t, …]
+    values = terms.reshape(-1, rank).index_select(0, query_row * n_pos + index[3])
+    total = terms.sum(dim=3).view(-1, rank).index_select(0, query_row)
     return values - (total - values) / (n_keys - 1)
 
 

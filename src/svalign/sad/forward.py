@@ -15,7 +15,7 @@ chunks and the same head inputs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -295,14 +295,25 @@ class ForwardChunk:
     cache: dict
     weights: HeadWeights
     augmented: bool
+    layers: list[LayerInputs] | None = None
 
     def inputs(self, layer: int) -> LayerInputs:
         """Layer ``layer``'s head inputs, scores and pattern on this chunk."""
+        if self.layers is not None:
+            return self.layers[layer]
         return layer_inputs(self.cache, layer, self.weights, self.augmented)
 
     def head_inputs(self, layer: int) -> torch.Tensor:
         """Layer ``layer``'s head inputs ``[n, pos, d_in]`` alone (bias coordinate included when augmented)."""
+        if self.layers is not None:
+            return self.layers[layer].x
         return augment_inputs(self.cache[self.weights.head_input_hook.format(layer=layer)].float(), self.augmented)
+
+    def kept(self) -> ForwardChunk:
+        """This chunk with every layer's :class:`LayerInputs` computed and the rest of the cache (q, k, raw scores)
+        dropped: what a consumer that reads the chunk twice keeps instead of running the model twice."""
+        layers = [self.inputs(layer) for layer in range(self.weights.n_layers)]
+        return ForwardChunk(self.batch, self.last_logits, {}, self.weights, self.augmented, layers)
 
     def ioi_logit_diff(self) -> dict[int, float]:
         """{prompt: logit(IO) − logit(S)} on a causal model's IOI prompts; empty otherwise."""
@@ -325,17 +336,16 @@ def forward_passes(
         yield ForwardChunk(chunk, last_logits, cache, weights, augmented)
 
 
-def input_moments(
-    model: Any, weights: HeadWeights, batches: list[PromptBatch], chunk_prompts: int, augmented: bool
-) -> torch.Tensor:
-    """Every layer's second moment E[x̃ x̃ᵀ] of the head inputs over all tokens of ``batches``: ``[layer, d_in, d_in]``
-    float64 (:class:`svalign.nulls.SecondMoment`; the bias coordinate of augmented inputs included)."""
+def input_moments(chunks: Iterable[ForwardChunk], n_layers: int) -> torch.Tensor:
+    """Every layer's second moment E[x̃ x̃ᵀ] of the head inputs over all tokens of ``chunks`` (:func:`forward_passes`):
+    ``[layer, d_in, d_in]`` float64 (:class:`svalign.nulls.SecondMoment`; the bias coordinate of augmented inputs
+    included)."""
     moments = None
-    for chunk in forward_passes(model, weights, batches, chunk_prompts, augmented):
-        for layer in range(weights.n_layers):
+    for chunk in chunks:
+        for layer in range(n_layers):
             x = chunk.head_inputs(layer)
             if moments is None:
-                moments = SecondMoment(weights.n_layers, x.shape[-1])
+                moments = SecondMoment(n_layers, x.shape[-1])
             moments.update(layer, x)
     if moments is None:
         raise ValueError("no prompt to take the head inputs' second moment over")

@@ -3,7 +3,7 @@ null, and the columns of the ``sad_pairs``, ``sad_summary`` and ``sad_prompts`` 
 scripts write them).
 
 :func:`run_sad` is a sequence of named steps: the covariance null's second moments (:func:`svalign.sad.forward.
-input_moments`, one extra forward pass over the prompts, only when that null runs) → :func:`null_bases` per null
+input_moments`, over the forward passes' kept layer inputs, only when that null runs) → :func:`null_bases` per null
 (seeded draws, before any pair is scored) → per forward pass of :func:`svalign.sad.forward.forward_passes`
 :func:`process_chunk` (the IOI logit differences, then :func:`layer_pairs` per layer) → :func:`assemble_pairs`
 (sorted columns, mean shares) and the diagnostics.
@@ -17,6 +17,7 @@ scored at its own firing pairs, for the per-head test.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -332,8 +333,13 @@ def run_sad(
     """
     check_offsets(model_svd, batches)
     moments = None
+    chunks: Iterable[ForwardChunk] = forward_passes(model, weights, batches, config.chunk_prompts, model_svd.augmented)
     if "covariance" in config.nulls:
-        moments = input_moments(model, weights, batches, config.chunk_prompts, model_svd.augmented)
+        # The covariance null's draws need the second moment of every token before any pair is scored: the forward
+        # passes run once and their layer inputs are kept for the scoring (a few hundred MB for SmolLM2's 128 IOI
+        # prompts) rather than computed again.
+        chunks = [chunk.kept() for chunk in chunks]
+        moments = input_moments(chunks, weights.n_layers)
     nulls = {null: null_bases(model_svd, weights.n_layers, config, null, moments) for null in config.nulls}
     rank = model_svd.svd.S.shape[-1]
     zeros = torch.zeros(weights.n_layers, weights.n_heads, rank)
@@ -343,7 +349,7 @@ def run_sad(
         null_share={null: zeros.clone() for null in NULLS},
         n_recon_order=config.n_recon_order,
     )
-    for chunk in forward_passes(model, weights, batches, config.chunk_prompts, model_svd.augmented):
+    for chunk in chunks:
         process_chunk(chunk, model_svd, nulls, config, collected)
     diagnostics: dict[str, Any] = {"max_score_error": collected.worst}
     if collected.logit_diff:
