@@ -24,6 +24,7 @@ import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +33,18 @@ import yaml
 __all__ = [
     "BENCHMARK_KEYS",
     "SCHEMA_PATH",
+    "STAGES",
     "ConfigKey",
     "JobUsage",
     "config_keys",
     "configuration_markdown",
+    "jobs_span_s",
     "main",
     "parse_usage",
     "performance_markdown",
     "read_usage",
+    "stage_of",
+    "stage_section",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -261,9 +266,27 @@ THREADS = re.compile(r"threads: torch (?P<threads>\d+)")
 DEVICE = re.compile(r"\bon (?P<device>cpu|cuda(?::\d+)?)\b")
 
 
+STAGES = (
+    ("toy", ("toy_",)),
+    ("weights + SVD", ("convert_", "extract_weights", "svd")),
+    ("SAD", ("sad",)),
+    ("SAE", ("sae_",)),
+    ("dynamics", ("dynamics_",)),
+    ("explorer", ("explorer_",)),
+    ("results table", ("results_table",)),
+)
+"""Pipeline stages and the rule-name prefixes of their jobs (a stage's figure rules count with it)."""
+STAMP = re.compile(r"^(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
+
+
+def stage_of(rule: str) -> str:
+    """The :data:`STAGES` stage of a rule (``other`` when no prefix matches)."""
+    return next((stage for stage, prefixes in STAGES if rule.startswith(prefixes)), "other")
+
+
 @dataclass(frozen=True)
 class JobUsage:
-    """One job's resource use, from the last ``usage:`` line of its log."""
+    """One job's resource use, from the last ``usage:`` line of its log (``end``: that line's time stamp)."""
 
     rule: str
     job: str
@@ -272,6 +295,7 @@ class JobUsage:
     peak_rss_mb: float
     threads: int | None
     devices: tuple[str, ...] = ()
+    end: datetime | None = None
 
 
 def parse_usage(text: str) -> tuple[float, float, float] | None:
@@ -296,8 +320,60 @@ def read_usage(logs: Path) -> list[JobUsage]:
         job = "/".join(relative.parts[1:]).removesuffix(".log")
         threads = THREADS.search(text)
         devices = tuple(sorted({match["device"] for match in DEVICE.finditer(text)}))
-        jobs.append(JobUsage(rule, job, *usage, int(threads["threads"]) if threads else None, devices))
+        stamp = STAMP.match([line for line in text.splitlines() if USAGE.search(line)][-1])
+        end = datetime.strptime(stamp["stamp"], "%Y-%m-%d %H:%M:%S") if stamp else None
+        jobs.append(JobUsage(rule, job, *usage, int(threads["threads"]) if threads else None, devices, end))
     return jobs
+
+
+def jobs_span_s(jobs: Sequence[JobUsage]) -> float | None:
+    """Seconds from the first job's start (its end minus its wall time) to the last job's end, from the time stamps
+    of the ``usage:`` lines: the run's wall time without Snakemake's start-up and the report."""
+    timed = [job for job in jobs if job.end is not None]
+    if not timed:
+        return None
+    start = min(job.end.timestamp() - job.wall_s for job in timed)
+    return max(job.end.timestamp() for job in timed) - start
+
+
+def _stage_cpu(jobs: Sequence[JobUsage]) -> dict[str, list[JobUsage]]:
+    by_stage: dict[str, list[JobUsage]] = {stage: [] for stage, _ in STAGES}
+    for job in jobs:
+        by_stage.setdefault(stage_of(job.rule), []).append(job)
+    return {stage: group for stage, group in by_stage.items() if group}
+
+
+def _largest(group: Sequence[JobUsage], count: int = 3) -> str:
+    top = sorted(group, key=lambda job: -job.cpu_s)[:count]
+    return ", ".join(f"`{job.rule}`{' ' + job.job if job.job else ''} {job.cpu_s:.0f} s" for job in top)
+
+
+def stage_section(jobs: Sequence[JobUsage], baseline: Sequence[JobUsage] = (), label: str = "baseline") -> list[str]:
+    """The stage table: job CPU per :data:`STAGES` stage, its largest jobs and, given a ``baseline`` run's jobs, that
+    run's CPU beside it and the ratio; then both runs' total CPU and job span (:func:`jobs_span_s`)."""
+    now, before = _stage_cpu(jobs), _stage_cpu(baseline)
+    columns = ["stage", "jobs", "job CPU s", *([f"{label}: job CPU s", "÷ " + label] if baseline else []), "largest"]
+    rows = []
+    for stage in [*now, *(stage for stage in before if stage not in now)]:
+        group, old = now.get(stage, []), before.get(stage, [])
+        cpu, old_cpu = sum(job.cpu_s for job in group), sum(job.cpu_s for job in old)
+        ratio = [f"{old_cpu:.1f}", f"{cpu / old_cpu:.2f}" if old_cpu else "–"] if baseline else []
+        rows.append([stage, len(group), f"{cpu:.1f}", *ratio, _largest(group)])
+    total, old_total = sum(job.cpu_s for job in jobs), sum(job.cpu_s for job in baseline)
+    ratio = [f"{old_total:.1f}", f"{total / old_total:.2f}"] if baseline else []
+    rows.append(["**all**", len(jobs), f"{total:.1f}", *ratio, ""])
+    lines = ["## Stages", ""]
+    if baseline:
+        lines += [f"This run beside {label} (another run's rule logs), job CPU per stage.", ""]
+    lines += [*_table(columns, rows), ""]
+    for name, group in (("this run", jobs), (label, baseline)):
+        span = jobs_span_s(group) if group else None
+        if span is not None:
+            lines.append(
+                f"- {name}: {len(group)} jobs, {sum(job.cpu_s for job in group):.1f} s of job CPU, "
+                f"{span / 60:.1f} min from the first job's start to the last job's end."
+            )
+    return [*lines, ""]
 
 
 def _provided_cores(logs: Path) -> str | None:
@@ -418,8 +494,11 @@ def _usage_section(jobs: Sequence[JobUsage], logs: Path, slowest: int = 10) -> l
     return [*lines, ""]
 
 
-def performance_markdown(benchmarks: Path | None, logs: Path | None) -> str:
-    """The performance page: the workflow run's usage table, then one table per benchmark JSON file."""
+def performance_markdown(
+    benchmarks: Path | None, logs: Path | None, baseline: Path | None = None, label: str = "baseline"
+) -> str:
+    """The performance page: the workflow run's stage and usage tables (beside a ``baseline`` run's logs, labelled
+    ``label``, when given), then one table per benchmark JSON file."""
     lines = [
         "# Performance",
         "",
@@ -430,6 +509,8 @@ def performance_markdown(benchmarks: Path | None, logs: Path | None) -> str:
     ]
     if logs is not None:
         jobs = read_usage(logs)
+        if jobs:
+            lines += stage_section(jobs, read_usage(baseline) if baseline else (), label)
         lines += _usage_section(jobs, logs) if jobs else [f"No `usage:` lines under `{logs}`.", ""]
     if benchmarks is not None:
         files = sorted(benchmarks.glob("*.json"))
@@ -454,13 +535,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     performance = commands.add_parser("performance", help="docs/performance.md from benchmark JSON and rule logs")
     performance.add_argument("--benchmarks", type=Path, help="folder of benchmark JSON files (benchmarks/*.py --json)")
     performance.add_argument("--logs", type=Path, help="a finished run's results/logs")
+    performance.add_argument("--baseline", type=Path, help="another run's results/logs, shown beside it per stage")
+    performance.add_argument("--baseline-label", default="baseline", help="what the baseline run was")
     args = parser.parse_args(argv)
     if args.page == "configuration":
         schema = yaml.safe_load(args.schema.read_text())
         source = os.path.relpath(args.schema, ROOT) if args.schema.is_absolute() else str(args.schema)
         sys.stdout.write(configuration_markdown(schema, source))
     else:
-        sys.stdout.write(performance_markdown(args.benchmarks, args.logs))
+        sys.stdout.write(performance_markdown(args.benchmarks, args.logs, args.baseline, args.baseline_label))
 
 
 if __name__ == "__main__":

@@ -222,3 +222,33 @@ def test_performance_page_reads_usage_lines_and_benchmark_records(tmp_path: Path
     assert "`python benchmarks/b.py` on 2 CPUs, torch threads 1" in page
     assert "| fast | 0.123 |" in page and "| slow | – |" in page and "| cos | 0.9999995 |" in page
     assert "- A note." in page
+
+
+def _job_log(path: Path, end: str, cpu: float, wall: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{end},000 INFO svalign.runtime: usage: cpu {cpu} s, wall {wall} s, peak rss 100 MB\n")
+
+
+def test_stage_table_sums_job_cpu_per_stage_beside_a_baseline_run(tmp_path: Path) -> None:
+    now, before = tmp_path / "now", tmp_path / "before"
+    _job_log(now / "toy_train" / "a.log", "2026-12-08 10:00:10", 4.0, 10.0)
+    _job_log(now / "toy_figures" / "a.log", "2026-12-08 10:00:20", 1.0, 2.0)
+    _job_log(now / "sad" / "m.log", "2026-12-08 10:01:00", 30.0, 40.0)
+    _job_log(now / "sae_train" / "m.log", "2026-12-08 10:00:30", 5.0, 6.0)
+    _job_log(before / "toy_train" / "a.log", "2026-12-07 09:00:10", 10.0, 10.0)
+    _job_log(before / "sad" / "m.log", "2026-12-07 09:02:00", 60.0, 70.0)
+    assert [docgen.stage_of(rule) for rule in ("toy_sweep_point", "sad_figures", "sae_align", "svd", "x")] == [
+        "toy",
+        "SAD",
+        "SAE",
+        "weights + SVD",
+        "other",
+    ]
+    jobs = docgen.read_usage(now)
+    assert docgen.jobs_span_s(jobs) == 60.0  # toy_train starts at 10:00:00, sad ends at 10:01:00
+    page = "\n".join(docgen.stage_section(jobs, docgen.read_usage(before), "yesterday"))
+    assert "| toy | 2 | 5.0 | 10.0 | 0.50 | `toy_train` a 4 s, `toy_figures` a 1 s |" in page
+    assert "| SAD | 1 | 30.0 | 60.0 | 0.50 |" in page
+    assert "| SAE | 1 | 5.0 | 0.0 | – |" in page
+    assert "| **all** | 4 | 40.0 | 70.0 | 0.57 |  |" in page
+    assert "- yesterday: 2 jobs, 70.0 s of job CPU, 2.0 min" in page
