@@ -26,12 +26,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:  # pyarrow's to_pandas imports pandas when a frame is asked for; the other jobs skip its 0.6 s
+    import pandas as pd
 
 __all__ = [
     "HEAD_KEYS",
