@@ -38,7 +38,10 @@ readme-assets: venv
 # Generated documentation. `docs`: docs/configuration.md from the config schema (a test checks it is current).
 # `perf-docs`: runs every benchmark with --json into $(PERF_DIR) (minutes each; run it on a quiet
 # machine), then docs/performance.md from those files and the last run's rule logs (run `make run` first).
+# PERF_BASELINE=<another run's results/logs> (and PERF_BASELINE_LABEL) puts that run beside this one per stage.
 PERF_DIR ?= results/perf
+PERF_BASELINE ?=
+PERF_BASELINE_LABEL ?= baseline
 docs: venv
 	$(BIN)/python -m svalign.docgen configuration > docs/configuration.md.tmp
 	mv docs/configuration.md.tmp docs/configuration.md
@@ -47,11 +50,13 @@ perf-docs: venv
 	mkdir -p $(PERF_DIR)
 	$(BIN)/python benchmarks/toy_batched.py --json $(PERF_DIR)/toy_batched.json
 	$(BIN)/python benchmarks/toy_sweep.py --json $(PERF_DIR)/toy_sweep.json
+	$(BIN)/python benchmarks/toy_step.py --json $(PERF_DIR)/toy_step.json
 	$(BIN)/python benchmarks/sad.py --json $(PERF_DIR)/sad.json
 	$(BIN)/python benchmarks/svd.py --json $(PERF_DIR)/svd.json
 	$(BIN)/python benchmarks/scale.py --json $(PERF_DIR)/scale.json
 	$(BIN)/python benchmarks/dry_run.py --json $(PERF_DIR)/dry_run.json
-	$(BIN)/python -m svalign.docgen performance --benchmarks $(PERF_DIR) --logs results/logs > docs/performance.md.tmp
+	$(BIN)/python -m svalign.docgen performance --benchmarks $(PERF_DIR) --logs results/logs \
+		$(if $(PERF_BASELINE),--baseline $(PERF_BASELINE) --baseline-label "$(PERF_BASELINE_LABEL)") > docs/performance.md.tmp
 	mv docs/performance.md.tmp docs/performance.md
 
 dry-run: venv
