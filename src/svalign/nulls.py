@@ -45,6 +45,7 @@ __all__ = [
     "random_orthogonal",
     "rotate_within",
     "seed_stream",
+    "skip_null_draw",
 ]
 
 
@@ -172,6 +173,18 @@ def covariance_frames(root: torch.Tensor, shape: Sequence[int], generator: torch
 # --------------------------------------------------------------------------------------------------
 # Null SVDs
 # --------------------------------------------------------------------------------------------------
+
+
+def skip_null_draw(svd: HeadSVD, null: str, generator: torch.Generator) -> None:
+    """Advance ``generator`` exactly as :func:`null_svd` of ``svd`` would, without building the draw: the Gaussians
+    it takes, in the same shapes and order (a consumer that needs a few layers' draws skips the other layers' QRs and
+    still gets the same draws)."""
+    heads, dim, rank = svd.basis_q.shape
+    shape = {"haar": (dim, dim), "subspace": (heads, rank, rank), "covariance": (dim, heads * rank)}.get(null)
+    if shape is None:
+        raise ValueError(f"unknown null {null!r}; known: {', '.join(NULLS)}")
+    for _ in ("query", "key"):
+        torch.randn(*shape, generator=generator, dtype=torch.float64)
 
 
 def null_svd(svd: HeadSVD, null: str, generator: torch.Generator, root: torch.Tensor | None = None) -> HeadSVD:

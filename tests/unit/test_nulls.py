@@ -14,7 +14,7 @@ from svalign.definitions import NULL_PREFIXES, NULLS
 from svalign.sad import run
 from svalign.sad.config import SADConfig
 from svalign.sad.forward import LayerInputs
-from svalign.svd import qk_svd
+from svalign.svd import HeadSVD, ModelSVD, qk_svd
 
 
 def _svd(d: int = 20, r: int = 4, heads: int = 3, seed: int = 0):
@@ -74,6 +74,23 @@ def test_covariance_draws_match_the_sample_covariance():
     frames = nulls.covariance_frames(root, (5, 3), generator)
     assert frames.shape == (5, 9, 3)
     torch.testing.assert_close(frames.mT @ frames, torch.eye(3, dtype=torch.float64).expand(5, 3, 3))
+
+
+@pytest.mark.parametrize("null", NULLS)
+def test_drawing_a_few_layers_gives_the_draws_of_every_layer(null):
+    """null_bases(layers=…) skips the other layers' QRs (skip_null_draw consumes the same Gaussians), so the SAE
+    stage's site layers get exactly the SAD stage's draws."""
+    layers = [_svd(seed=seed) for seed in range(3)]
+    stacked = HeadSVD(*(torch.stack([getattr(svd, name) for svd in layers]) for name in HeadSVD._fields))
+    model_svd = ModelSVD(stacked, torch.zeros(1, dtype=torch.int64), torch.zeros(3, 3, 1), False)
+    moments = torch.stack([torch.eye(20) + 0.1 * layer for layer in range(3)])
+    config = SADConfig(null_draws=2)
+    every = run.null_bases(model_svd, 3, config, null, moments)
+    some = run.null_bases(model_svd, 3, config, null, moments, layers={1})
+    assert some[0] == [] and some[2] == [] and len(some[1]) == 2
+    for drawn, expected in zip(some[1], every[1], strict=True):
+        assert torch.equal(drawn.basis_q, expected.basis_q) and torch.equal(drawn.basis_k, expected.basis_k)
+    assert not torch.equal(every[0][0].basis_q, every[1][0].basis_q)  # layers do get different draws
 
 
 def test_null_streams_are_reproducible_and_independent():

@@ -17,7 +17,7 @@ scored at its own firing pairs, for the per-head test.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ import torch
 
 from svalign.definitions import FDR_LEVEL, N_RECON_LIMIT, NULL_PREFIXES, NULLS, lower_half
 from svalign.heads import HeadWeights
-from svalign.nulls import moment_root, null_generator, null_svd
+from svalign.nulls import moment_root, null_generator, null_svd, skip_null_draw
 from svalign.sad.config import N_RECON_ORDERS, SADConfig
 from svalign.sad.decompose import (
     PairStatistics,
@@ -93,7 +93,12 @@ _CONFIGURED = ("n_recon", "null_n_recon")  # the arrays of ordering sad.n_recon_
 
 
 def null_bases(
-    model_svd: ModelSVD, n_layers: int, config: SADConfig, null: str = "haar", moments: torch.Tensor | None = None
+    model_svd: ModelSVD,
+    n_layers: int,
+    config: SADConfig,
+    null: str = "haar",
+    moments: torch.Tensor | None = None,
+    layers: Collection[int] | None = None,
 ) -> list[list[HeadSVD]]:
     """One null's SVDs ``[layer][draw]`` (:func:`svalign.nulls.null_svd`), drawn from its own stream of
     ``config.null_seed`` (:func:`svalign.nulls.null_generator`) layer by layer, draw by draw, before any pair is
@@ -102,11 +107,18 @@ def null_bases(
     Args:
         moments: ``[layer, d_in, d_in]`` the head inputs' second moments (:func:`svalign.sad.forward.input_moments`),
             for the covariance null.
+        layers: build only these layers' draws (the others' lists are empty); the stream is advanced past the
+            others (:func:`svalign.nulls.skip_null_draw`), so the draws equal those of a run over every layer.
     """
     generator = null_generator(config.null_seed, null)
     bases = []
     for layer in range(n_layers):
         svd = layer_svd(model_svd, layer)
+        if layers is not None and layer not in layers:
+            for _ in range(config.null_draws):
+                skip_null_draw(svd, null, generator)
+            bases.append([])
+            continue
         root = moment_root(moments[layer]) if null == "covariance" and moments is not None else None
         bases.append([null_svd(svd, null, generator, root) for _ in range(config.null_draws)])
     return bases

@@ -387,7 +387,7 @@ def _attribute(
     """
     prompts = PromptSet.build(bridge, weights, config.prompt_set, prompt_params)
     check_offsets(model_svd, prompts.batches)
-    nulls = null_bases(model_svd, weights.n_layers, sad_config)  # the SAD stage's own draws
+    nulls = null_bases(model_svd, weights.n_layers, sad_config, layers=sites)  # the SAD stage's own draws
     controls = random_coders(sites, config.null_seed)
     collected = attribution.AttributionCollector(active={layer: set() for layer in sites})
     inputs: dict[int, list[torch.Tensor]] = {layer: [] for layer in sites}
