@@ -276,7 +276,7 @@ STAGES = (
     ("results table", ("results_table",)),
 )
 """Pipeline stages and the rule-name prefixes of their jobs (a stage's figure rules count with it)."""
-STAMP = re.compile(r"^(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
+STAMP = re.compile(r"(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")  # at the start of a log line
 
 
 def stage_of(rule: str) -> str:
@@ -298,13 +298,20 @@ class JobUsage:
     end: datetime | None = None
 
 
+def _last_usage(text: str) -> re.Match | None:
+    """The last ``usage:`` match of a log, or None."""
+    matches = list(USAGE.finditer(text))
+    return matches[-1] if matches else None
+
+
+def _usage_values(match: re.Match) -> tuple[float, float, float]:
+    return float(match["cpu"]), float(match["wall"]), float(match["rss"])
+
+
 def parse_usage(text: str) -> tuple[float, float, float] | None:
     """(CPU s, wall s, peak RSS MB) of the last ``usage:`` line in a log, or None."""
-    matches = list(USAGE.finditer(text))
-    if not matches:
-        return None
-    last = matches[-1]
-    return float(last["cpu"]), float(last["wall"]), float(last["rss"])
+    last = _last_usage(text)
+    return None if last is None else _usage_values(last)
 
 
 def read_usage(logs: Path) -> list[JobUsage]:
@@ -312,17 +319,19 @@ def read_usage(logs: Path) -> list[JobUsage]:
     jobs = []
     for path in sorted(logs.rglob("*.log")):
         text = path.read_text(errors="replace")
-        usage = parse_usage(text)
-        if usage is None:
+        last = _last_usage(text)
+        if last is None:
             continue
         relative = path.relative_to(logs)
         rule = relative.parts[0].removesuffix(".log")
         job = "/".join(relative.parts[1:]).removesuffix(".log")
         threads = THREADS.search(text)
         devices = tuple(sorted({match["device"] for match in DEVICE.finditer(text)}))
-        stamp = STAMP.match([line for line in text.splitlines() if USAGE.search(line)][-1])
+        stamp = STAMP.match(text, text.rfind("\n", 0, last.start()) + 1)  # the start of the usage line
         end = datetime.strptime(stamp["stamp"], "%Y-%m-%d %H:%M:%S") if stamp else None
-        jobs.append(JobUsage(rule, job, *usage, int(threads["threads"]) if threads else None, devices, end))
+        jobs.append(
+            JobUsage(rule, job, *_usage_values(last), int(threads["threads"]) if threads else None, devices, end)
+        )
     return jobs
 
 
